@@ -1,0 +1,190 @@
+"""Everything checked before a build encrypts anything: files, IR, keys, package, and plaintext leaks.
+
+Used by the build hook and by `hatch-ovcrypt check`, so both judge a project the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import HOOK_NAME, ModelSpec, Options, Problem, hook_location, parse_options
+from .runtime._errors import KeyMissingError, OvcryptError
+from .runtime._format import FileSource, PlaintextSource
+from .runtime._keys import keys_from_environment
+from .runtime._openssl import RECIPE, OpenSSLSource, check_xml, decrypt_openssl_array, parse_hex16
+
+if TYPE_CHECKING:
+    from hatchling.builders.plugin.interface import BuilderInterface
+
+SDIST_FIX = (
+    'add `exclude = ["/{dir}"]` under [tool.hatch.build.targets.sdist] so the sdist leaves them out, '
+    "or set `allow-plaintext-sdist = true` in [{location}] to ship them on purpose"
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A project that passed every check: what the build will do."""
+
+    options: Options
+    package: str
+    key: bytes
+
+
+def is_from_sdist(root: Path) -> bool:
+    """An unpacked sdist has PKG-INFO at its root; a source checkout does not."""
+    return (root / "PKG-INFO").is_file()
+
+
+def check_project(
+    raw: Mapping[str, Any], root: Path, builder: BuilderInterface[Any, Any], environ: Mapping[str, str] | None = None
+) -> tuple[Plan | None, list[Problem]]:
+    """Run every check; return the plan, or None and every problem found."""
+    environ = os.environ if environ is None else environ
+    location = hook_location(builder.config.target_config, builder.PLUGIN_NAME)
+    options, problems = parse_options(raw, root, location)
+    from_sdist = is_from_sdist(root)
+    for spec in options.models:
+        problems += _check_model(spec, root, environ, from_sdist)
+    key = _build_key(options, problems)
+    selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
+    package = _resolve_package(options, selected.values(), problems)
+    problems += _check_plaintext_in_wheel(options, selected, root)
+    if not from_sdist and not options.allow_plaintext_sdist:
+        problems += check_plaintext_in_sdist(options, root)
+    if problems or package is None or key is None:
+        return None, problems
+    return Plan(options, package, key), problems
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sdist: bool) -> list[Problem]:
+    missing = [path for path in spec.files if not path.is_file()]
+    if missing:
+        what = " and ".join(_rel(p, root) for p in missing)
+        hint = (
+            "; this is an sdist, and hatch-ovcrypt keeps model files out of sdists: build the wheel from the "
+            "source tree (`python -m build --wheel` or `hatch build -t wheel`)"
+            if from_sdist
+            else (f" (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else "")
+        )
+        return [Problem(spec.path, f"names {what}, which does not exist{hint}")]
+    try:
+        read_ir(spec, environ)
+    except OvcryptError as exc:
+        return [Problem(spec.path, str(exc))]
+    except Exception as exc:  # openvino raises RuntimeError with multi-line text
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [Problem(spec.path, f"OpenVINO cannot read {_rel(spec.xml, root)}: {first}")]
+    return []
+
+
+def recipe_key_iv(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[bytes, bytes]:
+    values = []
+    for env in (spec.key_hex_env, spec.iv_hex_env):
+        assert env is not None  # parse_options guarantees both for recipe models
+        if not environ.get(env):
+            raise KeyMissingError(f"environment variable {env} is not set (the OpenSSL recipe's hex key or IV)")
+        values.append(parse_hex16(environ[env], f"environment variable {env}"))
+    return values[0], values[1]
+
+
+def model_sources(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[PlaintextSource, PlaintextSource]:
+    """The plaintext .xml and .bin of a model, streamed: from disk, or decrypted from the recipe on the fly."""
+    if spec.source_encryption != RECIPE:
+        return FileSource(spec.xml), FileSource(spec.bin)
+    key, iv = recipe_key_iv(spec, environ)
+    xml = OpenSSLSource(spec.xml, key, iv, spec.xml.name)
+    check_xml(next(iter(xml.chunks(64)), b""), spec.xml.name)
+    return xml, OpenSSLSource(spec.bin, key, iv, spec.bin.name)
+
+
+def read_ir(spec: ModelSpec, environ: Mapping[str, str]) -> None:
+    """Read the model with OpenVINO, as the runtime will; recipe models are decrypted in memory."""
+    import openvino as ov
+
+    core = ov.Core()
+    if spec.source_encryption != RECIPE:
+        core.read_model(str(spec.xml))
+        return
+    key, iv = recipe_key_iv(spec, environ)
+    xml = decrypt_openssl_array(spec.xml, key, iv, spec.xml.name)
+    check_xml(memoryview(xml), spec.xml.name)
+    weights = decrypt_openssl_array(spec.bin, key, iv, spec.bin.name)
+    core.read_model(xml.tobytes(), ov.Tensor(weights, shared_memory=True))
+
+
+def _build_key(options: Options, problems: list[Problem]) -> bytes | None:
+    """The build encrypts under the first key of $key-env (a list there means: rotating, first is new)."""
+    try:
+        keys = list(keys_from_environment(options.key_env))
+    except OvcryptError as exc:
+        problems.append(Problem(f"{options.location}.key-env", str(exc)))
+        return None
+    if not keys:
+        problems.append(Problem(
+            f"{options.location}.key-env",
+            f"names {options.key_env}, which is not set (nor {options.key_env}_FILE): make a key with "
+            f"`hatch-ovcrypt keygen` and give it to the build as a secret environment variable",
+        ))  # fmt: skip
+        return None
+    return keys[0]
+
+
+def _resolve_package(options: Options, distribution_paths: Iterable[str], problems: list[Problem]) -> str | None:
+    packages = sorted({p.split("/")[0] for p in (d.replace(os.sep, "/") for d in distribution_paths) if p.count("/") == 1 and p.endswith("/__init__.py")})
+    if options.package is not None:
+        if options.package.split(".")[0] not in packages:
+            problems.append(Problem(f"{options.location}.package", f"names {options.package!r}, which the wheel does not contain (it has: {', '.join(packages) or 'no packages'})"))
+            return None
+        return options.package
+    if len(packages) == 1:
+        return packages[0]
+    problems.append(Problem(
+        f"{options.location}.package",
+        "is needed: the wheel has " + (f"several top-level packages ({', '.join(packages)})" if packages else "no top-level package")
+        + "; say which one gets the `_ovcrypt` runtime",
+    ))  # fmt: skip
+    return None
+
+
+def _model_files(options: Options) -> dict[Path, ModelSpec]:
+    return {path.resolve(): spec for spec in options.models for path in spec.files if path.exists()}
+
+
+def _check_plaintext_in_wheel(options: Options, selected: Mapping[Path, str], root: Path) -> list[Problem]:
+    leaks = [(spec, path) for path, spec in _model_files(options).items() if path in selected]
+    return [
+        Problem(spec.path, f"file {_rel(path, root)} would be packed into the wheel as {selected[path]}: "
+                f'add `exclude = ["/{_rel(path.parent, root)}"]` under [tool.hatch.build.targets.wheel], '
+                "or move the models out of the package folder")
+        for spec, path in leaks
+    ]  # fmt: skip
+
+
+def check_plaintext_in_sdist(options: Options, root: Path) -> list[Problem]:
+    from hatchling.builders.sdist import SdistBuilder
+
+    in_sdist = {Path(f.path).resolve() for f in SdistBuilder(str(root)).recurse_included_files()}
+    leaks = [(spec, path) for path, spec in _model_files(options).items() if path in in_sdist]
+    return [
+        Problem(spec.path, f"file {_rel(path, root)} would be packed into the sdist: "
+                + SDIST_FIX.format(dir=_rel(path.parent, root), location=options.location))
+        for spec, path in leaks
+    ]  # fmt: skip
+
+
+def hook_table(builder: BuilderInterface[Any, Any]) -> dict[str, Any] | None:
+    """The hook table this builder would give the hook, or None when the hook is not configured."""
+    table = builder.config.hook_config.get(HOOK_NAME)
+    return dict(table) if table is not None else None

@@ -1,0 +1,119 @@
+"""`hatch-ovcrypt` command line. Exit codes: 0 success, 1 a failed check, 2 bad usage.
+
+Keys are never taken as arguments (they would show in process lists and shell history): they come
+from `--key-file PATH` or from an environment variable (`$OVCRYPT_KEY`, or the one `--key-env` names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .runtime._errors import OvcryptError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage: exit code 2."""
+
+
+class CheckFailed(Exception):
+    """A check that ran and failed (bad file, wrong key): exit code 1."""
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"hatch-ovcrypt: error: {message}\n")
+
+
+# --- verbs ------------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .runtime._keys import generate_key
+
+    key = generate_key()
+    if args.out is None:
+        print(key)
+        return EXIT_OK
+    out = Path(args.out)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{out} exists; refusing to overwrite a key file") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(out, 0o600)
+    print(f"wrote a new key to {out} (mode 0600)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hatchling.builders.wheel import WheelBuilder
+
+    from .checks import check_project, hook_table
+    from .config import HOOK_NAME, ConfigurationError
+
+    root = Path(args.project_dir).resolve()
+    if not (root / "pyproject.toml").is_file():
+        raise UsageError(f"{root} has no pyproject.toml")
+    builder = WheelBuilder(str(root))
+    table = hook_table(builder)
+    if table is None:
+        raise CheckFailed(
+            f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table"
+        )
+    plan, problems = check_project(table, root, builder)
+    if plan is None:
+        raise CheckFailed(str(ConfigurationError(problems)))
+    names = ", ".join(spec.name for spec in plan.options.models)
+    print(f"ok: {len(plan.options.models)} model(s) ({names}) into {plan.package}._ovcrypt, key from ${plan.options.key_env}")
+    return EXIT_OK
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hatch-ovcrypt",
+        description="Encrypt OpenVINO IR models for wheels, and inspect, verify, rekey and load them.",
+    )
+    parser.add_argument("--version", action="version", version=f"hatch-ovcrypt {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=text, description=text)
+        sub.set_defaults(func=func)
+        return sub
+
+    sub = verb("check", cmd_check, "validate a product's ovcrypt hook table exactly as the build would, without building")
+    sub.add_argument("project_dir", nargs="?", default=".", metavar="PROJECT_DIR")
+    sub = verb("keygen", cmd_keygen, "print a new 256-bit key (64 hex characters), or write it with mode 0600")
+    sub.add_argument("--out", metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0) and EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except (CheckFailed, OvcryptError) as exc:
+        _fail(str(exc))
+        return EXIT_FAILED
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

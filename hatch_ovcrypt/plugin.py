@@ -1,0 +1,107 @@
+"""The `ovcrypt` build hook. Its module imports nothing heavy: the work is imported in `initialize`.
+
+Like hatch-autorun, it renders into a temporary folder, force-includes the result file by file,
+removes the folder in `finalize`, and never writes into the source tree.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+RUNTIME_REQUIREMENTS = ("openvino>=2024.0", "cryptography>=42", "numpy>=1.24")
+
+
+class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
+    PLUGIN_NAME = "ovcrypt"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # hatchling also builds hooks just to ask for dependencies()
+        self._staging: Path | None = None
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        from .checks import check_project
+        from .config import ConfigurationError
+
+        root = Path(self.root)
+        builder = self.build_config.builder
+        if self.target_name != "wheel":
+            self._check_other_target(root, builder)
+            return
+        plan, problems = check_project(self.config, root, builder)
+        if plan is None:
+            self.app.abort(str(ConfigurationError(problems)))
+            return
+        self._staging = Path(tempfile.mkdtemp(prefix="hatch-ovcrypt-"))
+        atexit.register(shutil.rmtree, self._staging, ignore_errors=True)  # if finalize never runs
+        try:
+            mapping = self._render(plan, version)
+        except Exception as exc:
+            self._cleanup()
+            self.app.abort(f"hatch-ovcrypt: encrypting the models failed: {type(exc).__name__}: {exc}")
+            return
+        key = "force_include_editable" if version == "editable" else "force_include"
+        build_data[key].update(mapping)
+        if version == "editable":  # force_include_editable replaces force_include; keep the user's own
+            build_data[key].update(build_data["force_include"])
+        build_data["dependencies"].extend(RUNTIME_REQUIREMENTS)
+
+    def _render(self, plan: Any, version: str) -> dict[str, str]:
+        import os
+
+        from .editable import private_folder, render_editable_loader
+        from .writer import render_runtime_folder
+
+        assert self._staging is not None
+        folder = self._staging / "_ovcrypt"
+        folder.mkdir()
+        manifest = render_runtime_folder(plan, folder, os.environ, progress=_terminal_progress(self.app))
+        if version == "editable":
+            dest = private_folder(plan.package)
+            mapping = render_editable_loader(plan.package, self._staging)
+        else:
+            dest = f"{plan.package.replace('.', '/')}/_ovcrypt"
+            mapping = {}
+        # File by file, so hatchling reserves each destination (a stale copy in the tree cannot shadow it).
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                mapping[str(path)] = f"{dest}/{path.relative_to(folder).as_posix()}"
+        names = ", ".join(sorted(manifest.models))
+        self.app.display_info(f"hatch-ovcrypt: encrypted {names} into {dest} (key id {manifest.key_id})")
+        return mapping
+
+    def _check_other_target(self, root: Path, builder: Any) -> None:
+        """Configured for every target: an sdist gets no runtime, and must not carry plaintext models."""
+        from .checks import check_plaintext_in_sdist, is_from_sdist
+        from .config import ConfigurationError, parse_options
+
+        if self.target_name != "sdist" or is_from_sdist(root):
+            return
+        options, problems = parse_options(self.config, root, f"tool.hatch.build.hooks.{self.PLUGIN_NAME}")
+        if not options.allow_plaintext_sdist:
+            problems += check_plaintext_in_sdist(options, root)
+        if problems:
+            self.app.abort(str(ConfigurationError(problems)))
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+
+def _terminal_progress(app: Any) -> Any:
+    """Progress for big files, on an interactive terminal only."""
+    if not sys.stderr.isatty():
+        return None
+    from .progress import progress_for
+
+    return progress_for

@@ -1,0 +1,518 @@
+"""The hatch-ovcrypt file format, version 1: the one definition used by the writer and the reader.
+
+docs/FORMAT.md specifies it byte by byte. In short::
+
+    header      fixed 72 bytes + model name (authenticated by the header tag)
+    header_tag  16 bytes: AES-256-GCM tag over the empty string, header as associated data
+    ciphertext  exactly plaintext_length bytes, segment after segment
+    tags        16 bytes per segment
+
+Ciphertext sits exactly where the plaintext will land and the tags are kept apart, so a reader
+can read the whole ciphertext into its final buffer and decrypt every segment in place, on
+several threads at once. Each segment's nonce binds its index and a last-segment flag (as in
+Tink's streaming AEAD and age's STREAM) and its associated data is the whole header (model name,
+role, sizes, key id), so reordering, dropping, truncating, appending or moving a file to another
+model or role all fail authentication.
+
+Every file is encrypted under its own key, HKDF(master key, salt). The salt is an HMAC, under the
+master key, of the plaintext's SHA-256 and the header fields: the same input gives the same bytes
+(reproducible wheels), a different input gives a different file key, so a (key, nonce) pair never
+protects two different plaintexts.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import io
+import os
+import struct
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ._errors import FormatError, IntegrityError, WrongKeyError
+
+MAGIC = b"OVCRYPT\x00"
+VERSION = 1
+KEY_SIZE = 32
+KEY_ID_SIZE = 16
+SALT_SIZE = 32
+TAG_SIZE = 16
+MIN_SEGMENT_SIZE = 1 << 20
+MAX_SEGMENT_SIZE = 4 << 20
+DEFAULT_SEGMENT_SIZE = 1 << 20
+MAX_NAME_BYTES = 255
+
+# magic, version, role, flags, name length, segment size, plaintext length, key id, salt
+_FIXED = struct.Struct(">8sBBBBIQ16s32s")
+FIXED_HEADER_SIZE = _FIXED.size  # 72
+MAX_HEADER_SIZE = FIXED_HEADER_SIZE + MAX_NAME_BYTES + TAG_SIZE
+
+_INFO_KEY_ID = b"hatch-ovcrypt/v1/key-id"
+_INFO_SALT_KEY = b"hatch-ovcrypt/v1/salt-key"
+_INFO_FILE_KEY = b"hatch-ovcrypt/v1/file-key"
+_FLAG_MIDDLE, _FLAG_LAST, _FLAG_HEADER = 0x00, 0x01, 0x02
+# The header tag's nonce can never equal a segment nonce: segment flags are 0 or 1 only.
+HEADER_NONCE = b"\xff" * 11 + bytes([_FLAG_HEADER])
+
+
+class Role(enum.IntEnum):
+    """What an encrypted file holds; bound into every segment's associated data."""
+
+    XML = 1
+    BIN = 2
+    COMPILED = 3  # an exported compiled model in the warm-start cache
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        return cls[text.upper()]
+
+
+def hkdf(key: bytes, salt: bytes | None, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256; every key this format uses is derived from the master key through it."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(key)
+
+
+def key_id(key: bytes) -> bytes:
+    """The public fingerprint of a master key: HKDF-SHA256(key, info="hatch-ovcrypt/v1/key-id")[:16].
+
+    It commits the file to the key (GCM alone does not) and reveals nothing useful about it.
+    """
+    return hkdf(key, None, _INFO_KEY_ID, KEY_ID_SIZE)
+
+
+def derive_salt(key: bytes, fields: bytes, plaintext_sha256: bytes) -> bytes:
+    """Deterministic per-file salt: HMAC-SHA256(HKDF(key, "salt-key"), header fields ‖ SHA-256(plaintext))."""
+    salt_key = hkdf(key, None, _INFO_SALT_KEY)
+    return hmac.new(salt_key, fields + plaintext_sha256, hashlib.sha256).digest()
+
+
+def segment_nonce(index: int, last: bool) -> bytes:
+    """11-byte big-endian segment index ‖ 1 byte last-segment flag (age's STREAM layout)."""
+    return index.to_bytes(11, "big") + bytes([_FLAG_LAST if last else _FLAG_MIDDLE])
+
+
+@dataclass(frozen=True)
+class Header:
+    role: Role
+    name: str
+    segment_size: int
+    plaintext_length: int
+    key_id: bytes
+    salt: bytes
+
+    def fields(self) -> bytes:
+        """The header bytes with a zero salt: what the deterministic salt is derived from."""
+        return self._pack(b"\x00" * SALT_SIZE)
+
+    def encode(self) -> bytes:
+        return self._pack(self.salt)
+
+    def _pack(self, salt: bytes) -> bytes:
+        name = self.name.encode()
+        fixed = _FIXED.pack(
+            MAGIC, VERSION, int(self.role), 0, len(name),
+            self.segment_size, self.plaintext_length, self.key_id, salt,
+        )  # fmt: skip
+        return fixed + name
+
+    @property
+    def header_size(self) -> int:
+        """Bytes before the ciphertext: the header and its tag."""
+        return FIXED_HEADER_SIZE + len(self.name.encode()) + TAG_SIZE
+
+    @property
+    def segment_count(self) -> int:
+        """Always at least one: an empty plaintext still has a (last, empty) authenticated segment."""
+        return max(1, -(-self.plaintext_length // self.segment_size))
+
+    @property
+    def file_size(self) -> int:
+        return self.header_size + self.plaintext_length + TAG_SIZE * self.segment_count
+
+    @property
+    def tags_offset(self) -> int:
+        return self.header_size + self.plaintext_length
+
+    def segment_span(self, index: int) -> tuple[int, int]:
+        start = index * self.segment_size
+        return start, min(start + self.segment_size, self.plaintext_length)
+
+    @property
+    def key_id_hex(self) -> str:
+        return self.key_id.hex()
+
+
+def validate_segment_size(size: int) -> str | None:
+    """The problem with a segment size, or None when it is allowed."""
+    if not MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE or size % 4096:
+        return f"must be a multiple of 4096 between {MIN_SEGMENT_SIZE} (1 MiB) and {MAX_SEGMENT_SIZE} (4 MiB)"
+    return None
+
+
+def validate_name(name: str) -> str | None:
+    if not name or len(name.encode()) > MAX_NAME_BYTES:
+        return f"must be 1 to {MAX_NAME_BYTES} bytes of UTF-8"
+    return None
+
+
+def parse_header(data: bytes, label: str) -> tuple[Header, bytes, bytes]:
+    """Parse (header, raw header bytes, header tag) from the start of a file. Needs no key."""
+    if len(data) < FIXED_HEADER_SIZE:
+        raise FormatError(f"{label}: file is truncated ({len(data)} bytes), not a hatch-ovcrypt file")
+    magic, version, role, flags, name_len, seg, length, kid, salt = _FIXED.unpack_from(data)
+    if magic != MAGIC:
+        raise FormatError(f"{label}: not a hatch-ovcrypt file (bad magic)")
+    if version != VERSION:
+        raise FormatError(f"{label}: format version {version} is not supported (this runtime reads version {VERSION})")
+    if role not in Role.__members__.values() or flags != 0 or name_len == 0:
+        raise FormatError(f"{label}: corrupt header (role, flags or name length)")
+    if validate_segment_size(seg):
+        raise FormatError(f"{label}: corrupt header (segment size {seg})")
+    end = FIXED_HEADER_SIZE + name_len
+    if len(data) < end + TAG_SIZE:
+        raise FormatError(f"{label}: file is truncated inside its header")
+    try:
+        name = data[FIXED_HEADER_SIZE:end].decode()
+    except UnicodeDecodeError:
+        raise FormatError(f"{label}: corrupt header (model name is not UTF-8)") from None
+    header = Header(Role(role), name, seg, length, kid, salt)
+    return header, bytes(data[:end]), bytes(data[end : end + TAG_SIZE])
+
+
+def read_header(f: BinaryIO, label: str) -> tuple[Header, bytes, bytes]:
+    """Read and parse the header from the current position; leaves f at the first ciphertext byte."""
+    head = _read_up_to(f, FIXED_HEADER_SIZE)
+    if len(head) == FIXED_HEADER_SIZE and head[:8] == MAGIC:
+        head += _read_up_to(f, head[11] + TAG_SIZE)
+    return parse_header(head, label)
+
+
+def check_file_size(header: Header, actual: int, label: str) -> None:
+    if actual < header.file_size:
+        raise IntegrityError(f"{label}: file is truncated ({actual} of {header.file_size} bytes)")
+    if actual > header.file_size:
+        raise IntegrityError(f"{label}: {actual - header.file_size} unexpected bytes after the end of the file")
+
+
+class SegmentCipher:
+    """AES-256-GCM under one file's key, with that file's header as every segment's associated data."""
+
+    __slots__ = ("_aad", "_file_key", "header", "label")
+
+    def __init__(self, key: bytes, header: Header, label: str) -> None:
+        self.header = header
+        self.label = label
+        self._aad = header.encode()
+        self._file_key = hkdf(key, header.salt, _INFO_FILE_KEY)
+
+    def __repr__(self) -> str:
+        return f"SegmentCipher({self.label!r}, key_id={self.header.key_id_hex})"
+
+    @classmethod
+    def open(cls, key: bytes, header: Header, raw: bytes, tag: bytes, label: str) -> SegmentCipher:
+        """Check the key id (key commitment), then authenticate the header under the file key."""
+        if key_id(key) != header.key_id:
+            raise WrongKeyError(f"{label}: key id {key_id(key).hex()} does not match the file's key id {header.key_id_hex}")
+        cipher = cls(key, header, label)
+        if raw != cipher._aad:
+            raise FormatError(f"{label}: header is not in canonical form")
+        try:
+            AESGCM(cipher._file_key).decrypt(HEADER_NONCE, tag, cipher._aad)
+        except InvalidTag:
+            raise IntegrityError(f"{label}: header failed authentication (the file was modified)") from None
+        return cipher
+
+    def header_tag(self) -> bytes:
+        return AESGCM(self._file_key).encrypt(HEADER_NONCE, b"", self._aad)
+
+    def _mode(self, index: int, tag: bytes | None = None) -> modes.GCM:
+        last = index == self.header.segment_count - 1
+        return modes.GCM(segment_nonce(index, last), tag)
+
+    def encrypt_segment(self, index: int, src: memoryview, dst: memoryview) -> bytes:
+        encryptor = Cipher(algorithms.AES(self._file_key), self._mode(index)).encryptor()
+        encryptor.authenticate_additional_data(self._aad)
+        if len(src):
+            encryptor.update_into(src, dst)
+        encryptor.finalize()
+        return encryptor.tag
+
+    def decrypt_segment(self, index: int, buf: memoryview, tag: bytes) -> None:
+        """Decrypt in place. On failure the segment is wiped before the error is raised."""
+        decryptor = Cipher(algorithms.AES(self._file_key), self._mode(index, tag)).decryptor()
+        decryptor.authenticate_additional_data(self._aad)
+        if len(buf):
+            decryptor.update_into(buf, buf)
+        try:
+            decryptor.finalize()
+        except InvalidTag:
+            _wipe(buf)
+            raise IntegrityError(
+                f"{self.label}: segment {index} of {self.header.segment_count} failed authentication "
+                "(the file was modified, truncated, reordered or belongs to another model or role)"
+            ) from None
+
+
+# --- plaintext sources for the writer ---------------------------------------------------------
+
+
+class PlaintextSource(Protocol):
+    """Plaintext the writer reads twice: once to derive the salt, once to encrypt."""
+
+    @property
+    def length(self) -> int: ...
+
+    def chunks(self, size: int) -> Iterator[memoryview]:
+        """Yield the plaintext in pieces of `size` bytes (the last may be shorter). May reuse one buffer."""
+        ...
+
+
+class FileSource:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.length = path.stat().st_size
+
+    def chunks(self, size: int) -> Iterator[memoryview]:
+        buf = memoryview(bytearray(size))
+        with self.path.open("rb", buffering=0) as f:
+            remaining = self.length
+            while remaining:
+                n = _readinto_exact(f, buf[: min(size, remaining)], str(self.path))
+                remaining -= n
+                yield buf[:n]
+
+
+class BufferSource:
+    """Plaintext already in memory, such as an OpenSSL-recipe file decrypted at build time."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(data).cast("B")
+        self.length = len(self._view)
+
+    def chunks(self, size: int) -> Iterator[memoryview]:
+        for start in range(0, self.length, size):
+            yield self._view[start : start + size]
+
+
+def plaintext_sha256(source: PlaintextSource, size: int) -> bytes:
+    digest = hashlib.sha256()
+    for chunk in source.chunks(size):
+        digest.update(chunk)
+    return digest.digest()
+
+
+ProgressCallback = Callable[[int], None]
+
+
+def encrypt(
+    key: bytes,
+    source: PlaintextSource,
+    dst: BinaryIO,
+    *,
+    name: str,
+    role: Role,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    salt: bytes | None = None,
+    progress: ProgressCallback | None = None,
+) -> Header:
+    """Stream `source` into `dst` in this format. Memory is one segment, whatever the size.
+
+    `salt=None` derives it from the plaintext (a second read) so equal inputs give equal bytes.
+    """
+    if problem := validate_segment_size(segment_size):
+        raise ValueError(f"segment size {problem}")
+    if problem := validate_name(name):
+        raise ValueError(f"model name {problem}")
+    header = Header(role, name, segment_size, source.length, key_id(key), b"\x00" * SALT_SIZE)
+    if salt is None:
+        salt = derive_salt(key, header.fields(), plaintext_sha256(source, segment_size))
+    header = Header(role, name, segment_size, source.length, header.key_id, salt)
+    cipher = SegmentCipher(key, header, name)
+    dst.write(header.encode())
+    dst.write(cipher.header_tag())
+    out = memoryview(bytearray(segment_size))
+    tags = []
+    done = 0
+    for index, chunk in enumerate(source.chunks(segment_size)):
+        n = len(chunk)
+        tags.append(cipher.encrypt_segment(index, chunk, out[:n]))
+        dst.write(out[:n])
+        done += n
+        if progress:
+            progress(done)
+    if done != source.length:
+        raise OSError(f"{name}: source changed size while it was being encrypted")
+    if not tags:  # the empty plaintext still gets its one authenticated, empty, last segment
+        tags.append(cipher.encrypt_segment(0, out[:0], out[:0]))
+    dst.write(b"".join(tags))
+    return header
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+
+def decrypt_into(
+    f: BinaryIO, cipher: SegmentCipher, out: memoryview, *, threads: int | None = None
+) -> None:
+    """Read the ciphertext of an opened file straight into `out` and decrypt it there.
+
+    `f` is positioned at the first ciphertext byte. With a real file, each worker reads its own
+    run of segments with pread and decrypts each one while it is still in cache; other streams
+    (a wheel opened as a zip) are read sequentially first. On any failure `out` is wiped.
+    """
+    header, label = cipher.header, cipher.label
+    if len(out) != header.plaintext_length:
+        raise ValueError("output buffer has the wrong size")
+    fd = _fileno(f)
+    try:
+        if fd is not None:
+            check_file_size(header, os.fstat(fd).st_size, label)
+            tags = _pread_exact(fd, memoryview(bytearray(TAG_SIZE * header.segment_count)), header.tags_offset, label)
+            base = header.header_size
+        else:
+            _readinto_exact(f, out, label)
+            tags = _read_exact(f, TAG_SIZE * header.segment_count, label)
+            if f.read(1):
+                raise IntegrityError(f"{label}: unexpected bytes after the end of the file")
+            base = -1
+        _decrypt_segments(cipher, out, bytes(tags), fd, base, threads)
+    except BaseException:
+        _wipe(out)
+        raise
+
+
+def _decrypt_segments(
+    cipher: SegmentCipher, out: memoryview, tags: bytes, fd: int | None, base: int, threads: int | None
+) -> None:
+    header = cipher.header
+    count = header.segment_count
+
+    def run(first: int, stop: int) -> None:
+        for index in range(first, stop):
+            start, end = header.segment_span(index)
+            view = out[start:end]
+            if fd is not None and len(view):
+                _pread_exact(fd, view, base + start, cipher.label)
+            cipher.decrypt_segment(index, view, tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
+
+    workers = max(1, min(threads or default_threads(), count))
+    if workers == 1:
+        run(0, count)
+        return
+    bounds = [count * w // workers for w in range(workers + 1)]
+    with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
+        futures = [pool.submit(run, bounds[w], bounds[w + 1]) for w in range(workers)]
+        errors = [e for e in (fut.exception() for fut in futures) if e is not None]
+    if errors:
+        raise errors[0]
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def iter_plaintext(f: BinaryIO, cipher: SegmentCipher, size: int) -> Iterator[memoryview]:
+    """Decrypt a seekable, opened file segment by segment: memory is one segment, whatever the size.
+
+    The caller gets each segment only after it authenticated, and `size` of the file must match.
+    """
+    header = cipher.header
+    check_file_size(header, size, cipher.label)
+    f.seek(header.tags_offset)
+    tags = _read_exact(f, TAG_SIZE * header.segment_count, cipher.label)
+    f.seek(header.header_size)
+    buf = memoryview(bytearray(header.segment_size))
+    for index in range(header.segment_count):
+        start, end = header.segment_span(index)
+        view = buf[: end - start]
+        _readinto_exact(f, view, cipher.label)
+        cipher.decrypt_segment(index, view, tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
+        yield view
+
+
+class DecryptingSource:
+    """An encrypted file as a PlaintextSource, for re-encryption under a new key (rekey)."""
+
+    def __init__(self, path: Path, cipher: SegmentCipher) -> None:
+        self.path = path
+        self.cipher = cipher
+        self.length = cipher.header.plaintext_length
+
+    def chunks(self, size: int) -> Iterator[memoryview]:
+        if size != self.cipher.header.segment_size:
+            raise ValueError("re-encryption keeps the segment size")
+        with self.path.open("rb") as f:
+            yield from iter_plaintext(f, self.cipher, os.fstat(f.fileno()).st_size)
+
+
+# --- low-level I/O ----------------------------------------------------------------------------
+
+_ZEROS = bytes(1 << 20)
+
+
+def _wipe(view: memoryview) -> None:
+    """Overwrite plaintext that failed authentication, so no caller can ever see it."""
+    for start in range(0, len(view), len(_ZEROS)):
+        chunk = view[start : start + len(_ZEROS)]
+        chunk[:] = _ZEROS[: len(chunk)]
+
+
+def _fileno(f: BinaryIO) -> int | None:
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return fd if hasattr(os, "pread") else None
+
+
+def _read_up_to(f: BinaryIO, n: int) -> bytes:
+    parts = []
+    while n > 0:
+        chunk = f.read(n)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _read_exact(f: BinaryIO, n: int, label: str) -> bytes:
+    data = _read_up_to(f, n)
+    if len(data) != n:
+        raise IntegrityError(f"{label}: file is truncated")
+    return data
+
+
+def _readinto_exact(f: BinaryIO, view: memoryview, label: str) -> int:
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:])  # type: ignore[attr-defined]
+        if not n:
+            raise IntegrityError(f"{label}: file is truncated")
+        done += n
+    return done
+
+
+def _pread_exact(fd: int, view: memoryview, offset: int, label: str) -> memoryview:
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if not n:
+            raise IntegrityError(f"{label}: file is truncated")
+        done += n
+    return view

@@ -1,0 +1,166 @@
+"""One package's encrypted models: the manifest, the key ring and the compiled-model cache."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import IntegrityError, ManifestError, ModelNotFoundError, UnsafeConfigError
+from ._format import Role
+from ._keys import KeyRing
+from ._loader import decrypt_to_array, model_from_memory, pin_weights
+from ._manifest import MANIFEST_NAME, MODEL_ROLES, MODELS_DIR, Manifest, parse_manifest
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+    import numpy as np
+    import openvino as ov
+
+CACHE_DIR_ENV = "OVCRYPT_CACHE_DIR"
+# OpenVINO's own cache writes decrypted weights to disk in plaintext (on CPU, even with its
+# cache-encryption callbacks), so these options are refused whatever their spelling.
+_UNSAFE_OPTIONS = {"CACHE_DIR", "CACHE_ENCRYPTION_CALLBACKS"}
+
+
+def config_key(config: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """A hashable, order-independent form of a compile config."""
+    if not config:
+        return ()
+    unsafe = sorted(k for k in config if str(k).upper() in _UNSAFE_OPTIONS)
+    if unsafe:
+        raise UnsafeConfigError(
+            f"compile option {unsafe[0]} is refused: OpenVINO's cache stores decrypted weights on disk in plaintext; "
+            f"use compile_model(..., cache_dir=...) or ${CACHE_DIR_ENV} for hatch-ovcrypt's encrypted cache instead"
+        )
+    return tuple(sorted((str(k), repr(v)) for k, v in config.items()))
+
+
+class Runtime:
+    """The models of one `_ovcrypt` folder. Thread-safe; decrypts nothing until asked."""
+
+    def __init__(self, root: Traversable, package: str) -> None:
+        self._root = root
+        self.package = package
+        self._lock = threading.Lock()
+        self._manifest: Manifest | None = None
+        self._keyring: KeyRing | None = None
+        self._verified = False
+        self._core: ov.Core | None = None
+        self._compiled: dict[tuple[Any, ...], ov.CompiledModel] = {}
+        self._compile_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"<hatch-ovcrypt runtime for {self.package!r}>"
+
+    # --- manifest and keys ---------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        with self._lock:
+            if self._manifest is None:
+                resource = self._root / MANIFEST_NAME
+                if not resource.is_file():
+                    raise ManifestError(f"{self.package}: {MANIFEST_NAME} is missing; reinstall the package")
+                self._manifest = parse_manifest(resource.read_bytes())
+            return self._manifest
+
+    @property
+    def keyring(self) -> KeyRing:
+        manifest = self.manifest
+        with self._lock:
+            if self._keyring is None:
+                self._keyring = KeyRing(manifest.key_env, _import_provider(manifest.key_provider))
+            return self._keyring
+
+    def _key_for(self, wanted: bytes, label: str) -> bytes:
+        manifest = self.manifest
+        if wanted.hex() != manifest.key_id:
+            raise IntegrityError(
+                f"{label}: encrypted under key id {wanted.hex()}, but this package was built under "
+                f"{manifest.key_id}; the file comes from another build"
+            )
+        key = self.keyring.key_for(wanted, label)
+        if not self._verified:
+            manifest.verify(key)
+            self._verified = True
+        return key
+
+    # --- models --------------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return sorted(self.manifest.models)
+
+    def _resource(self, name: str, role: Role) -> tuple[Traversable, str]:
+        models = self.manifest.models
+        if name not in models:
+            known = ", ".join(sorted(models)) or "none"
+            raise ModelNotFoundError(f"{self.package} has no model {name!r} (models: {known})")
+        entry = models[name][role]
+        folder = self._root / MODELS_DIR
+        resource = folder / entry.file
+        label = f"model {name!r} file {entry.file}"
+        if isinstance(resource, Path) and isinstance(folder, Path):
+            # The manifest cannot name another folder; a symlink could still lead outside the package.
+            if folder.is_symlink() or resource.is_symlink():
+                raise ManifestError(f"{label}: is a symbolic link; encrypted files must be regular files in the package")
+        if not resource.is_file():
+            raise IntegrityError(f"{label}: is missing from the package; reinstall it")
+        return resource, label
+
+    def decrypt(self, name: str, role: Role) -> np.ndarray:
+        resource, label = self._resource(name, role)
+        return decrypt_to_array(resource, label, self._key_for, name=name, role=role)
+
+    @property
+    def core(self) -> ov.Core:
+        import openvino as ov
+
+        with self._lock:
+            if self._core is None:
+                self._core = ov.Core()
+            return self._core
+
+    def read_model(self, name: str) -> ov.Model:
+        xml, weights = (self.decrypt(name, role) for role in MODEL_ROLES)
+        return model_from_memory(self.core, xml, weights)
+
+    def compile_model(
+        self, name: str, device: str = "CPU", config: dict[str, Any] | None = None, cache_dir: str | Path | None = None
+    ) -> ov.CompiledModel:
+        key = (name, device, config_key(config), str(cache_dir) if cache_dir else None)
+        with self._lock:
+            if key in self._compiled:
+                return self._compiled[key]
+            lock = self._compile_locks.setdefault(key, threading.Lock())
+        with lock:  # concurrent callers of the same model wait for one compile
+            with self._lock:
+                if key in self._compiled:
+                    return self._compiled[key]
+            compiled = self._compile(name, device, dict(config or {}))
+            with self._lock:
+                self._compiled[key] = compiled
+            return compiled
+
+    def _compile(self, name: str, device: str, config: dict[str, Any]) -> ov.CompiledModel:
+        model = self.read_model(name)
+        compiled = self.core.compile_model(model, device, config)
+        pin_weights(compiled, getattr(model, "_ovcrypt_weights"))
+        return compiled
+
+    def unload(self, name: str | None = None) -> None:
+        """Forget compiled models (all, or one model's) so their memory can be freed."""
+        with self._lock:
+            for key in [k for k in self._compiled if name is None or k[0] == name]:
+                del self._compiled[key]
+                self._compile_locks.pop(key, None)
+
+
+def _import_provider(ref: str | None) -> Any:
+    if ref is None:
+        return None
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
