@@ -76,7 +76,7 @@ def _check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_s
             "; this is an sdist, and hatch-ovcrypt keeps model files out of sdists: build the wheel from the "
             "source tree (`python -m build --wheel` or `hatch build -t wheel`)"
             if from_sdist
-            else (f" (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else "")
+            else (" (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else "")
         )
         return [Problem(spec.path, f"names {what}, which does not exist{hint}")]
     try:
@@ -142,10 +142,21 @@ def _build_key(options: Options, problems: list[Problem]) -> bytes | None:
 
 
 def _resolve_package(options: Options, distribution_paths: Iterable[str], problems: list[Problem]) -> str | None:
-    packages = sorted({p.split("/")[0] for p in (d.replace(os.sep, "/") for d in distribution_paths) if p.count("/") == 1 and p.endswith("/__init__.py")})
+    packages = sorted(
+        {
+            p.split("/")[0]
+            for p in (d.replace(os.sep, "/") for d in distribution_paths)
+            if p.count("/") == 1 and p.endswith("/__init__.py")
+        }
+    )
     if options.package is not None:
         if options.package.split(".")[0] not in packages:
-            problems.append(Problem(f"{options.location}.package", f"names {options.package!r}, which the wheel does not contain (it has: {', '.join(packages) or 'no packages'})"))
+            problems.append(
+                Problem(
+                    f"{options.location}.package",
+                    f"names {options.package!r}, which the wheel does not contain (it has: {', '.join(packages) or 'no packages'})",
+                )
+            )
             return None
         return options.package
     if len(packages) == 1:

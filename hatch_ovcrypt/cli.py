@@ -64,14 +64,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     builder = WheelBuilder(str(root))
     table = hook_table(builder)
     if table is None:
-        raise CheckFailed(
-            f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table"
-        )
+        raise CheckFailed(f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table")
     plan, problems = check_project(table, root, builder)
     if plan is None:
         raise CheckFailed(str(ConfigurationError(problems)))
     names = ", ".join(spec.name for spec in plan.options.models)
-    print(f"ok: {len(plan.options.models)} model(s) ({names}) into {plan.package}._ovcrypt, key from ${plan.options.key_env}")
+    print(
+        f"ok: {len(plan.options.models)} model(s) ({names}) into {plan.package}._ovcrypt, key from ${plan.options.key_env}"
+    )
     return EXIT_OK
 
 
@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    sub = verb("check", cmd_check, "validate a product's ovcrypt hook table exactly as the build would, without building")
+    sub = verb(
+        "check", cmd_check, "validate a product's ovcrypt hook table exactly as the build would, without building"
+    )
     sub.add_argument("project_dir", nargs="?", default=".", metavar="PROJECT_DIR")
     sub = verb("keygen", cmd_keygen, "print a new 256-bit key (64 hex characters), or write it with mode 0600")
     sub.add_argument("--out", metavar="FILE")

@@ -28,7 +28,9 @@ from .runtime._openssl import RECIPE
 HOOK_NAME = "ovcrypt"
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"
 # hatchling keeps its own per-hook options in the same table.
-RESERVED_KEYS = frozenset({"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"})
+RESERVED_KEYS = frozenset(
+    {"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"}
+)
 KNOWN_KEYS = frozenset({"models", "package", "key-env", "key-provider", "segment-size", "allow-plaintext-sdist"})
 MODEL_KEYS = frozenset({"xml", "source-encryption", "key-hex-env", "iv-hex-env"})
 SOURCE_ENCRYPTIONS = ("none", RECIPE)
@@ -51,7 +53,9 @@ class ConfigurationError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        lines = [f"hatch-ovcrypt: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''} to fix before building:"]
+        lines = [
+            f"hatch-ovcrypt: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''} to fix before building:"
+        ]
         lines += [f"  - {problem}" for problem in self.problems]
         return "\n".join(lines)
 
@@ -133,7 +137,10 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
     models: list[ModelSpec] = []
     raw_models = raw.get("models")
     if raw_models is None:
-        problem("models", f"is required: a table of model name -> IR .xml path, such as {{ detector = \"models/detector.xml\" }}")
+        problem(
+            "models",
+            'is required: a table of model name -> IR .xml path, such as { detector = "models/detector.xml" }',
+        )
     elif not isinstance(raw_models, Mapping):
         problem("models", f"for build hook `{HOOK_NAME}` must be a table")
     elif not raw_models:
@@ -163,16 +170,25 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
         problems.append(Problem(f"{path}.{key}", f"is not a model option (options: {', '.join(sorted(MODEL_KEYS))})"))
     xml = value.get("xml")
     if not isinstance(xml, str) or not xml.endswith(".xml"):
-        problems.append(Problem(f"{path}.xml" if isinstance(value, Mapping) and "xml" in value else path, "must be a path to an IR .xml file"))
+        problems.append(
+            Problem(
+                f"{path}.xml" if isinstance(value, Mapping) and "xml" in value else path,
+                "must be a path to an IR .xml file",
+            )
+        )
     source = value.get("source-encryption", "none")
     if source not in SOURCE_ENCRYPTIONS:
-        problems.append(Problem(f"{path}.source-encryption", f"must be one of {', '.join(map(repr, SOURCE_ENCRYPTIONS))}"))
+        problems.append(
+            Problem(f"{path}.source-encryption", f"must be one of {', '.join(map(repr, SOURCE_ENCRYPTIONS))}")
+        )
     envs: dict[str, str | None] = {}
     for key in ("key-hex-env", "iv-hex-env"):
         env = value.get(key)
         envs[key] = env if isinstance(env, str) else None
         if source == RECIPE and not (isinstance(env, str) and is_env_name(env)):
-            problems.append(Problem(f"{path}.{key}", f"must name the environment variable holding the recipe's hex {key[:-8]}"))
+            problems.append(
+                Problem(f"{path}.{key}", f"must name the environment variable holding the recipe's hex {key[:-8]}")
+            )
         elif source != RECIPE and env is not None:
             problems.append(Problem(f"{path}.{key}", f"only applies with source-encryption = {RECIPE!r}"))
     if len(problems) != found or not isinstance(xml, str):

@@ -100,11 +100,17 @@ def render_runtime_folder(
     copy_runtime(dest)
     models = {
         spec.name: encrypt_model(
-            plan.key, spec.name, model_sources(spec, environ), dest / MODELS_DIR,
-            segment_size=options.segment_size, progress=progress,
+            plan.key,
+            spec.name,
+            model_sources(spec, environ),
+            dest / MODELS_DIR,
+            segment_size=options.segment_size,
+            progress=progress,
         )  # fmt: skip
         for spec in options.models
     }
-    manifest = Manifest(GENERATOR, options.key_env, options.key_provider, key_id(plan.key).hex(), models).signed(plan.key)
+    manifest = Manifest(GENERATOR, options.key_env, options.key_provider, key_id(plan.key).hex(), models).signed(
+        plan.key
+    )
     (dest / MANIFEST_NAME).write_bytes(manifest.to_json())
     return manifest

@@ -227,7 +227,9 @@ class SegmentCipher:
     def open(cls, key: bytes, header: Header, raw: bytes, tag: bytes, label: str) -> SegmentCipher:
         """Check the key id (key commitment), then authenticate the header under the file key."""
         if key_id(key) != header.key_id:
-            raise WrongKeyError(f"{label}: key id {key_id(key).hex()} does not match the file's key id {header.key_id_hex}")
+            raise WrongKeyError(
+                f"{label}: key id {key_id(key).hex()} does not match the file's key id {header.key_id_hex}"
+            )
         cipher = cls(key, header, label)
         if raw != cipher._aad:
             raise FormatError(f"{label}: header is not in canonical form")
@@ -366,9 +368,7 @@ def encrypt(
 # --- readers ----------------------------------------------------------------------------------
 
 
-def decrypt_into(
-    f: BinaryIO, cipher: SegmentCipher, out: memoryview, *, threads: int | None = None
-) -> None:
+def decrypt_into(f: BinaryIO, cipher: SegmentCipher, out: memoryview, *, threads: int | None = None) -> None:
     """Read the ciphertext of an opened file straight into `out` and decrypt it there.
 
     `f` is positioned at the first ciphertext byte. With a real file, each worker reads its own

@@ -40,7 +40,9 @@ def parse_key(value: KeyLike, source: str) -> bytes:
         raise KeyFormatError(f"{source}: a key must be bytes or a hex string, not {type(value).__name__}")
     text = value.strip()
     if not text:
-        raise KeyFormatError(f"{source} is empty; it must hold a 64-hex-character key (make one with `hatch-ovcrypt keygen`)")
+        raise KeyFormatError(
+            f"{source} is empty; it must hold a 64-hex-character key (make one with `hatch-ovcrypt keygen`)"
+        )
     if len(text) != 2 * KEY_SIZE or not _HEX.issuperset(text):
         raise KeyFormatError(
             f"{source} is not a key: expected 64 hex characters (32 bytes), got {len(text)} characters"
@@ -54,7 +56,10 @@ def parse_key_list(text: str, source: str) -> list[bytes]:
     items = [item for item in text.replace(",", " ").split()]
     if not items:
         return [parse_key(text, source)]  # raises the "is empty" error
-    return [parse_key(item, f"{source} (key {i + 1} of {len(items)})" if len(items) > 1 else source) for i, item in enumerate(items)]
+    return [
+        parse_key(item, f"{source} (key {i + 1} of {len(items)})" if len(items) > 1 else source)
+        for i, item in enumerate(items)
+    ]
 
 
 def read_key_file(path: Path, source: str) -> list[bytes]:

@@ -34,7 +34,9 @@ def parse_hex16(text: str, source: str) -> bytes:
     except ValueError:
         raw = b""
     if len(raw) != BLOCK or len(value) != 2 * BLOCK:
-        raise KeyFormatError(f"{source}: expected 32 hex characters (16 bytes for AES-128-CBC), got {len(value)} characters")
+        raise KeyFormatError(
+            f"{source}: expected 32 hex characters (16 bytes for AES-128-CBC), got {len(value)} characters"
+        )
     return raw
 
 

@@ -104,7 +104,9 @@ class Runtime:
         if isinstance(resource, Path) and isinstance(folder, Path):
             # The manifest cannot name another folder; a symlink could still lead outside the package.
             if folder.is_symlink() or resource.is_symlink():
-                raise ManifestError(f"{label}: is a symbolic link; encrypted files must be regular files in the package")
+                raise ManifestError(
+                    f"{label}: is a symbolic link; encrypted files must be regular files in the package"
+                )
         if not resource.is_file():
             raise IntegrityError(f"{label}: is missing from the package; reinstall it")
         return resource, label
@@ -146,7 +148,7 @@ class Runtime:
     def _compile(self, name: str, device: str, config: dict[str, Any]) -> ov.CompiledModel:
         model = self.read_model(name)
         compiled = self.core.compile_model(model, device, config)
-        pin_weights(compiled, getattr(model, "_ovcrypt_weights"))
+        pin_weights(compiled, model._ovcrypt_weights)
         return compiled
 
     def unload(self, name: str | None = None) -> None:

@@ -1,0 +1,163 @@
+"""Shared test helpers: real IR models made with openvino's opset API, real wheels built with hatchling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from hatch_ovcrypt.runtime._format import Role
+from hatch_ovcrypt.runtime._runtime import Runtime
+
+REPO = Path(__file__).resolve().parent.parent
+WINDOW = 32  # a plaintext leak is any 32-byte window of the plaintext found elsewhere
+
+
+def make_ir(xml: Path, weight_bytes: int = 64 << 10, *, seed: int = 0, width: int = 64) -> Path:
+    """An MLP (MatMul + Add + ReLU layers) whose .bin holds about `weight_bytes` of fp32 weights.
+
+    Input "x" is [1, width]. Weights are random, so the .bin is incompressible and leaks are easy to scan for.
+    """
+    rng = np.random.default_rng(seed)
+    layers = max(1, weight_bytes // (4 * width * width))
+    x = ops.parameter([1, width], np.float32, name="x")
+    node: ov.Node = x
+    for _ in range(layers):
+        w = ops.constant((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32))
+        b = ops.constant(rng.standard_normal((1, width)).astype(np.float32) * 0.1)
+        node = ops.relu(ops.add(ops.matmul(node, w, False, False), b))
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([node], [x], f"mlp{seed}"), xml, compress_to_fp16=False)
+    return xml
+
+
+def sample_input(width: int = 64, seed: int = 123) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, width)).astype(np.float32)
+
+
+def reference_output(xml: Path, inputs: np.ndarray) -> np.ndarray:
+    """What plain OpenVINO computes from the plaintext IR on disk."""
+    return np.asarray(ov.Core().compile_model(str(xml), "CPU")(inputs)[0])
+
+
+def write_product(
+    root: Path,
+    models: Mapping[str, str | Mapping[str, object]],
+    *,
+    package: str = "acme_vision",
+    extra_hook_options: str = "",
+    extra_toml: str = "",
+    requires: str = '"hatchling", "hatch-ovcrypt"',
+) -> Path:
+    """A product project as a user writes it: src/<package>, plaintext models in models/ (kept out of the sdist)."""
+    pkg = root / "src" / package
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("from ._ovcrypt import compile_model, model_names\n")
+
+    def toml_value(value: str | Mapping[str, object]) -> str:
+        if isinstance(value, str):
+            return f'"{value}"'
+        return "{ " + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + " }"
+
+    table = ", ".join(f"{name} = {toml_value(value)}" for name, value in models.items())
+    (root / "pyproject.toml").write_text(
+        f"""[build-system]
+requires = [{requires}]
+build-backend = "hatchling.build"
+
+[project]
+name = "{package.replace("_", "-")}"
+version = "1.0.0"
+
+[tool.hatch.build.targets.wheel]
+packages = ["src/{package}"]
+
+[tool.hatch.build.targets.sdist]
+exclude = ["/models"]
+
+[tool.hatch.build.targets.wheel.hooks.ovcrypt]
+models = {{ {table} }}
+{extra_hook_options}
+{extra_toml}"""
+    )
+    return root
+
+
+def run(cmd: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def build_wheel(project: Path, key_env: Mapping[str, str], *, isolated: bool = False, outdir: Path | None = None,
+                check: bool = True, extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`python -m build --wheel` with real hatchling; non-isolated uses this interpreter's hatch-ovcrypt."""
+    cmd = [sys.executable, "-m", "build", "--wheel", str(project), "--outdir", str(outdir or project / "dist")]
+    if not isolated:
+        cmd.insert(4, "--no-isolation")
+    return run(cmd, env={**key_env, **(extra_env or {})}, check=check)
+
+
+def only_wheel(dist: Path) -> Path:
+    wheels = sorted(dist.glob("*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def unpack(wheel: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(dest)
+    return dest
+
+
+def runtime_for(ovcrypt_dir: Path, package: str = "acme_vision") -> Runtime:
+    """The runtime class of this repo, over an `_ovcrypt` folder (unpacked wheel or rendered)."""
+    return Runtime(ovcrypt_dir, package)
+
+
+def plaintext_windows(files: Iterable[Path], step: int = 4096) -> set[bytes]:
+    """32-byte windows sampled every `step` bytes (and at the end) of each plaintext file."""
+    windows: set[bytes] = set()
+    for path in files:
+        data = path.read_bytes()
+        for start in [*range(0, max(1, len(data) - WINDOW), step), max(0, len(data) - WINDOW)]:
+            window = data[start : start + WINDOW]
+            if len(window) == WINDOW and len(set(window)) > 4:  # skip runs of one byte, found everywhere
+                windows.add(window)
+    return windows
+
+
+def find_leaks(windows: set[bytes], blobs: Iterable[tuple[str, bytes]]) -> list[str]:
+    """Names of the blobs that contain any of the windows."""
+    return [name for name, blob in blobs if any(w in blob for w in windows)]
+
+
+def encrypted_path(folder: Path, model: str, role: Role) -> Path:
+    return folder / "models" / f"{model}.{role.label}.ovc"
+
+
+def render_folder(dest: Path, models: Mapping[str, Path], key: bytes, *, segment_size: int | None = None,
+                  key_env: str = "OVCRYPT_KEY", package: str = "acme_vision") -> Path:  # fmt: skip
+    """Render an `_ovcrypt` folder exactly as the hook does, without a wheel: fast, for tamper tests."""
+    from hatch_ovcrypt.checks import Plan
+    from hatch_ovcrypt.config import parse_options
+    from hatch_ovcrypt.writer import render_runtime_folder
+
+    raw: dict[str, object] = {"models": {name: str(xml) for name, xml in models.items()}, "key-env": key_env}
+    if segment_size is not None:
+        raw["segment-size"] = segment_size
+    options, problems = parse_options(raw, dest, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
+    assert not problems, problems
+    dest.mkdir(parents=True, exist_ok=True)
+    render_runtime_folder(Plan(options, package, key), dest, os.environ)
+    return dest
