@@ -50,7 +50,7 @@ def check_project(
     from_sdist = is_from_sdist(root)
     for spec in options.models:
         problems += _check_model(spec, root, environ, from_sdist)
-    key = _build_key(options, problems)
+    key = _build_key(options, environ, problems)
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
     package = _resolve_package(options, selected.values(), problems)
     problems += _check_plaintext_in_wheel(options, selected, root)
@@ -119,15 +119,15 @@ def read_ir(spec: ModelSpec, environ: Mapping[str, str]) -> None:
         return
     key, iv = recipe_key_iv(spec, environ)
     xml = decrypt_openssl_array(spec.xml, key, iv, spec.xml.name)
-    check_xml(memoryview(xml), spec.xml.name)
+    check_xml(xml.data, spec.xml.name)
     weights = decrypt_openssl_array(spec.bin, key, iv, spec.bin.name)
     core.read_model(xml.tobytes(), ov.Tensor(weights, shared_memory=True))
 
 
-def _build_key(options: Options, problems: list[Problem]) -> bytes | None:
+def _build_key(options: Options, environ: Mapping[str, str], problems: list[Problem]) -> bytes | None:
     """The build encrypts under the first key of $key-env (a list there means: rotating, first is new)."""
     try:
-        keys = list(keys_from_environment(options.key_env))
+        keys = list(keys_from_environment(options.key_env, environ))
     except OvcryptError as exc:
         problems.append(Problem(f"{options.location}.key-env", str(exc)))
         return None
@@ -149,23 +149,17 @@ def _resolve_package(options: Options, distribution_paths: Iterable[str], proble
             if p.count("/") == 1 and p.endswith("/__init__.py")
         }
     )
+    listed = ", ".join(packages) or "no packages"
     if options.package is not None:
-        if options.package.split(".")[0] not in packages:
-            problems.append(
-                Problem(
-                    f"{options.location}.package",
-                    f"names {options.package!r}, which the wheel does not contain (it has: {', '.join(packages) or 'no packages'})",
-                )
-            )
-            return None
-        return options.package
-    if len(packages) == 1:
+        if options.package.split(".")[0] in packages:
+            return options.package
+        message = f"names {options.package!r}, which the wheel does not contain (it has: {listed})"
+    elif len(packages) == 1:
         return packages[0]
-    problems.append(Problem(
-        f"{options.location}.package",
-        "is needed: the wheel has " + (f"several top-level packages ({', '.join(packages)})" if packages else "no top-level package")
-        + "; say which one gets the `_ovcrypt` runtime",
-    ))  # fmt: skip
+    else:
+        found = f"several top-level packages ({listed})" if packages else "no top-level package"
+        message = f"is needed: the wheel has {found}; say which one gets the `_ovcrypt` runtime"
+    problems.append(Problem(f"{options.location}.package", message))
     return None
 
 

@@ -13,21 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, UsageError, fail, refuse_inline_keys
 from .runtime._errors import OvcryptError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad usage: exit code 2."""
-
-
-class CheckFailed(Exception):
-    """A check that ran and failed (bad file, wrong key): exit code 1."""
-
-
-def _fail(message: str) -> None:
-    sys.stderr.write(f"hatch-ovcrypt: error: {message}\n")
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CheckFailed", "UsageError", "build_parser", "main"]
 
 
 # --- verbs ------------------------------------------------------------------------------------
@@ -69,9 +58,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if plan is None:
         raise CheckFailed(str(ConfigurationError(problems)))
     names = ", ".join(spec.name for spec in plan.options.models)
-    print(
-        f"ok: {len(plan.options.models)} model(s) ({names}) into {plan.package}._ovcrypt, key from ${plan.options.key_env}"
-    )
+    count = len(plan.options.models)
+    print(f"ok: {count} model(s) ({names}) into {plan.package}._ovcrypt, key from ${plan.options.key_env}")
     return EXIT_OK
 
 
@@ -79,15 +67,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import cli_files, cli_models, cli_rekey
+
     parser = argparse.ArgumentParser(
         prog="hatch-ovcrypt",
         description="Encrypt OpenVINO IR models for wheels, and inspect, verify, rekey and load them.",
+        allow_abbrev=False,  # `--new-key VALUE` must not pass for `--new-key-file`
     )
     parser.add_argument("--version", action="version", version=f"hatch-ovcrypt {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        sub = verbs.add_parser(name, help=text, description=text)
+        sub = verbs.add_parser(name, help=text, description=text, allow_abbrev=False)
         sub.set_defaults(func=func)
         return sub
 
@@ -97,10 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("project_dir", nargs="?", default=".", metavar="PROJECT_DIR")
     sub = verb("keygen", cmd_keygen, "print a new 256-bit key (64 hex characters), or write it with mode 0600")
     sub.add_argument("--out", metavar="FILE")
+    for module in (cli_files, cli_rekey, cli_models):
+        module.register(verb)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        refuse_inline_keys(argv)
+    except UsageError as exc:
+        fail(str(exc))
+        return EXIT_USAGE
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -109,13 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return EXIT_USAGE
     except (CheckFailed, OvcryptError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return EXIT_FAILED
     except OSError as exc:
-        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

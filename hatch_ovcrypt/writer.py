@@ -73,7 +73,7 @@ def encrypt_model(
 ) -> dict[Role, FileEntry]:  # fmt: skip
     """Encrypt a model's .xml and .bin into `out_dir` as `<name>.xml.ovc` and `<name>.bin.ovc`."""
     entries = {}
-    for role, source in zip((Role.XML, Role.BIN), sources):
+    for role, source in zip((Role.XML, Role.BIN), sources, strict=True):
         file_name = encrypted_file_name(name, role)
         report = progress(file_name, source.length) if progress else None
         entries[role] = encrypt_file(
@@ -106,7 +106,7 @@ def render_runtime_folder(
             dest / MODELS_DIR,
             segment_size=options.segment_size,
             progress=progress,
-        )  # fmt: skip
+        )
         for spec in options.models
     }
     manifest = Manifest(GENERATOR, options.key_env, options.key_provider, key_id(plan.key).hex(), models).signed(

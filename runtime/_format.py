@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -194,7 +194,7 @@ def parse_header(data: bytes, label: str) -> tuple[Header, bytes, bytes]:
     return header, bytes(data[:end]), bytes(data[end : end + TAG_SIZE])
 
 
-def read_header(f: BinaryIO, label: str) -> tuple[Header, bytes, bytes]:
+def read_header(f: IO[bytes], label: str) -> tuple[Header, bytes, bytes]:
     """Read and parse the header from the current position; leaves f at the first ciphertext byte."""
     head = _read_up_to(f, FIXED_HEADER_SIZE)
     if len(head) == FIXED_HEADER_SIZE and head[:8] == MAGIC:
@@ -368,7 +368,7 @@ def encrypt(
 # --- readers ----------------------------------------------------------------------------------
 
 
-def decrypt_into(f: BinaryIO, cipher: SegmentCipher, out: memoryview, *, threads: int | None = None) -> None:
+def decrypt_into(f: IO[bytes], cipher: SegmentCipher, out: memoryview, *, threads: int | None = None) -> None:
     """Read the ciphertext of an opened file straight into `out` and decrypt it there.
 
     `f` is positioned at the first ciphertext byte. With a real file, each worker reads its own
@@ -382,7 +382,9 @@ def decrypt_into(f: BinaryIO, cipher: SegmentCipher, out: memoryview, *, threads
     try:
         if fd is not None:
             check_file_size(header, os.fstat(fd).st_size, label)
-            tags = _pread_exact(fd, memoryview(bytearray(TAG_SIZE * header.segment_count)), header.tags_offset, label)
+            tags = bytes(
+                _pread_exact(fd, memoryview(bytearray(TAG_SIZE * header.segment_count)), header.tags_offset, label)
+            )
             base = header.header_size
         else:
             _readinto_exact(f, out, label)
@@ -426,7 +428,7 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def iter_plaintext(f: BinaryIO, cipher: SegmentCipher, size: int) -> Iterator[memoryview]:
+def iter_plaintext(f: IO[bytes], cipher: SegmentCipher, size: int) -> Iterator[memoryview]:
     """Decrypt a seekable, opened file segment by segment: memory is one segment, whatever the size.
 
     The caller gets each segment only after it authenticated, and `size` of the file must match.
@@ -472,7 +474,7 @@ def _wipe(view: memoryview) -> None:
         chunk[:] = _ZEROS[: len(chunk)]
 
 
-def _fileno(f: BinaryIO) -> int | None:
+def _fileno(f: IO[bytes]) -> int | None:
     try:
         fd = f.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
@@ -480,7 +482,7 @@ def _fileno(f: BinaryIO) -> int | None:
     return fd if hasattr(os, "pread") else None
 
 
-def _read_up_to(f: BinaryIO, n: int) -> bytes:
+def _read_up_to(f: IO[bytes], n: int) -> bytes:
     parts = []
     while n > 0:
         chunk = f.read(n)
@@ -491,14 +493,14 @@ def _read_up_to(f: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_exact(f: BinaryIO, n: int, label: str) -> bytes:
+def _read_exact(f: IO[bytes], n: int, label: str) -> bytes:
     data = _read_up_to(f, n)
     if len(data) != n:
         raise IntegrityError(f"{label}: file is truncated")
     return data
 
 
-def _readinto_exact(f: BinaryIO, view: memoryview, label: str) -> int:
+def _readinto_exact(f: IO[bytes], view: memoryview, label: str) -> int:
     done = 0
     while done < len(view):
         n = f.readinto(view[done:])  # type: ignore[attr-defined]

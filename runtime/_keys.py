@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ._errors import KeyFormatError, KeyMissingError, WrongKeyError
@@ -72,13 +72,14 @@ def read_key_file(path: Path, source: str) -> list[bytes]:
     return parse_key_list(text, f"{source} ({path})")
 
 
-def keys_from_environment(env_name: str) -> Iterator[bytes]:
+def keys_from_environment(env_name: str, environ: Mapping[str, str] | None = None) -> Iterator[bytes]:
     """Keys from `$env_name`, then from the file that `$env_name_FILE` names."""
-    if env_name in os.environ:
-        yield from parse_key_list(os.environ[env_name], f"environment variable {env_name}")
+    environ = os.environ if environ is None else environ
+    if env_name in environ:
+        yield from parse_key_list(environ[env_name], f"environment variable {env_name}")
     file_var = f"{env_name}_FILE"
-    if os.environ.get(file_var):
-        yield from read_key_file(Path(os.environ[file_var]), f"environment variable {file_var}")
+    if environ.get(file_var):
+        yield from read_key_file(Path(environ[file_var]), f"environment variable {file_var}")
 
 
 class KeyRing:

@@ -8,16 +8,20 @@ every CompiledModel made from it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING
 
 from ._errors import IntegrityError
 from ._format import Header, Role, SegmentCipher, decrypt_into, read_header
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
     import numpy as np
     import openvino as ov
@@ -28,7 +32,7 @@ WEIGHTS_ATTR = "_ovcrypt_weights"
 
 
 def open_encrypted(
-    f: BinaryIO, label: str, key_for: KeyLookup, *, name: str | None = None, role: Role | None = None
+    f: IO[bytes], label: str, key_for: KeyLookup, *, name: str | None = None, role: Role | None = None
 ) -> SegmentCipher:
     """Read a header, check it is the expected model and role, find its key and authenticate it."""
     header, raw, tag = read_header(f, label)
@@ -55,7 +59,7 @@ def decrypt_to_array(
         f = stack.enter_context(source.open("rb"))
         cipher = open_encrypted(f, label, key_for, name=name, role=role)
         buf = np.empty(cipher.header.plaintext_length, dtype=np.uint8)
-        decrypt_into(f, cipher, memoryview(buf))
+        decrypt_into(f, cipher, buf.data)
     return buf
 
 

@@ -97,7 +97,7 @@ def parse_manifest(data: bytes) -> Manifest:
     """Parse and validate the structure; the MAC is checked later, once a key is at hand."""
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digit limit, deep nesting
         raise ManifestError(f"{MANIFEST_NAME} is not valid JSON (truncated or edited); reinstall the package") from None
     problem = _problem(doc)
     if problem:
@@ -105,10 +105,10 @@ def parse_manifest(data: bytes) -> Manifest:
     models = {
         name: {role: FileEntry(**files[role.label]) for role in MODEL_ROLES} for name, files in doc["models"].items()
     }
-    return Manifest(doc["generator"], doc["key_env"], doc["key_provider"], doc["key_id"], models, doc["mac"])
+    return Manifest(doc["generator"], doc["key_env"], doc.get("key_provider"), doc["key_id"], models, doc["mac"])
 
 
-def _problem(doc: Any) -> str | None:  # noqa: PLR0911 - one early return per rule reads best
+def _problem(doc: Any) -> str | None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         return f"format is not {FORMAT}"
     for field in ("generator", "key_env", "key_id", "mac"):

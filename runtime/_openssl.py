@@ -68,15 +68,24 @@ class OpenSSLSource:
             self.length = size - _padding_length(f, size, key, iv, label)
 
     def chunks(self, size: int) -> Iterator[memoryview]:
+        # Ciphertext is read in whole blocks; plaintext past `size` is carried to the next piece, so
+        # any piece size works (a size that is not a multiple of 16 must not drop bytes).
         decryptor = _cipher(self._key, self._iv).decryptor()
         remaining = self.length
+        carry = bytearray()
         with self.path.open("rb") as f:
             while remaining > 0:
-                data = f.read(_round_up(min(size, remaining)))
-                plain = decryptor.update(data)
-                piece = memoryview(plain)[: min(size, remaining)]
-                remaining -= len(piece)
-                yield piece
+                want = min(size, remaining)
+                if len(carry) < want:
+                    need = _round_up(want - len(carry))
+                    data = f.read(need)
+                    if len(data) != need:
+                        raise IntegrityError(f"{self._label}: file shrank while it was read")
+                    carry += decryptor.update(data)
+                piece = bytes(carry[:want])
+                del carry[:want]
+                remaining -= want
+                yield memoryview(piece)
 
 
 def _round_up(n: int) -> int:
@@ -91,13 +100,13 @@ def decrypt_openssl_array(path: Path, key: bytes, iv: bytes, label: str) -> np.n
     with path.open("rb") as f:
         pad = _padding_length(f, size, key, iv, label)
         out = np.empty(size + BLOCK - 1, dtype=np.uint8)  # cryptography wants block-1 bytes of room
-        view = memoryview(out)
+        view = out.data
         decryptor = _cipher(key, iv).decryptor()
         f.seek(0)
         chunk = bytearray(_CHUNK)
         done = 0
         while done < size:
-            n = f.readinto(chunk)
+            n = f.readinto(memoryview(chunk)[: min(_CHUNK, size - done)])  # never past the size checked
             if not n:
                 raise IntegrityError(f"{label}: file shrank while it was read")
             done += decryptor.update_into(memoryview(chunk)[:n], view[done : done + n + BLOCK - 1])
@@ -129,7 +138,7 @@ def load_openssl_model(
     xml_path = Path(xml_path)
     bin_path = Path(bin_path) if bin_path else xml_path.with_suffix(".bin")
     xml = decrypt_openssl_array(xml_path, key, iv, f"{xml_path.name}")
-    check_xml(memoryview(xml), xml_path.name)
+    check_xml(xml.data, xml_path.name)
     weights = decrypt_openssl_array(bin_path, key, iv, f"{bin_path.name}")
     return model_from_memory(core or ov.Core(), xml, weights)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _cache
 from ._errors import IntegrityError, ManifestError, ModelNotFoundError, UnsafeConfigError
 from ._format import Role
 from ._keys import KeyRing
@@ -13,7 +16,10 @@ from ._loader import decrypt_to_array, model_from_memory, pin_weights
 from ._manifest import MANIFEST_NAME, MODEL_ROLES, MODELS_DIR, Manifest, parse_manifest
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
     import numpy as np
     import openvino as ov
@@ -101,12 +107,9 @@ class Runtime:
         folder = self._root / MODELS_DIR
         resource = folder / entry.file
         label = f"model {name!r} file {entry.file}"
-        if isinstance(resource, Path) and isinstance(folder, Path):
-            # The manifest cannot name another folder; a symlink could still lead outside the package.
-            if folder.is_symlink() or resource.is_symlink():
-                raise ManifestError(
-                    f"{label}: is a symbolic link; encrypted files must be regular files in the package"
-                )
+        # The manifest cannot name another folder; a symlink could still lead outside the package.
+        if isinstance(resource, Path) and isinstance(folder, Path) and (folder.is_symlink() or resource.is_symlink()):
+            raise ManifestError(f"{label}: is a symbolic link; encrypted files must be regular files in the package")
         if not resource.is_file():
             raise IntegrityError(f"{label}: is missing from the package; reinstall it")
         return resource, label
@@ -140,16 +143,42 @@ class Runtime:
             with self._lock:
                 if key in self._compiled:
                     return self._compiled[key]
-            compiled = self._compile(name, device, dict(config or {}))
+            compiled = self._compile(name, device, dict(config or {}), cache_dir)
             with self._lock:
                 self._compiled[key] = compiled
             return compiled
 
-    def _compile(self, name: str, device: str, config: dict[str, Any]) -> ov.CompiledModel:
+    def _compile(
+        self, name: str, device: str, config: dict[str, Any], cache_dir: str | Path | None = None
+    ) -> ov.CompiledModel:
+        folder = cache_dir or os.environ.get(CACHE_DIR_ENV) or None
+        entry = self._cache_entry(name, device, config, Path(folder)) if folder else None
+        if entry is not None:
+            compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config)
+            if compiled is not None:
+                return compiled
         model = self.read_model(name)
         compiled = self.core.compile_model(model, device, config)
         pin_weights(compiled, model._ovcrypt_weights)
+        if entry is not None:
+            _cache.store(entry[0], entry[1], compiled)
         return compiled
+
+    def _cache_entry(self, name: str, device: str, config: dict[str, Any], folder: Path) -> tuple[Path, bytes]:
+        """The encrypted cache file for this compile, and the key it is encrypted under."""
+        import openvino as ov
+
+        self._resource(name, Role.XML)  # unknown model: the usual error, before any key is asked for
+        manifest = self.manifest
+        kid = bytes.fromhex(manifest.key_id)
+        key = self._key_for(kid, f"compiled-model cache of {name!r}")
+        try:
+            device_name = str(self.core.get_property(device, "FULL_DEVICE_NAME"))
+        except RuntimeError:  # a virtual device (AUTO, MULTI...) may not report one
+            device_name = ""
+        digests = [name, *(manifest.models[name][role].sha256 for role in MODEL_ROLES)]
+        entry = _cache.entry_name(kid, digests, device, config_key(config), ov.get_version(), device_name)
+        return _cache.entry_path(folder.expanduser(), entry), key
 
     def unload(self, name: str | None = None) -> None:
         """Forget compiled models (all, or one model's) so their memory can be freed."""

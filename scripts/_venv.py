@@ -12,8 +12,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def ensure_venv(name: str, extras: str = "") -> Path:
     """Path of the venv's python, after `pip install -e .[extras]` into it."""
-    if sys.version_info < (3, 10):
-        sys.exit("hatch-ovcrypt needs Python 3.10 or newer")
     root = REPO / name
     python = root / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
     if not python.exists():

@@ -20,7 +20,7 @@ def main() -> int:
     ]
     for step in steps:
         print("+", " ".join(step[2:]), flush=True)
-        code = subprocess.run(step, cwd=REPO).returncode
+        code = subprocess.run(step, cwd=REPO, check=False).returncode
         if code:
             return code
     return 0

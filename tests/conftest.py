@@ -45,6 +45,41 @@ def plugin_wheel_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
             ".venv*", ".git", "dist", "build", "__pycache__", ".*_cache", ".demo", "example_project", "benchmarks"
         ),
     )
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
-                   check=True, capture_output=True)  # fmt: skip
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip_wheel, "-w", str(out), str(src)], check=True, capture_output=True)
     yield out
+
+
+# --- suite counts (issue 5: "the suite states its counts") ------------------------------------
+# A test reports a count with the `suite_count` fixture: suite_count("tamper positions tried", 612).
+# Counts travel in user_properties, so they survive pytest-xdist, and are summed at the end of the run.
+
+from collections.abc import Callable  # noqa: E402 - appended section, kept self-contained
+from typing import Any  # noqa: E402
+
+_COUNT_PREFIX = "ovcrypt-count:"
+_suite_counts: dict[str, int] = {}
+
+
+@pytest.fixture
+def suite_count(request: pytest.FixtureRequest) -> Callable[[str, int], None]:
+    def record(label: str, n: int) -> None:
+        request.node.user_properties.append((_COUNT_PREFIX + label, n))
+
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "teardown":  # the teardown report carries every property the test recorded
+        return
+    for name, value in report.user_properties:
+        if isinstance(name, str) and name.startswith(_COUNT_PREFIX) and isinstance(value, int):
+            label = name[len(_COUNT_PREFIX) :]
+            _suite_counts[label] = _suite_counts.get(label, 0) + value
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _suite_counts:
+        terminalreporter.section("hatch-ovcrypt suite counts")
+        for label, n in sorted(_suite_counts.items()):
+            terminalreporter.write_line(f"{label}: {n}")

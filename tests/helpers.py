@@ -99,8 +99,15 @@ def run(cmd: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | Non
     return result
 
 
-def build_wheel(project: Path, key_env: Mapping[str, str], *, isolated: bool = False, outdir: Path | None = None,
-                check: bool = True, extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def build_wheel(
+    project: Path,
+    key_env: Mapping[str, str],
+    *,
+    isolated: bool = False,
+    outdir: Path | None = None,
+    check: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """`python -m build --wheel` with real hatchling; non-isolated uses this interpreter's hatch-ovcrypt."""
     cmd = [sys.executable, "-m", "build", "--wheel", str(project), "--outdir", str(outdir or project / "dist")]
     if not isolated:

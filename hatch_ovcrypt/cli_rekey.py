@@ -1,0 +1,120 @@
+"""`rekey`: re-encrypt files under a new key, atomically, file by file; and re-sign their manifest.
+
+Each file is decrypted segment by segment (DecryptingSource) and written by the build's own
+writer to a temporary file beside it, which is renamed over it only once complete, so a failure
+leaves the old file untouched. A file already under the new key is skipped, so an interrupted
+rekey can simply be run again.
+
+When the files are an installed package's `_ovcrypt` folder, its manifest.json names the key id
+and the files' digests, and the runtime refuses files under any other key id; so once every file
+the manifest lists is under the new key, the manifest is rewritten and signed under it. Its MAC is
+checked under the old key first, so a rekey never launders an edited manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from .cli_common import EXIT_OK, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
+from .cli_files import header_of
+from .progress import progress_for
+from .runtime._format import DecryptingSource, Role, key_id
+from .runtime._loader import open_encrypted
+from .runtime._manifest import MANIFEST_NAME, MODELS_DIR, FileEntry, Manifest, parse_manifest
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    from .writer import encrypt_file
+
+    files = encrypted_files(args.paths)
+    old = load_keys(args.key_file, args.key_env)
+    new = load_keys(args.new_key_file, args.key_env, flag="--new-key-file")
+    if len(new.ids) != 1:
+        raise UsageError(f"--new-key-file {args.new_key_file} must hold exactly one key, not {len(new.ids)}")
+    new_key, new_id = new.first, key_id(new.first)
+    packages = _packages(files)
+    for folder, manifest in packages.items():  # before anything is written: the old key must vouch for it
+        manifest.verify(old.key_for(bytes.fromhex(manifest.key_id), str(folder / MANIFEST_NAME)))
+    headers = {path: header_of(path) for path in files}
+    for path, header in headers.items():  # every key must be at hand before the first file changes
+        if header.key_id != new_id:
+            old.key_for(header.key_id, str(path))
+    done = 0
+    for path, header in headers.items():
+        if header.key_id == new_id:
+            print(f"skipped {path}: already under key id {new_id.hex()}")
+            continue
+        mode = path.stat().st_mode & 0o777
+        with path.open("rb") as f:
+            cipher = open_encrypted(f, str(path), old.key_for)
+        source = DecryptingSource(path, cipher)
+        encrypt_file(
+            new_key, source, path, name=header.name, role=header.role, segment_size=header.segment_size,
+            progress=progress_for(f"rekeying {path.name}", header.plaintext_length),
+        )  # fmt: skip
+        os.chmod(path, mode)  # the temporary file was private; keep the file readable as it was
+        done += 1
+        print(f"rekeyed {path}: key id {header.key_id_hex} -> {new_id.hex()}")
+    for folder, manifest in packages.items():
+        _resign(folder, manifest, new_key)
+    print(f"{done} file(s) rekeyed, {len(files) - done} already under the new key", file=sys.stderr)
+    return EXIT_OK
+
+
+def _packages(files: list[Path]) -> dict[Path, Manifest]:
+    """The `_ovcrypt` folders (manifest.json beside models/) whose manifest lists any of these files."""
+    packages: dict[Path, Manifest] = {}
+    for path in files:
+        folder = path.parent.parent
+        if path.parent.name != MODELS_DIR or folder in packages or not (folder / MANIFEST_NAME).is_file():
+            continue
+        manifest = parse_manifest((folder / MANIFEST_NAME).read_bytes())
+        if any(entry.file == path.name for model in manifest.models.values() for entry in model.values()):
+            packages[folder] = manifest
+    return packages
+
+
+def _resign(folder: Path, manifest: Manifest, new_key: bytes) -> None:
+    from .writer import atomic_writer
+
+    models: dict[str, dict[Role, FileEntry]] = {}
+    for name, entries in manifest.models.items():
+        for role, entry in entries.items():
+            path = folder / MODELS_DIR / entry.file
+            if header_of(path).key_id != key_id(new_key):
+                sys.stderr.write(
+                    f"hatch-ovcrypt: warning: {folder / MANIFEST_NAME} left as it was: {path} is not under the new "
+                    "key yet; rekey the whole folder so the runtime accepts it\n"
+                )
+                return
+            models.setdefault(name, {})[role] = _entry(path)
+    resigned = Manifest(
+        manifest.generator, manifest.key_env, manifest.key_provider, key_id(new_key).hex(), models
+    ).signed(new_key)
+    target = folder / MANIFEST_NAME
+    mode = target.stat().st_mode & 0o777
+    with atomic_writer(target) as f:
+        f.write(resigned.to_json())
+    os.chmod(target, mode)
+    print(f"re-signed {target} under key id {resigned.key_id}")
+
+
+def _entry(path: Path) -> FileEntry:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return FileEntry(path.name, size, digest.hexdigest())
+
+
+def register(make: VerbFactory) -> None:
+    sub = make("rekey", cmd_rekey, "re-encrypt files under a new key, atomically (an _ovcrypt folder's manifest too)")
+    sub.add_argument("paths", nargs="+", metavar="PATH")
+    sub.add_argument("--new-key-file", metavar="FILE", required=True, help="file holding the one new key")
+    add_key_options(sub)

@@ -1,0 +1,198 @@
+"""Config, key and packaging errors: every problem reported at once, each with its TOML path, before any work."""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import build_wheel, make_ir, run, write_product
+
+LOCATION = "tool.hatch.build.targets.wheel.hooks.ovcrypt"
+
+
+def output_of_failed_build(project: Path, env: dict[str, str]) -> str:
+    result = build_wheel(project, env, check=False)
+    assert result.returncode != 0, "the build should have failed"
+    assert not list((project / "dist").glob("*.whl")), "a failed build left a wheel behind"
+    return result.stdout + result.stderr
+
+
+def test_every_problem_is_reported_at_once_with_its_toml_path(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(
+        tmp_path,
+        {
+            "good": "models/good.xml",
+            "no_bin": "models/no_bin.xml",
+            "missing": "models/missing.xml",
+            "2bad": "models/good.xml",
+            "broken": "models/broken.xml",
+        },
+        extra_hook_options='colour = "blue"\nkey-env = 7\nsegment-size = 100\n',
+    )
+    make_ir(project / "models/good.xml")
+    make_ir(project / "models/no_bin.xml").with_suffix(".bin").unlink()
+    (project / "models/broken.xml").write_text("<net><layers><oops></net>")
+    (project / "models/broken.bin").write_bytes(b"")
+    out = output_of_failed_build(project, key_env)
+    expected = [
+        (f"`{LOCATION}.colour` is not an option of build hook `ovcrypt`", ""),
+        (f"`{LOCATION}.key-env` for build hook `ovcrypt` must be a string", ""),
+        (f"`{LOCATION}.segment-size` must be a multiple of 4096", ""),
+        (f"`{LOCATION}.models.no_bin` names models/no_bin.bin, which does not exist", "beside the .xml"),
+        (f"`{LOCATION}.models.missing` names models/missing.xml and models/missing.bin", ""),
+        (f"`{LOCATION}.models.2bad` is not a valid model name", "Python identifier"),
+        (f"`{LOCATION}.models.broken` OpenVINO cannot read models/broken.xml", ""),
+    ]
+    for text, detail in expected:
+        assert text in out, f"missing {text!r} in:\n{out}"
+        assert detail in out
+    assert "7 problems to fix before building" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ('"not a table"', f"`{LOCATION}.models` for build hook `ovcrypt` must be a table"),
+        ("{}", f"`{LOCATION}.models` must name at least one model"),
+        ("{ m = 3 }", f"`{LOCATION}.models.m` must be a path to an IR .xml"),
+        ('{ m = "models/m.onnx" }', f"`{LOCATION}.models.m` must be a path to an IR .xml file"),
+        ('{ m = { xml = "models/m.xml", source-encryption = "rot13" } }', "source-encryption` must be one of"),
+        (
+            '{ m = { xml = "models/m.xml", source-encryption = "openssl-aes-128-cbc" } }',
+            f"`{LOCATION}.models.m.key-hex-env` must name the environment variable",
+        ),
+    ],
+)
+def test_model_table_shapes(tmp_path: Path, key_env: dict[str, str], models: str, message: str) -> None:
+    project = write_product(tmp_path, {"x": "models/m.xml"})
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace('models = { x = "models/m.xml" }', f"models = {models}"))
+    make_ir(project / "models/m.xml")
+    from hatchling.builders.wheel import WheelBuilder
+
+    from hatch_ovcrypt.checks import check_project, hook_table
+
+    builder = WheelBuilder(str(project))
+    table = hook_table(builder)
+    assert table is not None
+    plan, problems = check_project(table, project, builder, key_env)
+    assert plan is None
+    assert any(message in str(p) for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "names OVCRYPT_KEY, which is not set (nor OVCRYPT_KEY_FILE)"),
+        ({"OVCRYPT_KEY": ""}, "environment variable OVCRYPT_KEY is empty"),
+        ({"OVCRYPT_KEY": "abc123"}, "environment variable OVCRYPT_KEY is not a key: expected 64 hex characters"),
+        ({"OVCRYPT_KEY": "zz" * 32}, "including non-hex ones"),
+        ({"OVCRYPT_KEY_FILE": "/nonexistent/key"}, "key file /nonexistent/key does not exist"),
+    ],
+)
+def test_build_key_missing_or_malformed(tmp_path: Path, env: dict[str, str], expected: str) -> None:
+    project = write_product(tmp_path, {"m": "models/m.xml"})
+    make_ir(project / "models/m.xml")
+    out = output_of_failed_build(project, env)
+    assert expected in out, out
+    assert f"{LOCATION}.key-env" in out
+    for value in env.values():
+        if value and "/" not in value:
+            assert value not in out, "the build printed (part of) the key"
+
+
+def test_custom_key_env(tmp_path: Path, key: bytes) -> None:
+    project = write_product(tmp_path, {"m": "models/m.xml"}, extra_hook_options='key-env = "ACME_MODEL_KEY"')
+    make_ir(project / "models/m.xml")
+    out = output_of_failed_build(project, {"OVCRYPT_KEY": key.hex()})
+    assert "names ACME_MODEL_KEY, which is not set" in out
+    build_wheel(project, {"ACME_MODEL_KEY": key.hex()})
+
+
+def test_plaintext_inside_the_package_fails_with_the_fix(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(tmp_path, {"m": "src/acme_vision/models/m.xml"})
+    make_ir(project / "src/acme_vision/models/m.xml")
+    out = output_of_failed_build(project, key_env)
+    assert "file src/acme_vision/models/m.xml would be packed into the wheel as acme_vision/models/m.xml" in out
+    assert 'exclude = ["/src/acme_vision/models"]' in out
+    text = (project / "pyproject.toml").read_text()
+    text = text.replace('packages = ["src/acme_vision"]', 'packages = ["src/acme_vision"]\nexclude = ["/src/acme_vision/models"]')
+    (project / "pyproject.toml").write_text(text.replace('exclude = ["/models"]', 'exclude = ["/src/acme_vision/models"]'))
+    build_wheel(project, key_env)
+
+
+def test_sdist_never_ships_plaintext_by_default(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(tmp_path, {"m": "models/m.xml"})
+    make_ir(project / "models/m.xml")
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace('[tool.hatch.build.targets.sdist]\nexclude = ["/models"]\n', ""))
+    out = output_of_failed_build(project, key_env)
+    assert "file models/m.xml would be packed into the sdist" in out
+    assert 'add `exclude = ["/models"]` under [tool.hatch.build.targets.sdist]' in out
+    assert "allow-plaintext-sdist = true" in out
+    (project / "pyproject.toml").write_text(
+        (project / "pyproject.toml").read_text().replace("[tool.hatch.build.targets.wheel.hooks.ovcrypt]\n",
+                                                           "[tool.hatch.build.targets.wheel.hooks.ovcrypt]\nallow-plaintext-sdist = true\n")
+    )  # fmt: skip
+    build_wheel(project, key_env)
+
+
+def test_wheel_from_the_sdist_fails_clearly(tmp_path: Path, key_env: dict[str, str]) -> None:
+    """`python -m build` builds the wheel from the sdist, which holds no models: it must say so and how to fix it."""
+    project = write_product(tmp_path, {"m": "models/m.xml"})
+    make_ir(project / "models/m.xml")
+    run([sys.executable, "-m", "build", "--no-isolation", "--sdist", str(project)], env=key_env)
+    (sdist,) = (project / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        assert not [n for n in tar.getnames() if n.endswith((".xml", ".bin"))]
+    result = run([sys.executable, "-m", "build", "--no-isolation", str(project)], env=key_env, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "this is an sdist, and hatch-ovcrypt keeps model files out of sdists" in out
+    assert "python -m build --wheel" in out
+
+
+def test_ambiguous_package_must_be_named(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(tmp_path, {"m": "models/m.xml"})
+    make_ir(project / "models/m.xml")
+    (project / "src/other").mkdir()
+    (project / "src/other/__init__.py").write_text("")
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace('"src/acme_vision"]', '"src/acme_vision", "src/other"]'))
+    out = output_of_failed_build(project, key_env)
+    assert f"`{LOCATION}.package` is needed: the wheel has several top-level packages (acme_vision, other)" in out
+    (project / "pyproject.toml").write_text(
+        (project / "pyproject.toml").read_text().replace("[tool.hatch.build.targets.wheel.hooks.ovcrypt]\n",
+                                                           '[tool.hatch.build.targets.wheel.hooks.ovcrypt]\npackage = "other"\n')
+    )  # fmt: skip
+    build_wheel(project, key_env)
+    (wheel,) = (project / "dist").glob("*.whl")
+    import zipfile
+
+    assert "other/_ovcrypt/manifest.json" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_hook_module_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, hatch_ovcrypt.hooks;"
+        "heavy = [m for m in ('openvino', 'cryptography', 'numpy') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    run([sys.executable, "-c", code])
+
+
+def test_check_command_reports_like_the_build(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(tmp_path, {"m": "models/m.xml", "gone": "models/gone.xml"})
+    make_ir(project / "models/m.xml")
+    check = [sys.executable, "-m", "hatch_ovcrypt", "check", str(project)]
+    result = run(check, env=key_env, check=False)
+    assert result.returncode == 1
+    assert f"`{LOCATION}.models.gone` names models/gone.xml and models/gone.bin, which does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    make_ir(project / "models/gone.xml")
+    ok = run(check, env=key_env)
+    assert ok.stdout.startswith("ok: 2 model(s)")
