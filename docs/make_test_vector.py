@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hatch_ovcrypt.runtime._format import (  # noqa: E402 - after the sys.path line on purpose
+from hatch_ovcrypt.runtime._format import (
     _INFO_FILE_KEY,
     _INFO_SALT_KEY,
     HEADER_NONCE,

@@ -113,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckFailed, OvcryptError) as exc:
         fail(str(exc))
         return EXIT_FAILED
+    except BrokenPipeError:  # `hatch-ovcrypt inspect ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return EXIT_FAILED

@@ -35,6 +35,7 @@ PLAIN_SUFFIX = {Role.XML: ".xml", Role.BIN: ".bin", Role.COMPILED: ".blob"}
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
     from .checks import _check_model  # the hook's own checks: files present, IR readable by OpenVINO
+    from .cli_models import check_ir_xml
     from .config import ModelSpec
     from .writer import encrypt_model
 
@@ -46,13 +47,16 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         how = "--name" if args.name is not None else f"the file name {xml.name}"
         raise UsageError(f"model name {name!r} (from {how}) is not a Python identifier; pass --name NAME")
     keys = keys_from_args(args)
+    if not xml.is_file():
+        raise UsageError(f"{xml} does not exist")
+    check_ir_xml(xml, "decrypt a recipe model with `hatch-ovcrypt openssl-decrypt` first, or build it with the hook")
     spec = ModelSpec(name, xml, "none", None, None, str(xml))
     for problem in _check_model(spec, Path.cwd(), os.environ, from_sdist=False):
         raise CheckFailed(f"{xml}: {problem.message}")
     out = Path(args.out)
     entries = encrypt_model(keys.first, name, (FileSource(spec.xml), FileSource(spec.bin)), out, progress=progress_for)
     for entry in entries.values():
-        print(f"wrote {out / entry.file} ({human_size(entry.size)})")
+        print(f"wrote {out / entry.file}, {human_size(entry.size)}")
     print(f"model {name!r} encrypted under key id {keys.ids[0]}")
     return EXIT_OK
 
@@ -151,7 +155,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
                     done += len(segment)
                     if report:
                         report(done)
-        print(f"wrote {target} ({human_size(cipher.header.plaintext_length)})")
+        print(f"wrote {target}, {human_size(cipher.header.plaintext_length)}")
     print(f"{len(plan)} file(s) decrypted to {out}: plaintext on disk, delete it when done", file=sys.stderr)
     return EXIT_OK
 

@@ -7,6 +7,7 @@ decrypts into memory with the runtime's own loader and never writes plaintext to
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,11 +28,27 @@ from .runtime._openssl import decrypt_openssl_stream, encrypt_openssl_stream, pa
 if TYPE_CHECKING:
     import openvino as ov
 
+_OV_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S+:\d+:?$")
+
 
 def _openvino_error(exc: Exception) -> CheckFailed:
-    """OpenVINO's errors are many lines of C++ context; its first line says what went wrong."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return CheckFailed(lines[0] if lines else type(exc).__name__)
+    """OpenVINO's errors are lines of C++ source locations around the message: keep only the message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = [line for line in lines if not _OV_LOCATION.match(line)]
+    return CheckFailed(" ".join(message or lines) or type(exc).__name__)
+
+
+RECIPE_HINT = "if it was encrypted with the OpenSSL recipe, pass --openssl-key-hex-file and --openssl-iv-hex-file"
+
+
+def check_ir_xml(path: Path, hint: str = RECIPE_HINT) -> None:
+    """Refuse what is not IR XML before OpenVINO tries every frontend on it (and logs noise doing so)."""
+    from .runtime._openssl import looks_like_xml
+
+    with path.open("rb") as f:
+        head = f.read(64)
+    if not looks_like_xml(head):
+        raise CheckFailed(f"{path} is not OpenVINO IR XML; {hint}")
 
 
 def _hex16(path_text: str, flag: str) -> bytes:
@@ -74,6 +91,7 @@ def _read_model(core: ov.Core, path: Path, args: argparse.Namespace) -> ov.Model
         key = _hex16(args.openssl_key_hex_file, "--openssl-key-hex-file")
         iv = _hex16(args.openssl_iv_hex_file, "--openssl-iv-hex-file")
         return load_openssl_model(path, key, iv, core=core)
+    check_ir_xml(path)
     return core.read_model(str(path))
 
 

@@ -46,11 +46,22 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             self._cleanup()
             self.app.abort(f"hatch-ovcrypt: encrypting the models failed: {type(exc).__name__}: {exc}")
             return
-        key = "force_include_editable" if version == "editable" else "force_include"
-        build_data[key].update(mapping)
-        if version == "editable":  # force_include_editable replaces force_include; keep the user's own
-            build_data[key].update(build_data["force_include"])
-        build_data["dependencies"].extend(RUNTIME_REQUIREMENTS)
+        if version == "editable":
+            # A non-empty force_include_editable replaces every other forced inclusion: keep the user's own.
+            build_data["force_include_editable"].update(self.build_config.get_force_include())
+            build_data["force_include_editable"].update(build_data["force_include"])
+            build_data["force_include_editable"].update(mapping)
+        else:
+            build_data["force_include"].update(mapping)
+        build_data["dependencies"].extend(self._missing_requirements())
+
+    def _missing_requirements(self) -> list[str]:
+        """The runtime's requirements that the product does not already declare itself."""
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+
+        declared = {canonicalize_name(Requirement(r).name) for r in self.metadata.core.dependencies}
+        return [r for r in RUNTIME_REQUIREMENTS if canonicalize_name(Requirement(r).name) not in declared]
 
     def _render(self, plan: Any, version: str) -> dict[str, str]:
         import os

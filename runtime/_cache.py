@@ -60,7 +60,7 @@ def load(
 
     try:
         f = path.open("rb", buffering=0)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         _warn(f"cannot read cache entry {path}: {exc}")

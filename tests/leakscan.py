@@ -56,7 +56,7 @@ class LeakScanner:
     def __post_init__(self) -> None:
         for label, data in self.plaintexts.items():
             assert len(data) >= WINDOW, label
-            self._hashes[label] = np.unique(window_hashes(data))
+            self._hashes[label] = np.sort(window_hashes(data))
             self.windows += len(data) - WINDOW + 1
 
     @classmethod
@@ -68,12 +68,16 @@ class LeakScanner:
         self.bytes_scanned += len(blob)
         self.blobs_scanned += 1
         hashes = window_hashes(blob)
+        ordered = np.sort(hashes)  # sorted queries make searchsorted cache-friendly
         found = []
         for label, known in self._hashes.items():
             if not len(hashes):
                 break
-            idx = np.minimum(np.searchsorted(known, hashes), len(known) - 1)
-            for offset in np.flatnonzero(known[idx] == hashes):
+            idx = np.minimum(np.searchsorted(known, ordered), len(known) - 1)
+            matched = np.unique(ordered[known[idx] == ordered])
+            if not len(matched):
+                continue
+            for offset in np.flatnonzero(np.isin(hashes, matched)):
                 window = blob[int(offset) : int(offset) + WINDOW]
                 if len(set(window)) > 4 and window in self.plaintexts[label]:
                     found.append(label)

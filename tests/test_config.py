@@ -196,3 +196,18 @@ def test_check_command_reports_like_the_build(tmp_path: Path, key_env: dict[str,
     make_ir(project / "models/gone.xml")
     ok = run(check, env=key_env)
     assert ok.stdout.startswith("ok: 2 model(s)")
+
+
+def test_global_table_stops_a_plaintext_sdist_before_it_is_written(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(tmp_path, {"m": "models/m.xml"})
+    make_ir(project / "models/m.xml")
+    text = (project / "pyproject.toml").read_text()
+    text = text.replace('[tool.hatch.build.targets.sdist]\nexclude = ["/models"]\n', "")
+    (project / "pyproject.toml").write_text(
+        text.replace("[tool.hatch.build.targets.wheel.hooks.ovcrypt]", "[tool.hatch.build.hooks.ovcrypt]")
+    )
+    result = run([sys.executable, "-m", "build", "--no-isolation", "--sdist", str(project)], env=key_env, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "`tool.hatch.build.hooks.ovcrypt.models.m` file models/m.xml would be packed into the sdist" in out
+    assert not list((project / "dist").glob("*.tar.gz")), "a plaintext sdist was written"

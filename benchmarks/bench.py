@@ -1,0 +1,473 @@
+"""hatch-ovcrypt benchmark (issue 4): encrypted load vs plain OpenVINO, decryption and build throughput,
+import cost and the encrypted compiled-model cache, in one run, printed as one table.
+
+    .venv/bin/python -m benchmarks.bench            # full: 64 MiB, 512 MiB, 2 GiB; about 10 min on 2 cores
+    .venv/bin/python -m benchmarks.bench --quick    # 64 MiB and 512 MiB, fewer runs
+
+Every load is measured in a fresh process: plain is `python -c` that imports openvino and compiles the
+.xml path (OpenVINO memory-maps the weights); encrypted imports `<package>._ovcrypt` from a product
+wheel installed with `pip install --no-deps --target` and calls compile_model(name). The child times
+the load phase (perf_counter around the call that returns the CompiledModel, ov.Core() included for
+plain) and reports its peak RSS (VmHWM); the parent times the whole process. Runs alternate plain,
+encrypted, plain, encrypted… and the page cache is dropped before each run when that is allowed
+(`echo 1 > /proc/sys/vm/drop_caches`, needs root), otherwise a warm-up run equalises warm caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.models import make_dense_ir, make_resnet_ir  # noqa: E402
+from tests.helpers import build_wheel, only_wheel, write_product  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+PY = sys.executable
+
+_CHILD_PRELUDE = """
+import json, sys, time
+def peak_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+"""
+
+PLAIN_CHILD = _CHILD_PRELUDE + """
+import openvino as ov
+t0 = time.perf_counter()
+compiled = ov.Core().compile_model(sys.argv[1], "CPU")
+t1 = time.perf_counter()
+print(json.dumps({"load": t1 - t0, "rss_kib": peak_kib()}))
+"""
+
+ENCRYPTED_CHILD = _CHILD_PRELUDE + """
+import importlib
+import openvino as ov
+runtime = importlib.import_module(sys.argv[1] + "._ovcrypt")
+cache_dir = sys.argv[3] if len(sys.argv) > 3 else None
+t0 = time.perf_counter()
+compiled = runtime.compile_model(sys.argv[2], cache_dir=cache_dir)
+t1 = time.perf_counter()
+print(json.dumps({"load": t1 - t0, "rss_kib": peak_kib()}))
+"""
+
+IMPORT_CHILD = """
+import importlib, json, sys, time
+t0 = time.perf_counter()
+import openvino
+t1 = time.perf_counter()
+importlib.import_module(sys.argv[1] + "._ovcrypt")
+t2 = time.perf_counter()
+lazy = not any(m in sys.modules for m in ("cryptography", sys.argv[1] + "._ovcrypt._format"))
+print(json.dumps({"openvino": t1 - t0, "ovcrypt": t2 - t1, "lazy": lazy}))
+"""
+
+# Where the encrypted load's time goes, phase by phase, in a fresh process (the variance probe).
+PHASES_CHILD = _CHILD_PRELUDE + """
+import importlib, os
+import openvino as ov
+from concurrent.futures import ThreadPoolExecutor
+if os.environ.get("BENCH_THP_OFF"):
+    import ctypes
+    ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE
+runtime = importlib.import_module(sys.argv[1] + "._ovcrypt")
+from importlib import import_module
+rt_mod = import_module(sys.argv[1] + "._ovcrypt._runtime")
+fmt = import_module(sys.argv[1] + "._ovcrypt._format")
+loader = import_module(sys.argv[1] + "._ovcrypt._loader")
+if os.environ.get("BENCH_THREADS"):
+    fmt.default_threads = lambda: int(os.environ["BENCH_THREADS"])
+rt = runtime._get()
+name = sys.argv[2]
+t = [time.perf_counter()]
+core = rt.core; t.append(time.perf_counter())
+xml = rt.decrypt(name, fmt.Role.XML); t.append(time.perf_counter())
+weights = rt.decrypt(name, fmt.Role.BIN); t.append(time.perf_counter())
+model = loader.model_from_memory(core, xml, weights); t.append(time.perf_counter())
+compiled = core.compile_model(model, "CPU"); t.append(time.perf_counter())
+names = ["core", "xml", "bin", "read_model", "compile"]
+out = {n: t[i + 1] - t[i] for i, n in enumerate(names)}
+out["total"] = t[-1] - t[0]
+print(json.dumps(out))
+"""
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def drop_caches() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def run_child(code: str, args: Sequence[str], env: Mapping[str, str], *, cold: bool) -> tuple[dict[str, Any], float]:
+    if cold:
+        drop_caches()
+    start = time.perf_counter()
+    proc = subprocess.run([PY, "-c", code, *args], env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def med(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"{min(values):.3f}–{max(values):.3f}"
+
+
+def fmt_size(n: int) -> str:
+    return f"{n // GiB} GiB" if n >= GiB else f"{n // MiB} MiB"
+
+
+@dataclass
+class Table:
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def add(self, what: str, plain: str, encrypted: str, ratio: str) -> None:
+        self.rows.append((what, plain, encrypted, ratio))
+        print(f"  {what:<58} {plain:>16} {encrypted:>16} {ratio:>14}", flush=True)
+
+    def render(self) -> str:
+        head = ("measurement", "reference", "hatch-ovcrypt", "ratio / verdict")
+        widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(4)]
+        lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"]
+        lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+def verdict(ratio: float, limit: float, *, higher_is_better: bool = False) -> str:
+    ok = ratio >= limit if higher_is_better else ratio <= limit
+    return f"{ratio:.2f}x {'ok' if ok else 'MISS'} ({'≥' if higher_is_better else '≤'}{limit})"
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+
+def build_cmd_rss(project: Path, env: Mapping[str, str], outdir: Path) -> tuple[float, int]:
+    """Build a wheel (no isolation, this interpreter's hatch-ovcrypt); wall time and the build's peak RSS (KiB)."""
+    wrapper = textwrap.dedent(
+        """
+        import resource, subprocess, sys
+        subprocess.run(sys.argv[1:], check=True, capture_output=True)
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        """
+    )
+    shutil.rmtree(outdir, ignore_errors=True)
+    cmd = [PY, "-m", "build", "--wheel", "--no-isolation", str(project), "--outdir", str(outdir)]
+    start = time.perf_counter()
+    proc = subprocess.run([PY, "-c", wrapper, *cmd], env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"build failed:\n{proc.stderr[-3000:]}")
+    return wall, int(proc.stdout.split()[-1])
+
+
+def plain_project(root: Path, package: str, xml: Path) -> Path:
+    """The same product with the plaintext model shipped as package data (the build-ratio reference)."""
+    pkg = root / "src" / package
+    (pkg / "models").mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    for src in (xml, xml.with_suffix(".bin")):
+        shutil.copyfile(src, pkg / "models" / src.name)
+    (root / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        f'[project]\nname = "{package.replace("_", "-")}"\nversion = "1.0.0"\n\n'
+        f'[tool.hatch.build.targets.wheel]\npackages = ["src/{package}"]\n'
+    )
+    return root
+
+
+def install(wheel: Path, target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run([PY, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def render_installed(target: Path, package: str, models: Mapping[str, Path], key: bytes) -> None:
+    """What installing the product wheel yields, rendered directly (used for 2 GiB: skips zipping 2 GiB)."""
+    from hatch_ovcrypt.checks import Plan
+    from hatch_ovcrypt.config import parse_options
+    from hatch_ovcrypt.writer import render_runtime_folder
+
+    shutil.rmtree(target, ignore_errors=True)
+    pkg = target / package
+    (pkg / "_ovcrypt").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    raw: dict[str, object] = {"models": {name: str(xml) for name, xml in models.items()}}
+    options, problems = parse_options(raw, target, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
+    assert not problems, problems
+    render_runtime_folder(Plan(options, package, key), pkg / "_ovcrypt", os.environ)
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def openssl_speed(multi: int, seconds: int) -> float:
+    """openssl speed -evp aes-256-gcm on 1 MiB blocks, in bytes per second."""
+    cmd = ["openssl", "speed", "-evp", "aes-256-gcm", "-bytes", str(MiB), "-seconds", str(seconds)]
+    if multi > 1:
+        cmd[2:2] = ["-multi", str(multi)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    match = re.findall(r"aes-256-gcm\s+([\d.]+)k", out, re.IGNORECASE)
+    return float(match[-1]) * 1000
+
+
+def decrypt_throughput(path: Path, key: bytes, threads: int, reps: int) -> float:
+    import numpy as np
+
+    from runtime._format import SegmentCipher, decrypt_into, read_header
+
+    times = []
+    for _ in range(reps):
+        with path.open("rb", buffering=0) as f:
+            header, raw, tag = read_header(f, "bench")
+            cipher = SegmentCipher.open(key, header, raw, tag, "bench")
+            buf = np.empty(header.plaintext_length, np.uint8)
+            start = time.perf_counter()
+            decrypt_into(f, cipher, buf.data, threads=threads)
+            times.append(time.perf_counter() - start)
+            del buf
+    return header.plaintext_length / min(times)
+
+
+def encrypt_throughput(path: Path, key: bytes, *, derive_salt: bool) -> float:
+    from runtime._format import FileSource, Role, encrypt
+
+    class Null(io.RawIOBase):
+        def write(self, b: Any) -> int:
+            return len(memoryview(b))
+
+    source = FileSource(path)
+    salt = None if derive_salt else bytes(32)
+    start = time.perf_counter()
+    encrypt(key, source, Null(), name="bench", role=Role.BIN, salt=salt)  # type: ignore[arg-type]
+    return source.length / (time.perf_counter() - start)
+
+
+def alternate(
+    pairs: int, plain: Callable[[], tuple[dict[str, Any], float]], enc: Callable[[], tuple[dict[str, Any], float]]
+) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[dict[str, Any], float]]]:
+    a, b = [], []
+    for _ in range(pairs):
+        a.append(plain())
+        b.append(enc())
+    return a, b
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="64 MiB and 512 MiB only, fewer runs (about 3 min)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ovcrypt-bench"))
+    parser.add_argument("--warm", action="store_true", help="do not drop the page cache between runs")
+    parser.add_argument("--output", type=Path, help="also write the report (markdown) here")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    work: Path = args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    key = secrets.token_bytes(32)
+    env = {"OVCRYPT_KEY": key.hex()}
+    cold = not args.warm and drop_caches()
+    pairs = 3 if args.quick else 7
+    sizes = [64 * MiB, 512 * MiB] + ([] if args.quick else [2 * GiB])
+    table = Table()
+    notes: list[str] = []
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)
+
+    # models
+    ir = work / "ir"
+    xmls = {}
+    for size in sizes:
+        log(f"generating the {fmt_size(size)} dense IR")
+        xmls[size] = make_dense_ir(ir / f"dense_{size // MiB}m" / "model.xml", size)
+    log("generating the ResNet-50-like conv IR (fp16 weights, as save_model writes by default)")
+    resnet = make_resnet_ir(ir / "resnet_fp32" / "model.xml")
+    import openvino as ov
+
+    resnet16 = ir / "resnet" / "model.xml"
+    ov.save_model(ov.Core().read_model(str(resnet)), resnet16, compress_to_fp16=True)
+
+    # products: 512 MiB alone (build ratio), small + conv models in a second wheel, 2 GiB rendered
+    log("building product wheels (encrypted and plain-model, alternating)")
+    enc512 = write_product(work / "p512", {"dense": str(xmls[512 * MiB])}, package="bench512")
+    pln512 = plain_project(work / "p512plain", "bench512plain", xmls[512 * MiB])
+    build_pairs = 1 if args.quick else 2
+    b_pln, b_enc = alternate(
+        build_pairs,
+        lambda: ({}, build_cmd_rss(pln512, env, work / "dist-plain")[0]),
+        lambda: ({}, build_cmd_rss(enc512, env, work / "dist512")[0]),
+    )
+    _, rss512 = build_cmd_rss(enc512, env, work / "dist512")
+    small = write_product(work / "psmall", {"dense": str(xmls[64 * MiB]), "resnet": str(resnet16)}, package="benchsmall")
+    _, rss64 = build_cmd_rss(small, env, work / "distsmall")
+    sites = {512 * MiB: work / "site512", 64 * MiB: work / "sitesmall"}
+    install(only_wheel(work / "dist512"), sites[512 * MiB])
+    install(only_wheel(work / "distsmall"), sites[64 * MiB])
+    packages = {512 * MiB: "bench512", 64 * MiB: "benchsmall"}
+    if 2 * GiB in sizes:
+        log("rendering the 2 GiB product as installed (no wheel: zipping 2 GiB is not what is measured)")
+        sites[2 * GiB] = work / "site2g"
+        packages[2 * GiB] = "bench2g"
+        render_installed(sites[2 * GiB], "bench2g", {"dense": xmls[2 * GiB]}, key)
+        notes.append("2 GiB: the product folder is rendered by hatch_ovcrypt.writer exactly as the wheel installs it.")
+
+    print("\nrunning measurements (plain | encrypted | ratio)", flush=True)
+    mode = "cold page cache (dropped before every run)" if cold else "warm page cache (one warm-up run first)"
+    # loads
+    for size in sizes:
+        n = pairs if size < 2 * GiB else (2 if args.quick else 3)
+        site, package = sites[size], packages[size]
+        xml = str(xmls[size])
+        enc_env = {**env, "PYTHONPATH": str(site)}
+
+        def plain_run(xml: str = xml) -> tuple[dict[str, Any], float]:
+            return run_child(PLAIN_CHILD, [xml], {}, cold=cold)
+
+        def enc_run(package: str = package, enc_env: dict[str, str] = enc_env) -> tuple[dict[str, Any], float]:
+            return run_child(ENCRYPTED_CHILD, [package, "dense"], enc_env, cold=cold)
+
+        log(f"{fmt_size(size)}: {n} alternating pairs")
+        if not cold:
+            plain_run(), enc_run()
+        a, b = alternate(n, plain_run, enc_run)
+        la, lb = [r["load"] for r, _ in a], [r["load"] for r, _ in b]
+        wa, wb = [w for _, w in a], [w for _, w in b]
+        ra, rb = [r["rss_kib"] / 1024 for r, _ in a], [r["rss_kib"] / 1024 for r, _ in b]
+        s = fmt_size(size)
+        table.add(f"{s} load phase, median s (n={n} pairs)", f"{med(la):.3f}", f"{med(lb):.3f}",
+                  verdict(med(lb) / med(la), 1.25))  # fmt: skip
+        table.add(f"{s} load phase, min–max s", spread(la), spread(lb), "")
+        table.add(f"{s} whole process, median s", f"{med(wa):.3f}", f"{med(wb):.3f}", verdict(med(wb) / med(wa), 1.15))
+        table.add(f"{s} peak RSS, median MiB", f"{med(ra):.0f}", f"{med(rb):.0f}", verdict(med(rb) / med(ra), 1.05))
+
+    # where the encrypted 512 MiB load spends its time, and how much each phase varies
+    log("512 MiB encrypted load, phase by phase (variance probe)")
+    enc_env = {**env, "PYTHONPATH": str(sites[512 * MiB])}
+    for label, extra in [("default", {}), ("THP off", {"BENCH_THP_OFF": "1"}), ("1 thread", {"BENCH_THREADS": "1"})]:
+        runs = [run_child(PHASES_CHILD, ["bench512", "dense"], {**enc_env, **extra}, cold=cold)[0]
+                for _ in range(3 if args.quick else 5)]  # fmt: skip
+        parts = ", ".join(f"{k} {med([r[k] for r in runs]):.3f} ({spread([r[k] for r in runs])})"
+                          for k in ("xml", "bin", "read_model", "compile"))  # fmt: skip
+        notes.append(f"512 MiB phases, {label}: median (min–max) s: {parts}")
+        table.add(f"512 MiB encrypted phases [{label}]: decrypt .bin s", "", f"{med([r['bin'] for r in runs]):.3f}",
+                  f"compile {med([r['compile'] for r in runs]):.3f}")  # fmt: skip
+
+    # throughput
+    log("throughput: openssl speed vs decrypt_into / encrypt")
+    seconds = 1 if args.quick else 3
+    ossl1 = openssl_speed(1, seconds)
+    cores = os.cpu_count() or 1
+    threads = min(cores, 8)
+    ossln = openssl_speed(threads, seconds) if threads > 1 else ossl1
+    bin_ovc = sites[512 * MiB] / "bench512" / "_ovcrypt" / "models" / "dense.bin.ovc"
+    bin_ovc.read_bytes()  # in page cache: this is the decryption rate, not the disk's
+    dec1 = decrypt_throughput(bin_ovc, key, 1, 3)
+    decn = decrypt_throughput(bin_ovc, key, threads, 3)
+    gb = 1e9
+    table.add("decrypt_into 512 MiB, 1 thread, GB/s (vs openssl 1 core)", f"{ossl1 / gb:.2f}", f"{dec1 / gb:.2f}",
+              verdict(dec1 / ossl1, 0.8, higher_is_better=True))  # fmt: skip
+    table.add(f"decrypt_into 512 MiB, {threads} threads, GB/s (vs openssl -multi {threads})", f"{ossln / gb:.2f}",
+              f"{decn / gb:.2f}", verdict(decn / ossln, 0.8, higher_is_better=True))  # fmt: skip
+    src_bin = xmls[512 * MiB].with_suffix(".bin")
+    src_bin.read_bytes()
+    enc_full = encrypt_throughput(src_bin, key, derive_salt=True)
+    enc_aes = encrypt_throughput(src_bin, key, derive_salt=False)
+    table.add("hook encryption (salt hash + AES-GCM), GB/s (vs openssl 1 core)", f"{ossl1 / gb:.2f}",
+              f"{enc_full / gb:.2f}", verdict(enc_full / ossl1, 0.8, higher_is_better=True))  # fmt: skip
+    table.add("hook encryption, AES-GCM pass alone, GB/s", f"{ossl1 / gb:.2f}", f"{enc_aes / gb:.2f}",
+              verdict(enc_aes / ossl1, 0.8, higher_is_better=True))  # fmt: skip
+
+    # build
+    ba, bb = [w for _, w in b_pln], [w for _, w in b_enc]
+    table.add(f"512 MiB wheel build, median s (n={build_pairs})", f"{med(ba):.2f}", f"{med(bb):.2f}",
+              verdict(med(bb) / med(ba), 1.10))  # fmt: skip
+    table.add("build peak RSS MiB, 64 MiB model → 512 MiB model", f"{rss64 / 1024:.0f}", f"{rss512 / 1024:.0f}",
+              verdict(rss512 / rss64, 1.10))  # fmt: skip
+    notes.append("build peak RSS: the 64 MiB column is the wheel with the 64 MiB dense model and the conv model.")
+
+    # import cost
+    log("import cost")
+    imports = [run_child(IMPORT_CHILD, ["benchsmall"], {"PYTHONPATH": str(sites[64 * MiB])}, cold=False)[0]
+               for _ in range(5 if args.quick else 15)]  # fmt: skip
+    cost = med([r["ovcrypt"] for r in imports]) * 1000
+    table.add("import openvino, ms / import <pkg>._ovcrypt after it, ms", f"{med([r['openvino'] for r in imports]) * 1000:.1f}",
+              f"{cost:.2f}", f"{'ok' if cost < 10 else 'MISS'} (<10 ms)")  # fmt: skip
+    table.add("import decrypts nothing (cryptography, _format not loaded)", "", str(all(r["lazy"] for r in imports)), "")
+
+    # compiled-model cache
+    log("encrypted compiled-model cache: conv model cold vs warm")
+    cenv = {**env, "PYTHONPATH": str(sites[64 * MiB])}
+    cache = work / "cache"
+    reps = 3 if args.quick else 5
+    plain_conv = [run_child(PLAIN_CHILD, [str(resnet16)], {}, cold=cold)[0]["load"] for _ in range(reps)]
+    nocache = [run_child(ENCRYPTED_CHILD, ["benchsmall", "resnet"], cenv, cold=cold)[0]["load"] for _ in range(reps)]
+    first = []
+    for _ in range(reps):
+        shutil.rmtree(cache, ignore_errors=True)
+        first.append(run_child(ENCRYPTED_CHILD, ["benchsmall", "resnet", str(cache)], cenv, cold=cold)[0]["load"])
+    warm = [run_child(ENCRYPTED_CHILD, ["benchsmall", "resnet", str(cache)], cenv, cold=cold)[0]["load"]
+            for _ in range(reps)]  # fmt: skip
+    entries = list(cache.glob("*.ovc"))
+    data = entries[0].read_bytes()
+    table.add("conv model: plain compile(path) / encrypted, no cache, s", f"{med(plain_conv):.3f}",
+              f"{med(nocache):.3f}", verdict(med(nocache) / med(plain_conv), 1.25))  # fmt: skip
+    table.add("conv model: cold, no cache / first run, writing the cache, s", f"{med(nocache):.3f}",
+              f"{med(first):.3f}", f"{med(first) / med(nocache):.2f}x")  # fmt: skip
+    table.add("conv model: cold compile / warm start from cache, s", f"{med(nocache):.3f}", f"{med(warm):.3f}",
+              verdict(med(warm) / med(nocache), 0.4))  # fmt: skip
+    table.add("cache entry: bytes / zlib -9 bytes", f"{len(data)}", f"{len(zlib.compress(data, 9))}",
+              verdict(len(zlib.compress(data, 9)) / len(data), 1.0, higher_is_better=True))  # fmt: skip
+
+    elapsed = time.perf_counter() - started
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    mem = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")))
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    header = [
+        f"hatch-ovcrypt benchmark ({'--quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"machine: nproc {os.cpu_count()}, CPU {cpu}, memory {mem / 1024 / 1024:.1f} GiB, THP {thp}",
+        f"python {platform.python_version()}, openvino {ov.get_version()}, {mode}",
+        f"loads: alternating plain/encrypted pairs in fresh processes, medians; ran in {elapsed:.0f} s",
+    ]
+    report = "\n".join(header) + "\n\n" + table.render() + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    print("\n" + report)
+    if args.output:
+        args.output.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

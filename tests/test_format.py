@@ -1,0 +1,561 @@
+"""The encrypted file format (runtime/_format.py) against its specification, docs/FORMAT.md.
+
+The test vectors are parsed out of FORMAT.md and checked twice: with this repository's code, and
+with an independent implementation below made only of raw `cryptography` primitives (HKDF, HMAC,
+AESGCM) and byte offsets taken from the document, so the document and the code cannot drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import random
+import re
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import BinaryIO
+
+import numpy as np
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from hatch_ovcrypt.runtime import _format as fmt
+from hatch_ovcrypt.runtime._errors import FormatError, IntegrityError, OvcryptError, WrongKeyError
+from hatch_ovcrypt.runtime._format import (
+    MAX_SEGMENT_SIZE,
+    MIN_SEGMENT_SIZE,
+    BufferSource,
+    FileSource,
+    Header,
+    Role,
+    SegmentCipher,
+    decrypt_into,
+    encrypt,
+    iter_plaintext,
+    parse_header,
+    read_header,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+FORMAT_MD = REPO / "docs" / "FORMAT.md"
+SEG = MIN_SEGMENT_SIZE  # 1 MiB
+
+
+# --- the document's test vectors ----------------------------------------------------------------
+
+
+def doc_vectors() -> dict[str, dict[str, str]]:
+    """Every ```text block of FORMAT.md that starts with `vector = <label>`, as {label: {field: value}}."""
+    vectors: dict[str, dict[str, str]] = {}
+    for block in re.findall(r"```text\n(.*?)```", FORMAT_MD.read_text("utf-8"), re.S):
+        values: dict[str, str] = {}
+        for line in block.splitlines():
+            match = re.fullmatch(r"(\w+)\s*=\s*(\S*)", line.strip())
+            if match:
+                values[match[1]] = match[2]
+        if "vector" in values:
+            vectors[values["vector"]] = values
+    return vectors
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_test_vector", REPO / "docs" / "make_test_vector.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def vector_plaintext(length: int) -> bytes:
+    return bytes(i % 251 for i in range(length))
+
+
+# --- an independent implementation, from FORMAT.md alone ----------------------------------------
+
+
+def ind_hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def ind_hmac(key: bytes, msg: bytes) -> bytes:
+    mac = crypto_hmac.HMAC(key, hashes.SHA256())
+    mac.update(msg)
+    return mac.finalize()
+
+
+def ind_header(role: int, name: bytes, seg: int, length: int, kid: bytes, salt: bytes) -> bytes:
+    """Section 3.1 written out field by field, without struct."""
+    return (
+        b"OVCRYPT\x00" + bytes([1, role, 0, len(name)]) + seg.to_bytes(4, "big") + length.to_bytes(8, "big")
+        + kid + salt + name
+    )  # fmt: skip
+
+
+def ind_nonce(index: int, count: int) -> bytes:
+    return index.to_bytes(11, "big") + (b"\x01" if index == count - 1 else b"\x00")
+
+
+def ind_encrypt(master: bytes, role: int, name: bytes, seg: int, plaintext: bytes) -> dict[str, bytes]:
+    kid = ind_hkdf(master, None, b"hatch-ovcrypt/v1/key-id", 16)
+    fields = ind_header(role, name, seg, len(plaintext), kid, bytes(32))
+    salt_key = ind_hkdf(master, None, b"hatch-ovcrypt/v1/salt-key")
+    salt = ind_hmac(salt_key, fields + hashlib.sha256(plaintext).digest())
+    file_key = ind_hkdf(master, salt, b"hatch-ovcrypt/v1/file-key")
+    header = ind_header(role, name, seg, len(plaintext), kid, salt)
+    aead = AESGCM(file_key)
+    header_tag = aead.encrypt(b"\xff" * 11 + b"\x02", b"", header)
+    count = max(1, -(-len(plaintext) // seg))
+    cts, tags = [], []
+    for i in range(count):
+        sealed = aead.encrypt(ind_nonce(i, count), plaintext[i * seg : (i + 1) * seg], header)
+        cts.append(sealed[:-16])
+        tags.append(sealed[-16:])
+    return {
+        "key_id": kid, "salt_key": salt_key, "header_fields": fields, "salt": salt, "file_key": file_key,
+        "header": header, "header_tag": header_tag, "file": header + header_tag + b"".join(cts) + b"".join(tags),
+    }  # fmt: skip
+
+
+def ind_decrypt(master: bytes, data: bytes) -> tuple[int, str, bytes]:
+    """Read a file by the document: offsets, key id check, header tag, segments. Returns (role, name, plaintext)."""
+    assert data[0:8] == b"OVCRYPT\x00" and data[8] == 1 and data[10] == 0
+    role, n = data[9], data[11]
+    seg = int.from_bytes(data[12:16], "big")
+    length = int.from_bytes(data[16:24], "big")
+    kid, salt = data[24:40], data[40:72]
+    name = data[72 : 72 + n].decode("utf-8")
+    header, header_tag = data[: 72 + n], data[72 + n : 88 + n]
+    count = max(1, -(-length // seg))
+    assert len(data) == 72 + n + 16 + length + 16 * count
+    assert kid == ind_hkdf(master, None, b"hatch-ovcrypt/v1/key-id", 16)
+    aead = AESGCM(ind_hkdf(master, salt, b"hatch-ovcrypt/v1/file-key"))
+    assert aead.decrypt(b"\xff" * 11 + b"\x02", header_tag, header) == b""
+    base, tags_at = 88 + n, 88 + n + length
+    parts = []
+    for i in range(count):
+        ct = data[base + i * seg : base + min((i + 1) * seg, length)]
+        parts.append(aead.decrypt(ind_nonce(i, count), ct + data[tags_at + 16 * i : tags_at + 16 * (i + 1)], header))
+    return role, name, b"".join(parts)
+
+
+# --- test vectors -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vectors() -> dict[str, dict[str, str]]:
+    found = doc_vectors()
+    assert set(found) == {"two-segments", "empty"}, "FORMAT.md lost its test vectors"
+    return found
+
+
+def check_vector(doc: dict[str, str], plaintext: bytes) -> None:
+    master = bytes.fromhex(doc["master_key"])
+    role, name, seg = int(doc["role"]), doc["name"], int(doc["segment_size"])
+    assert master == bytes(range(32))
+    assert int(doc["plaintext_length"]) == len(plaintext)
+    assert doc["plaintext_sha256"] == hashlib.sha256(plaintext).hexdigest()
+
+    # 1. this repository's code: the generator (the writer) reproduces the document exactly ...
+    generated = {v["vector"]: v for v in load_generator().all_vectors()}
+    assert generated[doc["vector"]] == doc
+    # ... and the writer + reader round-trip it
+    out = io.BytesIO()
+    header = encrypt(master, BufferSource(plaintext), out, name=name, role=Role(role), segment_size=seg)
+    data = out.getvalue()
+    assert hashlib.sha256(data).hexdigest() == doc["file_sha256"]
+    assert header.encode().hex() == doc["header"] and header.fields().hex() == doc["header_fields"]
+    assert fmt.key_id(master).hex() == doc["key_id"] and header.salt.hex() == doc["salt"]
+    assert header.file_size == len(data) == int(doc["file_size"])
+    assert header.segment_count == int(doc["segment_count"])
+    assert fmt.HEADER_NONCE.hex() == doc["header_nonce"]
+    for i in range(header.segment_count):
+        assert fmt.segment_nonce(i, i == header.segment_count - 1).hex() == doc[f"nonce_{i}"]
+    parsed, raw, tag = parse_header(data, "vector")
+    assert parsed == header and tag.hex() == doc["header_tag"]
+    buf = memoryview(bytearray(len(plaintext)))
+    decrypt_into(io.BytesIO(data[header.header_size :]), SegmentCipher.open(master, parsed, raw, tag, "v"), buf)
+    assert buf == plaintext
+
+    # 2. independently, from FORMAT.md alone
+    ind = ind_encrypt(master, role, name.encode(), seg, plaintext)
+    for field in ("key_id", "salt_key", "header_fields", "salt", "file_key", "header", "header_tag"):
+        assert ind[field].hex() == doc[field], field
+    assert ind["file"] == data
+    assert hashlib.sha256(ind["file"]).hexdigest() == doc["file_sha256"]
+    assert len(ind["file"]) == int(doc["file_size"])
+    assert ind_decrypt(master, data) == (role, name, plaintext)
+    base = 72 + len(name.encode()) + 16
+    count = int(doc["segment_count"])
+    for i in range(count):
+        assert ind_nonce(i, count).hex() == doc[f"nonce_{i}"]
+        start = base + i * seg
+        assert data[start : start + min(32, max(0, len(plaintext) - i * seg))].hex() == doc[f"ciphertext_{i}_first32"]
+        tag_at = base + len(plaintext) + 16 * i
+        assert data[tag_at : tag_at + 16].hex() == doc[f"tag_{i}"]
+    if "file" in doc:
+        assert data.hex() == doc["file"]
+
+
+def test_vector_two_segments(vectors: dict[str, dict[str, str]]) -> None:
+    doc = vectors["two-segments"]
+    assert doc["segment_count"] == "2" and doc["nonce_1"].endswith("01") and doc["nonce_0"].endswith("00")
+    check_vector(doc, vector_plaintext((1 << 20) + 100))
+
+
+def test_vector_empty(vectors: dict[str, dict[str, str]]) -> None:
+    doc = vectors["empty"]
+    assert doc["segment_count"] == "1" and len(bytes.fromhex(doc["file"])) == 112
+    check_vector(doc, b"")
+
+
+def test_vector_doc_header_layout_matches_struct() -> None:
+    """Section 3.1's table (offsets and sizes) is the struct the code uses."""
+    assert fmt._FIXED.format == ">8sBBBBIQ16s32s" and fmt.FIXED_HEADER_SIZE == 72
+    text = FORMAT_MD.read_text("utf-8")
+    rows = re.findall(r"^\| (\d+) \| (\d+|`n`) \| ([^|]+) \|", text, re.M)
+    offsets = [(int(o), s) for o, s, _ in rows]
+    assert offsets[:10] == [(0, "8"), (8, "1"), (9, "1"), (10, "1"), (11, "1"), (12, "4"), (16, "8"), (24, "16"),
+                            (40, "32"), (72, "`n`")]  # fmt: skip
+
+
+# --- round trips at segment boundaries ----------------------------------------------------------
+
+SIZES = [0, 1, SEG - 1, SEG, SEG + 1, 5 * SEG + 3]
+
+
+def write(tmp_path: Path, key: bytes, plaintext: bytes, *, name: str = "detector", role: Role = Role.BIN,
+          segment_size: int = SEG) -> Path:  # fmt: skip
+    path = tmp_path / f"{name}.{role.label}.ovc"
+    with path.open("wb") as f:
+        encrypt(key, BufferSource(plaintext), f, name=name, role=role, segment_size=segment_size)
+    return path
+
+
+def open_file(f: BinaryIO, key: bytes) -> SegmentCipher:
+    header, raw, tag = read_header(f, "test")
+    return SegmentCipher.open(key, header, raw, tag, "test")
+
+
+def decrypt_file(path: Path, key: bytes, mode: str) -> bytes:
+    if mode == "iter":
+        with path.open("rb") as f:
+            cipher = open_file(f, key)
+            return b"".join(bytes(v) for v in iter_plaintext(f, cipher, os.fstat(f.fileno()).st_size))
+    stream: BinaryIO = io.BytesIO(path.read_bytes()) if mode == "stream" else path.open("rb")
+    with stream as f:
+        cipher = open_file(f, key)
+        if mode != "stream":
+            assert fmt._fileno(f) is not None  # the pread path
+        out = memoryview(bytearray(cipher.header.plaintext_length))
+        decrypt_into(f, cipher, out, threads=4 if mode == "pread-threads" else 1)
+        return bytes(out)
+
+
+MODES = ["pread", "pread-threads", "stream", "iter"]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{s}B" for s in SIZES])
+@pytest.mark.parametrize("mode", MODES)
+def test_round_trip_segment_boundaries(tmp_path: Path, key: bytes, size: int, mode: str) -> None:
+    plaintext = random.Random(size).randbytes(size)
+    path = write(tmp_path, key, plaintext)
+    header, _, _ = read_header(io.BytesIO(path.read_bytes()), "t")
+    assert header.segment_count == max(1, -(-size // SEG))
+    assert path.stat().st_size == header.file_size == 72 + 8 + 16 + size + 16 * header.segment_count
+    assert decrypt_file(path, key, mode) == plaintext
+    assert ind_decrypt(key, path.read_bytes())[2] == plaintext
+
+
+@pytest.mark.parametrize("segment_size", [MIN_SEGMENT_SIZE + 4096, MAX_SEGMENT_SIZE])
+def test_round_trip_other_segment_sizes(tmp_path: Path, key: bytes, segment_size: int) -> None:
+    plaintext = random.Random(segment_size).randbytes(2 * segment_size + 17)
+    path = write(tmp_path, key, plaintext, segment_size=segment_size)
+    for mode in MODES:
+        assert decrypt_file(path, key, mode) == plaintext
+    assert ind_decrypt(key, path.read_bytes())[2] == plaintext
+
+
+def test_file_source_equals_buffer_source(tmp_path: Path, key: bytes) -> None:
+    plaintext = random.Random(7).randbytes(2 * SEG + 5)
+    src = tmp_path / "model.bin"
+    src.write_bytes(plaintext)
+    a, b = io.BytesIO(), io.BytesIO()
+    encrypt(key, FileSource(src), a, name="m", role=Role.BIN)
+    encrypt(key, BufferSource(plaintext), b, name="m", role=Role.BIN)
+    assert a.getvalue() == b.getvalue()
+
+
+# --- determinism --------------------------------------------------------------------------------
+
+
+def enc(key: bytes, plaintext: bytes, *, name: str = "detector", role: Role = Role.BIN, seg: int = SEG,
+        salt: bytes | None = None) -> tuple[Header, bytes]:  # fmt: skip
+    out = io.BytesIO()
+    header = encrypt(key, BufferSource(plaintext), out, name=name, role=role, segment_size=seg, salt=salt)
+    return header, out.getvalue()
+
+
+def test_deterministic_same_inputs_same_bytes(key: bytes) -> None:
+    plaintext = random.Random(1).randbytes(SEG + 9)
+    assert enc(key, plaintext)[1] == enc(key, plaintext)[1]
+
+
+def test_deterministic_different_inputs_different_salt(key: bytes) -> None:
+    plaintext = random.Random(2).randbytes(1000)
+    base = enc(key, plaintext)[0].salt
+    variants = {
+        "name": enc(key, plaintext, name="detector2")[0].salt,
+        "role": enc(key, plaintext, role=Role.XML)[0].salt,
+        "plaintext": enc(key, plaintext[:-1] + bytes([plaintext[-1] ^ 1]))[0].salt,
+        "length": enc(key, plaintext + b"\x00")[0].salt,
+        "segment size": enc(key, plaintext, seg=SEG + 4096)[0].salt,
+        "key": enc(bytes(32), plaintext)[0].salt,
+    }
+    assert base not in variants.values()
+    assert len(set(variants.values())) == len(variants)
+
+
+def test_salt_is_keyed_not_a_public_hash(key: bytes) -> None:
+    plaintext = b"weights" * 100
+    header = enc(key, plaintext)[0]
+    assert header.salt != hashlib.sha256(plaintext).digest()
+    assert header.salt != hashlib.sha256(header.fields() + hashlib.sha256(plaintext).digest()).digest()
+
+
+def test_explicit_salt_is_used(key: bytes) -> None:
+    header, data = enc(key, b"abc", salt=b"\x07" * 32)
+    assert header.salt == b"\x07" * 32 and data[40:72] == b"\x07" * 32
+    assert ind_decrypt(key, data)[2] == b"abc"
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def test_wrong_key_is_rejected_before_any_decryption(tmp_path: Path, key: bytes) -> None:
+    data = bytearray(enc(key, random.Random(3).randbytes(SEG + 1))[1])
+    other = bytes(b ^ 0xFF for b in key)
+    with pytest.raises(WrongKeyError, match="key id"):
+        open_file(io.BytesIO(bytes(data)), other)
+    # The key id is checked before the header tag and before any segment: with the header tag and a
+    # segment corrupted, a wrong key still reports WrongKeyError, and the right key IntegrityError.
+    data[88 + 8 - 1] ^= 1  # last byte of the header tag (name "detector" is 8 bytes)
+    data[100] ^= 1
+    with pytest.raises(WrongKeyError):
+        open_file(io.BytesIO(bytes(data)), other)
+    with pytest.raises(IntegrityError, match="header failed authentication"):
+        open_file(io.BytesIO(bytes(data)), key)
+
+
+def test_key_id_is_hkdf_prefix(key: bytes) -> None:
+    assert fmt.key_id(key) == ind_hkdf(key, None, b"hatch-ovcrypt/v1/key-id", 32)[:16]
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+BAD_SEGMENT_SIZES = [0, 4096, MIN_SEGMENT_SIZE - 4096, MIN_SEGMENT_SIZE + 1, MIN_SEGMENT_SIZE + 2048,
+                     MAX_SEGMENT_SIZE + 4096, 8 << 20, -1]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", BAD_SEGMENT_SIZES)
+def test_segment_size_out_of_range_rejected(key: bytes, size: int) -> None:
+    assert fmt.validate_segment_size(size) is not None
+    with pytest.raises(ValueError, match="segment size"):
+        enc(key, b"x", seg=size)
+    if 0 <= size < 1 << 32:  # and a reader rejects a header that claims it
+        data = bytearray(enc(key, b"x")[1])
+        data[12:16] = size.to_bytes(4, "big")
+        with pytest.raises(FormatError, match="segment size"):
+            parse_header(bytes(data), "t")
+
+
+@pytest.mark.parametrize("size", [MIN_SEGMENT_SIZE, MIN_SEGMENT_SIZE + 4096, 3 << 20, MAX_SEGMENT_SIZE])
+def test_segment_size_in_range_accepted(size: int) -> None:
+    assert fmt.validate_segment_size(size) is None
+
+
+def test_name_limits(key: bytes) -> None:
+    assert enc(key, b"x", name="n" * 255)[0].header_size == 72 + 255 + 16
+    assert enc(key, b"x", name="é" * 127)[0].name == "é" * 127  # 254 bytes of UTF-8
+    for bad in ["", "n" * 256, "é" * 128]:
+        with pytest.raises(ValueError, match="model name"):
+            enc(key, b"x", name=bad)
+
+
+def corrupt(offset: int, value: bytes) -> Callable[[bytearray], None]:
+    def apply(data: bytearray) -> None:
+        data[offset : offset + len(value)] = value
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (corrupt(0, b"X"), "bad magic"),
+        (corrupt(8, b"\x02"), "version 2"),
+        (corrupt(9, b"\x00"), "corrupt header"),
+        (corrupt(9, b"\x04"), "corrupt header"),
+        (corrupt(10, b"\x01"), "corrupt header"),
+        (corrupt(11, b"\x00"), "corrupt header"),
+        (corrupt(72, b"\xff"), "not UTF-8"),
+        (corrupt(72, b"\xed\xa0\x80"), "not UTF-8"),  # an encoded surrogate
+    ],
+)
+def test_header_rejections(key: bytes, change: Callable[[bytearray], None], message: str) -> None:
+    data = bytearray(enc(key, b"payload")[1])
+    change(data)
+    with pytest.raises(FormatError, match=message):
+        parse_header(bytes(data), "t")
+
+
+@pytest.mark.parametrize("cut", [0, 1, 71, 72, 79, 80, 95])
+def test_truncated_header_rejected(key: bytes, cut: int) -> None:
+    data = enc(key, b"payload")[1]
+    with pytest.raises(FormatError, match="truncated"):
+        read_header(io.BytesIO(data[:cut]), "t")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_truncated_or_extended_file_rejected(tmp_path: Path, key: bytes, mode: str) -> None:
+    plaintext = random.Random(4).randbytes(2 * SEG + 1)
+    path = write(tmp_path, key, plaintext)
+    good = path.read_bytes()
+    for data in (good[:-1], good[:-16], good[:-17], good + b"\x00"):
+        path.write_bytes(data)
+        with pytest.raises(IntegrityError, match=r"truncated|unexpected bytes"):
+            decrypt_file(path, key, mode)
+
+
+def reorder_segments(data: bytes, header: Header) -> bytes:
+    hs = header.header_size
+    s0, s1 = data[hs : hs + SEG], data[hs + SEG : hs + 2 * SEG]
+    t0, t1 = data[header.tags_offset : header.tags_offset + 16], data[header.tags_offset + 16 : header.tags_offset + 32]
+    return data[:hs] + s1 + s0 + data[hs + 2 * SEG : header.tags_offset] + t1 + t0 + data[header.tags_offset + 32 :]
+
+
+@pytest.mark.parametrize("mode", ["pread", "pread-threads", "stream"])
+def test_failure_wipes_the_whole_output(tmp_path: Path, key: bytes, mode: str) -> None:
+    plaintext = random.Random(5).randbytes(3 * SEG + 3)
+    path = write(tmp_path, key, plaintext)
+    good = path.read_bytes()
+    header = parse_header(good, "t")[0]
+    flipped = bytearray(good)
+    flipped[header.header_size + 3 * SEG + 1] ^= 0x80  # in the last, short segment
+    for data in (bytes(flipped), reorder_segments(good, header)):
+        path.write_bytes(data)
+        stream: BinaryIO = io.BytesIO(data) if mode == "stream" else path.open("rb")
+        with stream as f:
+            cipher = open_file(f, key)
+            out = memoryview(bytearray(b"\xaa" * header.plaintext_length))
+            with pytest.raises(IntegrityError, match="failed authentication"):
+                decrypt_into(f, cipher, out, threads=4 if mode == "pread-threads" else 1)
+            assert not np.frombuffer(out, np.uint8).any(), "plaintext survived an authentication failure"
+
+
+def test_iter_plaintext_never_yields_a_failed_segment(tmp_path: Path, key: bytes) -> None:
+    plaintext = random.Random(6).randbytes(2 * SEG + 3)
+    path = write(tmp_path, key, plaintext)
+    data = bytearray(path.read_bytes())
+    data[72 + 8 + 16 + SEG + 5] ^= 1  # segment 1 of 3
+    path.write_bytes(bytes(data))
+    seen: list[bytes] = []
+    with path.open("rb") as f, pytest.raises(IntegrityError, match="segment 1 of 3"):
+        for view in iter_plaintext(f, open_file(f, key), len(data)):
+            seen.append(bytes(view))
+    assert seen == [plaintext[:SEG]]
+
+
+@pytest.mark.parametrize(("name", "role"), [("other", Role.BIN), ("detector", Role.XML)])
+def test_moving_a_file_to_another_model_or_role_fails(key: bytes, name: str, role: Role) -> None:
+    """Rewriting the header's name or role breaks the header tag (and every segment's AAD)."""
+    header, data = enc(key, b"weights" * 10)
+    forged = Header(role, name, header.segment_size, header.plaintext_length, header.key_id, header.salt)
+    moved = forged.encode() + data[72 + 8 :]
+    with pytest.raises(IntegrityError, match="header failed authentication"):
+        open_file(io.BytesIO(moved), key)
+    with pytest.raises(InvalidTag):  # independently: the segment's AAD no longer matches
+        AESGCM(ind_hkdf(key, header.salt, b"hatch-ovcrypt/v1/file-key")).decrypt(
+            ind_nonce(0, 1), moved[-16 - 70 : -16] + moved[-16:], forged.encode()
+        )
+
+
+def test_errors_are_ovcrypt_errors() -> None:
+    assert issubclass(FormatError, IntegrityError) and issubclass(IntegrityError, OvcryptError)
+    assert issubclass(WrongKeyError, OvcryptError)
+
+
+# --- no one-shot size limit ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def segment_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[int]]]:
+    """Record the length of every encrypt_segment / decrypt_segment call (the real methods still run)."""
+    calls: dict[str, list[int]] = {"encrypt": [], "decrypt": []}
+    real_enc, real_dec = SegmentCipher.encrypt_segment, SegmentCipher.decrypt_segment
+
+    def encrypt_segment(self: SegmentCipher, index: int, src: memoryview, dst: memoryview) -> bytes:
+        calls["encrypt"].append(len(src))
+        return real_enc(self, index, src, dst)
+
+    def decrypt_segment(self: SegmentCipher, index: int, buf: memoryview, tag: bytes) -> None:
+        calls["decrypt"].append(len(buf))
+        real_dec(self, index, buf, tag)
+
+    monkeypatch.setattr(SegmentCipher, "encrypt_segment", encrypt_segment)
+    monkeypatch.setattr(SegmentCipher, "decrypt_segment", decrypt_segment)
+    yield calls
+
+
+def test_crypto_runs_per_segment(key: bytes, segment_calls: dict[str, list[int]]) -> None:
+    plaintext = random.Random(8).randbytes(5 * SEG + 3)
+    data = enc(key, plaintext)[1]
+    f = io.BytesIO(data)
+    cipher = open_file(f, key)
+    out = memoryview(bytearray(len(plaintext)))
+    decrypt_into(f, cipher, out)
+    assert segment_calls["encrypt"] == [SEG] * 5 + [3]
+    assert segment_calls["decrypt"] == [SEG] * 5 + [3]
+
+
+@pytest.mark.slow
+def test_more_than_2_gib(tmp_path: Path, key: bytes, segment_calls: dict[str, list[int]]) -> None:
+    """2 GiB + 1 byte (past OpenSSL's 2^31 - 1 one-shot int limit) round-trips; ~5 s here.
+
+    4 GiB + 1 byte took 30-45 s on this machine (page cache writeback, not crypto), too slow for every run.
+    """
+    size = (2 << 30) + 1
+    src = tmp_path / "big.bin"
+    markers = {0: 1, (1 << 31) - 1: 2, 1 << 31: 3, size - 1: 4}
+    with src.open("wb") as f:
+        f.truncate(size)
+        for offset, value in markers.items():
+            f.seek(offset)
+            f.write(bytes([value]))
+    enc_path = tmp_path / "big.bin.ovc"
+    with enc_path.open("wb") as f:
+        header = encrypt(key, FileSource(src), f, name="big", role=Role.BIN)
+    src.unlink()
+    assert header.segment_count == 2049 and enc_path.stat().st_size == header.file_size
+    assert segment_calls["encrypt"] == [SEG] * 2048 + [1]
+    with enc_path.open("rb") as f:
+        cipher = open_file(f, key)
+        out = memoryview(bytearray(size))
+        decrypt_into(f, cipher, out, threads=2)
+    enc_path.unlink()
+    assert sorted(segment_calls["decrypt"]) == [1] + [SEG] * 2048
+    arr = np.frombuffer(out, np.uint8)
+    assert int(np.count_nonzero(arr)) == len(markers)
+    assert all(arr[offset] == value for offset, value in markers.items())
+
+
+def test_struct_constant_matches_doc() -> None:
+    assert struct.calcsize(">8sBBBBIQ16s32s") == 72
