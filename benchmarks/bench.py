@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.models import make_dense_ir, make_resnet_ir  # noqa: E402
-from tests.helpers import build_wheel, only_wheel, write_product  # noqa: E402
+from tests.helpers import only_wheel, write_product  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -54,15 +54,20 @@ def peak_kib():
     return 0
 """
 
-PLAIN_CHILD = _CHILD_PRELUDE + """
+PLAIN_CHILD = (
+    _CHILD_PRELUDE
+    + """
 import openvino as ov
 t0 = time.perf_counter()
 compiled = ov.Core().compile_model(sys.argv[1], "CPU")
 t1 = time.perf_counter()
 print(json.dumps({"load": t1 - t0, "rss_kib": peak_kib()}))
 """
+)
 
-ENCRYPTED_CHILD = _CHILD_PRELUDE + """
+ENCRYPTED_CHILD = (
+    _CHILD_PRELUDE
+    + """
 import importlib
 import openvino as ov
 runtime = importlib.import_module(sys.argv[1] + "._ovcrypt")
@@ -72,6 +77,7 @@ compiled = runtime.compile_model(sys.argv[2], cache_dir=cache_dir)
 t1 = time.perf_counter()
 print(json.dumps({"load": t1 - t0, "rss_kib": peak_kib()}))
 """
+)
 
 IMPORT_CHILD = """
 import importlib, json, sys, time
@@ -85,7 +91,9 @@ print(json.dumps({"openvino": t1 - t0, "ovcrypt": t2 - t1, "lazy": lazy}))
 """
 
 # Where the encrypted load's time goes, phase by phase, in a fresh process (the variance probe).
-PHASES_CHILD = _CHILD_PRELUDE + """
+PHASES_CHILD = (
+    _CHILD_PRELUDE
+    + """
 import importlib, os
 import openvino as ov
 from concurrent.futures import ThreadPoolExecutor
@@ -94,7 +102,6 @@ if os.environ.get("BENCH_THP_OFF"):
     ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE
 runtime = importlib.import_module(sys.argv[1] + "._ovcrypt")
 from importlib import import_module
-rt_mod = import_module(sys.argv[1] + "._ovcrypt._runtime")
 fmt = import_module(sys.argv[1] + "._ovcrypt._format")
 loader = import_module(sys.argv[1] + "._ovcrypt._loader")
 if os.environ.get("BENCH_THREADS"):
@@ -112,6 +119,7 @@ out = {n: t[i + 1] - t[i] for i, n in enumerate(names)}
 out["total"] = t[-1] - t[0]
 print(json.dumps(out))
 """
+)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -130,7 +138,8 @@ def run_child(code: str, args: Sequence[str], env: Mapping[str, str], *, cold: b
     if cold:
         drop_caches()
     start = time.perf_counter()
-    proc = subprocess.run([PY, "-c", code, *args], env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    cmd = [PY, "-c", code, *args]
+    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -160,9 +169,9 @@ class Table:
     def render(self) -> str:
         head = ("measurement", "reference", "hatch-ovcrypt", "ratio / verdict")
         widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(4)]
-        lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"]
+        lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"]
         lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in self.rows]
+        lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in self.rows]
         return "\n".join(lines)
 
 
@@ -186,7 +195,8 @@ def build_cmd_rss(project: Path, env: Mapping[str, str], outdir: Path) -> tuple[
     shutil.rmtree(outdir, ignore_errors=True)
     cmd = [PY, "-m", "build", "--wheel", "--no-isolation", str(project), "--outdir", str(outdir)]
     start = time.perf_counter()
-    proc = subprocess.run([PY, "-c", wrapper, *cmd], env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    full = [PY, "-c", wrapper, *cmd]
+    proc = subprocess.run(full, env={**os.environ, **env}, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"build failed:\n{proc.stderr[-3000:]}")
@@ -243,22 +253,28 @@ def openssl_speed(multi: int, seconds: int) -> float:
     return float(match[-1]) * 1000
 
 
-def decrypt_throughput(path: Path, key: bytes, threads: int, reps: int) -> float:
+def decrypt_throughput(path: Path, key: bytes, threads: int, reps: int, *, fresh: bool) -> float:
+    """Bytes per second of decrypt_into from the page cache: into a fresh np.empty buffer each time
+    (as the loader does: includes faulting the pages in), or into one buffer already faulted in."""
     import numpy as np
 
     from runtime._format import SegmentCipher, decrypt_into, read_header
 
     times = []
+    buf = None
     for _ in range(reps):
         with path.open("rb", buffering=0) as f:
             header, raw, tag = read_header(f, "bench")
             cipher = SegmentCipher.open(key, header, raw, tag, "bench")
-            buf = np.empty(header.plaintext_length, np.uint8)
+            if fresh or buf is None:
+                buf = None
+                buf = np.empty(header.plaintext_length, np.uint8)
+                if not fresh:
+                    buf.fill(0)
             start = time.perf_counter()
             decrypt_into(f, cipher, buf.data, threads=threads)
             times.append(time.perf_counter() - start)
-            del buf
-    return header.plaintext_length / min(times)
+    return header.plaintext_length / med(times)
 
 
 def encrypt_throughput(path: Path, key: bytes, *, derive_salt: bool) -> float:
@@ -285,7 +301,7 @@ def alternate(
     return a, b
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="64 MiB and 512 MiB only, fewer runs (about 3 min)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ovcrypt-bench"))
@@ -297,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     key = secrets.token_bytes(32)
+    (work / "key.hex").write_text(key.hex())  # for probing the products after the run
     env = {"OVCRYPT_KEY": key.hex()}
     cold = not args.warm and drop_caches()
     pairs = 3 if args.quick else 7
@@ -313,8 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for size in sizes:
         log(f"generating the {fmt_size(size)} dense IR")
         xmls[size] = make_dense_ir(ir / f"dense_{size // MiB}m" / "model.xml", size)
-    log("generating the ResNet-50-like conv IR (fp16 weights, as save_model writes by default)")
+    log("generating the ResNet-50-like conv IRs (fp16 weights as save_model writes by default; INT8 FakeQuantize)")
     resnet = make_resnet_ir(ir / "resnet_fp32" / "model.xml")
+    resnet8 = make_resnet_ir(ir / "resnet_int8" / "model.xml", int8=True)
     import openvino as ov
 
     resnet16 = ir / "resnet" / "model.xml"
@@ -331,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: ({}, build_cmd_rss(enc512, env, work / "dist512")[0]),
     )
     _, rss512 = build_cmd_rss(enc512, env, work / "dist512")
-    small = write_product(work / "psmall", {"dense": str(xmls[64 * MiB]), "resnet": str(resnet16)}, package="benchsmall")
+    small_models = {"dense": str(xmls[64 * MiB]), "resnet": str(resnet16), "resnet_int8": str(resnet8)}
+    small = write_product(work / "psmall", small_models, package="benchsmall")
     _, rss64 = build_cmd_rss(small, env, work / "distsmall")
     sites = {512 * MiB: work / "site512", 64 * MiB: work / "sitesmall"}
     install(only_wheel(work / "dist512"), sites[512 * MiB])
@@ -346,38 +365,43 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\nrunning measurements (plain | encrypted | ratio)", flush=True)
     mode = "cold page cache (dropped before every run)" if cold else "warm page cache (one warm-up run first)"
+
     # loads
-    for size in sizes:
-        n = pairs if size < 2 * GiB else (2 if args.quick else 3)
+    def load_rows(size: int, n: int, cold_runs: bool, tag: str) -> None:
         site, package = sites[size], packages[size]
         xml = str(xmls[size])
         enc_env = {**env, "PYTHONPATH": str(site)}
 
-        def plain_run(xml: str = xml) -> tuple[dict[str, Any], float]:
-            return run_child(PLAIN_CHILD, [xml], {}, cold=cold)
+        def plain_run() -> tuple[dict[str, Any], float]:
+            return run_child(PLAIN_CHILD, [xml], {}, cold=cold_runs)
 
-        def enc_run(package: str = package, enc_env: dict[str, str] = enc_env) -> tuple[dict[str, Any], float]:
-            return run_child(ENCRYPTED_CHILD, [package, "dense"], enc_env, cold=cold)
+        def enc_run() -> tuple[dict[str, Any], float]:
+            return run_child(ENCRYPTED_CHILD, [package, "dense"], enc_env, cold=cold_runs)
 
-        log(f"{fmt_size(size)}: {n} alternating pairs")
-        if not cold:
+        log(f"{fmt_size(size)}{tag}: {n} alternating pairs")
+        if not cold_runs:
             plain_run(), enc_run()
         a, b = alternate(n, plain_run, enc_run)
         la, lb = [r["load"] for r, _ in a], [r["load"] for r, _ in b]
         wa, wb = [w for _, w in a], [w for _, w in b]
         ra, rb = [r["rss_kib"] / 1024 for r, _ in a], [r["rss_kib"] / 1024 for r, _ in b]
-        s = fmt_size(size)
+        s = fmt_size(size) + tag
         table.add(f"{s} load phase, median s (n={n} pairs)", f"{med(la):.3f}", f"{med(lb):.3f}",
                   verdict(med(lb) / med(la), 1.25))  # fmt: skip
         table.add(f"{s} load phase, min–max s", spread(la), spread(lb), "")
         table.add(f"{s} whole process, median s", f"{med(wa):.3f}", f"{med(wb):.3f}", verdict(med(wb) / med(wa), 1.15))
         table.add(f"{s} peak RSS, median MiB", f"{med(ra):.0f}", f"{med(rb):.0f}", verdict(med(rb) / med(ra), 1.05))
 
+    for size in sizes:
+        load_rows(size, pairs if size < 2 * GiB else (2 if args.quick else 3), cold, "")
+    if cold:
+        load_rows(512 * MiB, pairs, False, " warm cache")
+
     # where the encrypted 512 MiB load spends its time, and how much each phase varies
-    log("512 MiB encrypted load, phase by phase (variance probe)")
+    log("512 MiB encrypted load, phase by phase (variance probe, warm page cache)")
     enc_env = {**env, "PYTHONPATH": str(sites[512 * MiB])}
     for label, extra in [("default", {}), ("THP off", {"BENCH_THP_OFF": "1"}), ("1 thread", {"BENCH_THREADS": "1"})]:
-        runs = [run_child(PHASES_CHILD, ["bench512", "dense"], {**enc_env, **extra}, cold=cold)[0]
+        runs = [run_child(PHASES_CHILD, ["bench512", "dense"], {**enc_env, **extra}, cold=False)[0]
                 for _ in range(3 if args.quick else 5)]  # fmt: skip
         parts = ", ".join(f"{k} {med([r[k] for r in runs]):.3f} ({spread([r[k] for r in runs])})"
                           for k in ("xml", "bin", "read_model", "compile"))  # fmt: skip
@@ -394,13 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ossln = openssl_speed(threads, seconds) if threads > 1 else ossl1
     bin_ovc = sites[512 * MiB] / "bench512" / "_ovcrypt" / "models" / "dense.bin.ovc"
     bin_ovc.read_bytes()  # in page cache: this is the decryption rate, not the disk's
-    dec1 = decrypt_throughput(bin_ovc, key, 1, 3)
-    decn = decrypt_throughput(bin_ovc, key, threads, 3)
     gb = 1e9
-    table.add("decrypt_into 512 MiB, 1 thread, GB/s (vs openssl 1 core)", f"{ossl1 / gb:.2f}", f"{dec1 / gb:.2f}",
-              verdict(dec1 / ossl1, 0.8, higher_is_better=True))  # fmt: skip
-    table.add(f"decrypt_into 512 MiB, {threads} threads, GB/s (vs openssl -multi {threads})", f"{ossln / gb:.2f}",
-              f"{decn / gb:.2f}", verdict(decn / ossln, 0.8, higher_is_better=True))  # fmt: skip
+    reps = 3 if args.quick else 5
+    for n, ref, ref_label in [(1, ossl1, "openssl 1 core"), (threads, ossln, f"openssl -multi {threads}")]:
+        for fresh in (False, True):
+            rate = decrypt_throughput(bin_ovc, key, n, reps, fresh=fresh)
+            what = "fresh buffer, pages faulted in" if fresh else "buffer already faulted in"
+            table.add(f"decrypt_into 512 MiB, {n} thread(s), {what}, GB/s (vs {ref_label})", f"{ref / gb:.2f}",
+                      f"{rate / gb:.2f}", verdict(rate / ref, 0.8, higher_is_better=True))  # fmt: skip
     src_bin = xmls[512 * MiB].with_suffix(".bin")
     src_bin.read_bytes()
     enc_full = encrypt_throughput(src_bin, key, derive_salt=True)
@@ -416,40 +441,45 @@ def main(argv: Sequence[str] | None = None) -> int:
               verdict(med(bb) / med(ba), 1.10))  # fmt: skip
     table.add("build peak RSS MiB, 64 MiB model → 512 MiB model", f"{rss64 / 1024:.0f}", f"{rss512 / 1024:.0f}",
               verdict(rss512 / rss64, 1.10))  # fmt: skip
-    notes.append("build peak RSS: the 64 MiB column is the wheel with the 64 MiB dense model and the conv model.")
+    notes.append("build peak RSS: the 64 MiB column is the wheel with the 64 MiB dense model and the two conv models.")
 
     # import cost
     log("import cost")
     imports = [run_child(IMPORT_CHILD, ["benchsmall"], {"PYTHONPATH": str(sites[64 * MiB])}, cold=False)[0]
                for _ in range(5 if args.quick else 15)]  # fmt: skip
     cost = med([r["ovcrypt"] for r in imports]) * 1000
-    table.add("import openvino, ms / import <pkg>._ovcrypt after it, ms", f"{med([r['openvino'] for r in imports]) * 1000:.1f}",
-              f"{cost:.2f}", f"{'ok' if cost < 10 else 'MISS'} (<10 ms)")  # fmt: skip
-    table.add("import decrypts nothing (cryptography, _format not loaded)", "", str(all(r["lazy"] for r in imports)), "")
+    ov_ms = med([r["openvino"] for r in imports]) * 1000
+    table.add("import openvino, ms / import <pkg>._ovcrypt after it, ms", f"{ov_ms:.1f}", f"{cost:.2f}",
+              f"{'ok' if cost < 10 else 'MISS'} (<10 ms)")  # fmt: skip
+    lazy = all(r["lazy"] for r in imports)
+    table.add("import decrypts nothing (cryptography, _format not loaded)", "", str(lazy), "")
 
     # compiled-model cache
-    log("encrypted compiled-model cache: conv model cold vs warm")
     cenv = {**env, "PYTHONPATH": str(sites[64 * MiB])}
-    cache = work / "cache"
     reps = 3 if args.quick else 5
-    plain_conv = [run_child(PLAIN_CHILD, [str(resnet16)], {}, cold=cold)[0]["load"] for _ in range(reps)]
-    nocache = [run_child(ENCRYPTED_CHILD, ["benchsmall", "resnet"], cenv, cold=cold)[0]["load"] for _ in range(reps)]
-    first = []
-    for _ in range(reps):
-        shutil.rmtree(cache, ignore_errors=True)
-        first.append(run_child(ENCRYPTED_CHILD, ["benchsmall", "resnet", str(cache)], cenv, cold=cold)[0]["load"])
-    warm = [run_child(ENCRYPTED_CHILD, ["benchsmall", "resnet", str(cache)], cenv, cold=cold)[0]["load"]
-            for _ in range(reps)]  # fmt: skip
-    entries = list(cache.glob("*.ovc"))
-    data = entries[0].read_bytes()
-    table.add("conv model: plain compile(path) / encrypted, no cache, s", f"{med(plain_conv):.3f}",
-              f"{med(nocache):.3f}", verdict(med(nocache) / med(plain_conv), 1.25))  # fmt: skip
-    table.add("conv model: cold, no cache / first run, writing the cache, s", f"{med(nocache):.3f}",
-              f"{med(first):.3f}", f"{med(first) / med(nocache):.2f}x")  # fmt: skip
-    table.add("conv model: cold compile / warm start from cache, s", f"{med(nocache):.3f}", f"{med(warm):.3f}",
-              verdict(med(warm) / med(nocache), 0.4))  # fmt: skip
-    table.add("cache entry: bytes / zlib -9 bytes", f"{len(data)}", f"{len(zlib.compress(data, 9))}",
-              verdict(len(zlib.compress(data, 9)) / len(data), 1.0, higher_is_better=True))  # fmt: skip
+    for name, label, path in [("resnet", "ResNet-50 fp16", resnet16), ("resnet_int8", "ResNet-50 INT8", resnet8)]:
+        log(f"encrypted compiled-model cache: {label} cold vs warm")
+        cache = work / f"cache-{name}"
+        plain_conv = [run_child(PLAIN_CHILD, [str(path)], {}, cold=cold)[0]["load"] for _ in range(reps)]
+        nocache = [run_child(ENCRYPTED_CHILD, ["benchsmall", name], cenv, cold=cold)[0]["load"] for _ in range(reps)]
+        first = []
+        for _ in range(reps):
+            shutil.rmtree(cache, ignore_errors=True)
+            first.append(run_child(ENCRYPTED_CHILD, ["benchsmall", name, str(cache)], cenv, cold=cold)[0]["load"])
+        warm = [
+            run_child(ENCRYPTED_CHILD, ["benchsmall", name, str(cache)], cenv, cold=cold)[0]["load"]
+            for _ in range(reps)
+        ]
+        data = next(iter(cache.glob("*.ovc"))).read_bytes()
+        table.add(f"{label}: plain compile(path) / encrypted, no cache, s", f"{med(plain_conv):.3f}",
+                  f"{med(nocache):.3f}", verdict(med(nocache) / med(plain_conv), 1.25))  # fmt: skip
+        table.add(f"{label}: cold, no cache / first run, writing the cache, s", f"{med(nocache):.3f}",
+                  f"{med(first):.3f}", f"{med(first) / med(nocache):.2f}x")  # fmt: skip
+        table.add(f"{label}: cold compile / warm start from cache, s", f"{med(nocache):.3f}", f"{med(warm):.3f}",
+                  verdict(med(warm) / med(nocache), 0.4))  # fmt: skip
+        squeezed = len(zlib.compress(data, 9))
+        table.add(f"{label}: cache entry bytes / zlib -9 bytes", f"{len(data)}", f"{squeezed}",
+                  verdict(squeezed / len(data), 1.0, higher_is_better=True))  # fmt: skip
 
     elapsed = time.perf_counter() - started
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -457,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mem = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")))
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
     header = [
-        f"hatch-ovcrypt benchmark ({'--quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"hatch-ovcrypt benchmark ({'--quick' if args.quick else 'full'}), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"machine: nproc {os.cpu_count()}, CPU {cpu}, memory {mem / 1024 / 1024:.1f} GiB, THP {thp}",
         f"python {platform.python_version()}, openvino {ov.get_version()}, {mode}",
         f"loads: alternating plain/encrypted pairs in fresh processes, medians; ran in {elapsed:.0f} s",

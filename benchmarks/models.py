@@ -22,23 +22,39 @@ def make_dense_ir(xml: Path, weight_bytes: int, *, seed: int = 0) -> Path:
         w = rng.random((width, width), dtype=np.float32)
         w -= 0.5
         w *= 2 / np.sqrt(width)
-        node = ops.relu(ops.add(ops.matmul(node, ops.constant(w), False, True), ops.constant(np.zeros((1, width), np.float32))))
+        bias = ops.constant(np.zeros((1, width), np.float32))
+        node = ops.relu(ops.add(ops.matmul(node, ops.constant(w), False, True), bias))
         del w
     xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov.Model([node], [x], "dense"), xml, compress_to_fp16=False)
     return xml
 
 
-def _conv(node: ov.Node, rng: np.random.Generator, cin: int, cout: int, k: int, stride: int, relu: bool = True) -> ov.Node:
+def _fq(node: ov.Node, lo: float, hi: float) -> ov.Node:
+    """FakeQuantize to 256 levels, as NNCF's INT8 post-training quantization writes it."""
+    c = [ops.constant(np.array(v, np.float32)) for v in (lo, hi, lo, hi)]
+    return ops.fake_quantize(node, c[0], c[1], c[2], c[3], 256)
+
+
+def _conv(
+    node: ov.Node, rng: np.random.Generator, cin: int, cout: int, k: int, stride: int, relu: bool = True,
+    int8: bool = False,
+) -> ov.Node:  # fmt: skip
     w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k))).astype(np.float32)
     pad = k // 2
-    out = ops.convolution(node, ops.constant(w), [stride, stride], [pad, pad], [pad, pad], [1, 1])
+    weights: ov.Node = ops.constant(w)
+    if int8:
+        node, weights = _fq(node, 0.0, 8.0), _fq(weights, float(-np.abs(w).max()), float(np.abs(w).max()))
+    out = ops.convolution(node, weights, [stride, stride], [pad, pad], [pad, pad], [1, 1])
     out = ops.add(out, ops.constant(np.zeros((1, cout, 1, 1), np.float32)))  # folded batch norm
     return ops.relu(out) if relu else out
 
 
-def make_resnet_ir(xml: Path, *, blocks: tuple[int, ...] = (3, 4, 6, 3), seed: int = 0) -> Path:
-    """ResNet-50-like (bottleneck blocks, batch norm folded), input [1, 3, 224, 224], random weights."""
+def make_resnet_ir(xml: Path, *, blocks: tuple[int, ...] = (3, 4, 6, 3), seed: int = 0, int8: bool = False) -> Path:
+    """ResNet-50-like (bottleneck blocks, batch norm folded), input [1, 3, 224, 224], random weights.
+
+    `int8` puts FakeQuantize on every convolution's input and weights, as an INT8 model from NNCF has.
+    """
     rng = np.random.default_rng(seed)
     x = ops.parameter([1, 3, 224, 224], np.float32, name="x")
     node = _conv(x, rng, 3, 64, 7, 2)
@@ -49,10 +65,10 @@ def make_resnet_ir(xml: Path, *, blocks: tuple[int, ...] = (3, 4, 6, 3), seed: i
         cout = mid * 4
         for i in range(count):
             stride = 2 if i == 0 and stage > 0 else 1
-            y = _conv(node, rng, cin, mid, 1, 1)
-            y = _conv(y, rng, mid, mid, 3, stride)
-            y = _conv(y, rng, mid, cout, 1, 1, relu=False)
-            short = _conv(node, rng, cin, cout, 1, stride, relu=False) if i == 0 else node
+            y = _conv(node, rng, cin, mid, 1, 1, int8=int8)
+            y = _conv(y, rng, mid, mid, 3, stride, int8=int8)
+            y = _conv(y, rng, mid, cout, 1, 1, relu=False, int8=int8)
+            short = _conv(node, rng, cin, cout, 1, stride, relu=False, int8=int8) if i == 0 else node
             node = ops.relu(ops.add(y, short))
             cin = cout
     node = ops.reduce_mean(node, ops.constant(np.array([2, 3], np.int64)), False)

@@ -6,6 +6,7 @@ Used by the build hook and by `hatch-ovcrypt check`, so both judge a project the
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ def check_project(
     options, problems = parse_options(raw, root, location)
     from_sdist = is_from_sdist(root)
     for spec in options.models:
-        problems += _check_model(spec, root, environ, from_sdist)
+        problems += check_model(spec, root, environ, from_sdist)
     key = _build_key(options, environ, problems)
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
     package = _resolve_package(options, selected.values(), problems)
@@ -68,7 +69,7 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sdist: bool) -> list[Problem]:
+def check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sdist: bool) -> list[Problem]:
     missing = [path for path in spec.files if not path.is_file()]
     if missing:
         what = " and ".join(_rel(p, root) for p in missing)
@@ -84,9 +85,18 @@ def _check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_s
     except OvcryptError as exc:
         return [Problem(spec.path, str(exc))]
     except Exception as exc:  # openvino raises RuntimeError with multi-line text
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return [Problem(spec.path, f"OpenVINO cannot read {_rel(spec.xml, root)}: {first}")]
+        return [Problem(spec.path, f"OpenVINO cannot read {_rel(spec.xml, root)}: {openvino_message(exc)}")]
     return []
+
+
+_OV_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S+:\d+:?$")
+
+
+def openvino_message(exc: Exception) -> str:
+    """OpenVINO's errors are lines of C++ source locations around the message: keep only the message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = [line for line in lines if not _OV_LOCATION.match(line)]
+    return " ".join(message or lines) or type(exc).__name__
 
 
 def recipe_key_iv(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[bytes, bytes]:

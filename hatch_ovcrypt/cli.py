@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, UsageError, fail, refuse_inline_keys
@@ -66,10 +67,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (usage text and error would be two) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import cli_files, cli_models, cli_rekey
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hatch-ovcrypt",
         description="Encrypt OpenVINO IR models for wheels, and inspect, verify, rekey and load them.",
         allow_abbrev=False,  # `--new-key VALUE` must not pass for `--new-key-file`
@@ -96,17 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        refuse_inline_keys(argv)
-    except UsageError as exc:
-        fail(str(exc))
-        return EXIT_USAGE
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed its one-line usage error
-        return int(exc.code or 0) and EXIT_USAGE
-    try:
+        refuse_inline_keys(argv)  # before argparse, which would echo a stray key back in its error
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
     except UsageError as exc:
         fail(str(exc))
         return EXIT_USAGE

@@ -44,8 +44,8 @@ class CheckFailed(Exception):
 
 
 def fail(message: str) -> None:
-    """One line on stderr: the whole of an error report."""
-    sys.stderr.write(f"hatch-ovcrypt: error: {' '.join(message.split())}\n")
+    """An error report on stderr: one line (only `check` lists several problems, one per line)."""
+    sys.stderr.write(f"hatch-ovcrypt: error: {message}\n")
 
 
 def refuse_inline_keys(argv: Sequence[str]) -> None:

@@ -7,6 +7,7 @@ imports neither openvino nor cryptography's heavier parts beyond the format modu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -24,17 +25,17 @@ from .cli_common import (
     keys_from_args,
 )
 from .progress import progress_for
-from .runtime._errors import OvcryptError
+from .runtime._errors import ManifestError, OvcryptError
 from .runtime._format import VERSION, FileSource, Header, Role, iter_plaintext, read_header
 from .runtime._loader import KeyLookup, open_encrypted
-from .runtime._manifest import is_model_name
+from .runtime._manifest import MANIFEST_NAME, MODELS_DIR, FileEntry, Manifest, is_model_name, parse_manifest
 
 # What `decrypt` names the plaintext of each role.
 PLAIN_SUFFIX = {Role.XML: ".xml", Role.BIN: ".bin", Role.COMPILED: ".blob"}
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
-    from .checks import _check_model  # the hook's own checks: files present, IR readable by OpenVINO
+    from .checks import check_model  # the hook's own checks: files present, IR readable by OpenVINO
     from .cli_models import check_ir_xml
     from .config import ModelSpec
     from .writer import encrypt_model
@@ -51,7 +52,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         raise UsageError(f"{xml} does not exist")
     check_ir_xml(xml, "decrypt a recipe model with `hatch-ovcrypt openssl-decrypt` first, or build it with the hook")
     spec = ModelSpec(name, xml, "none", None, None, str(xml))
-    for problem in _check_model(spec, Path.cwd(), os.environ, from_sdist=False):
+    for problem in check_model(spec, Path.cwd(), os.environ, from_sdist=False):
         raise CheckFailed(f"{xml}: {problem.message}")
     out = Path(args.out)
     entries = encrypt_model(keys.first, name, (FileSource(spec.xml), FileSource(spec.bin)), out, progress=progress_for)
@@ -100,6 +101,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     files = encrypted_files(args.paths)
     keys = keys_from_args(args)
     failed = 0
+    for folder, manifest in packages_of(files).items():
+        try:
+            check_manifest(folder, manifest, keys.key_for)
+        except OvcryptError as exc:
+            fail(str(exc))
+            failed += 1
+        else:
+            print(f"ok: {folder / MANIFEST_NAME} (signed under key id {manifest.key_id}, lists every file as it is)")
     for path in files:
         try:
             header = authenticate(path, keys.key_for)
@@ -109,7 +118,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             continue
         print(f"ok: {path} ({header.role.label} of model {header.name!r}, {header.segment_count} segment(s))")
     if failed:
-        fail(f"{failed} of {len(files)} file(s) failed verification")
+        fail(f"{failed} check(s) failed")
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -124,6 +133,44 @@ def authenticate(path: Path, key_for: KeyLookup) -> Header:
             if report:
                 report(done)
     return cipher.header
+
+
+def packages_of(files: list[Path]) -> dict[Path, Manifest]:
+    """The `_ovcrypt` folders (manifest.json beside models/) whose manifest lists any of these files."""
+    packages: dict[Path, Manifest] = {}
+    for path in files:
+        folder = path.parent.parent
+        if path.parent.name != MODELS_DIR or folder in packages or not (folder / MANIFEST_NAME).is_file():
+            continue
+        manifest = parse_manifest((folder / MANIFEST_NAME).read_bytes())
+        if any(entry.file == path.name for model in manifest.models.values() for entry in model.values()):
+            packages[folder] = manifest
+    return packages
+
+
+def check_manifest(folder: Path, manifest: Manifest, key_for: KeyLookup) -> None:
+    """The manifest's MAC under its key, and every file it lists present with its recorded size and digest."""
+    label = str(folder / MANIFEST_NAME)
+    manifest.verify(key_for(bytes.fromhex(manifest.key_id), label))
+    for entries in manifest.models.values():
+        for entry in entries.values():
+            path = folder / MODELS_DIR / entry.file
+            if not path.is_file():
+                raise ManifestError(f"{label}: lists {entry.file}, which is missing from {folder / MODELS_DIR}")
+            if file_entry(path) != entry:
+                raise ManifestError(f"{label}: {entry.file} is not the file it was signed with (size or SHA-256)")
+
+
+def file_entry(path: Path) -> FileEntry:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        header, _, _ = read_header(f, path.name)
+        f.seek(0)
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return FileEntry(path.name, size, digest.hexdigest(), header.salt.hex())
 
 
 def plain_name(header: Header) -> str:

@@ -7,10 +7,10 @@ decrypts into memory with the runtime's own loader and never writes plaintext to
 from __future__ import annotations
 
 import argparse
-import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .cli_common import (
     EXIT_OK,
@@ -21,21 +21,19 @@ from .cli_common import (
     keys_from_args,
     read_small_file,
 )
-from .runtime._errors import OvcryptError
+from .progress import progress_for
+from .runtime._errors import KeyFormatError, OvcryptError
 from .runtime._format import Role
 from .runtime._openssl import decrypt_openssl_stream, encrypt_openssl_stream, parse_hex16
 
 if TYPE_CHECKING:
     import openvino as ov
 
-_OV_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S+:\d+:?$")
-
 
 def _openvino_error(exc: Exception) -> CheckFailed:
-    """OpenVINO's errors are lines of C++ source locations around the message: keep only the message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    message = [line for line in lines if not _OV_LOCATION.match(line)]
-    return CheckFailed(" ".join(message or lines) or type(exc).__name__)
+    from .checks import openvino_message
+
+    return CheckFailed(openvino_message(exc))
 
 
 RECIPE_HINT = "if it was encrypted with the OpenSSL recipe, pass --openssl-key-hex-file and --openssl-iv-hex-file"
@@ -52,7 +50,10 @@ def check_ir_xml(path: Path, hint: str = RECIPE_HINT) -> None:
 
 
 def _hex16(path_text: str, flag: str) -> bytes:
-    return parse_hex16(read_small_file(path_text, flag), f"{flag} {path_text}")
+    try:
+        return parse_hex16(read_small_file(path_text, flag), f"{flag} {path_text}")
+    except KeyFormatError as exc:  # a malformed key or IV file is bad usage, like a malformed --key-file
+        raise UsageError(str(exc)) from None
 
 
 def _read_ovc(core: ov.Core, xml_path: Path, args: argparse.Namespace) -> ov.Model:
@@ -103,7 +104,7 @@ def _port_line(kind: str, port: Any) -> str:
 def cmd_compile(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if not path.is_file():
-        raise UsageError(f"{path} does not exist")
+        raise UsageError(f"{path} is not a file" if path.exists() else f"{path} does not exist")
     import openvino as ov
 
     start = time.perf_counter()
@@ -134,13 +135,27 @@ def cmd_openssl(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     if not src.is_file():
         raise UsageError(f"{src} does not exist")
-    with atomic_writer(dst) as out:  # written whole or not at all: bad padding leaves no partial output
+    with atomic_writer(dst) as f:  # written whole or not at all: bad padding leaves no partial output
+        out = _Progress(f, progress_for(f"{args.verb} {src.name}", src.stat().st_size))
         if args.verb == "openssl-encrypt":
-            with src.open("rb") as f:
-                encrypt_openssl_stream(f, out, key, iv)
+            with src.open("rb") as plain:
+                encrypt_openssl_stream(plain, out, key, iv)
         else:
             decrypt_openssl_stream(src, out, key, iv)
     return EXIT_OK
+
+
+class _Progress:
+    """A writer that reports bytes written, for the progress line on a terminal."""
+
+    def __init__(self, f: BinaryIO, report: Callable[[int], None] | None) -> None:
+        self._f, self._report, self._done = f, report, 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._done += len(data)
+        if self._report:
+            self._report(self._done)
+        return self._f.write(data)
 
 
 def register(make: VerbFactory) -> None:

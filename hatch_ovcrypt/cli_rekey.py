@@ -14,17 +14,16 @@ checked under the old key first, so a rekey never launders an edited manifest.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
 
 from .cli_common import EXIT_OK, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
-from .cli_files import header_of
+from .cli_files import file_entry, header_of, packages_of
 from .progress import progress_for
 from .runtime._format import DecryptingSource, Role, key_id
 from .runtime._loader import open_encrypted
-from .runtime._manifest import MANIFEST_NAME, MODELS_DIR, FileEntry, Manifest, parse_manifest
+from .runtime._manifest import MANIFEST_NAME, MODELS_DIR, FileEntry, Manifest
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
@@ -36,9 +35,12 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     if len(new.ids) != 1:
         raise UsageError(f"--new-key-file {args.new_key_file} must hold exactly one key, not {len(new.ids)}")
     new_key, new_id = new.first, key_id(new.first)
-    packages = _packages(files)
-    for folder, manifest in packages.items():  # before anything is written: the old key must vouch for it
-        manifest.verify(old.key_for(bytes.fromhex(manifest.key_id), str(folder / MANIFEST_NAME)))
+    packages = packages_of(files)
+    for folder, manifest in packages.items():  # before anything is written: its own key must vouch for it
+        label = str(folder / MANIFEST_NAME)
+        manifest.verify(
+            new_key if manifest.key_id == new_id.hex() else old.key_for(bytes.fromhex(manifest.key_id), label)
+        )
     headers = {path: header_of(path) for path in files}
     for path, header in headers.items():  # every key must be at hand before the first file changes
         if header.key_id != new_id:
@@ -65,19 +67,6 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _packages(files: list[Path]) -> dict[Path, Manifest]:
-    """The `_ovcrypt` folders (manifest.json beside models/) whose manifest lists any of these files."""
-    packages: dict[Path, Manifest] = {}
-    for path in files:
-        folder = path.parent.parent
-        if path.parent.name != MODELS_DIR or folder in packages or not (folder / MANIFEST_NAME).is_file():
-            continue
-        manifest = parse_manifest((folder / MANIFEST_NAME).read_bytes())
-        if any(entry.file == path.name for model in manifest.models.values() for entry in model.values()):
-            packages[folder] = manifest
-    return packages
-
-
 def _resign(folder: Path, manifest: Manifest, new_key: bytes) -> None:
     from .writer import atomic_writer
 
@@ -91,7 +80,7 @@ def _resign(folder: Path, manifest: Manifest, new_key: bytes) -> None:
                     "key yet; rekey the whole folder so the runtime accepts it\n"
                 )
                 return
-            models.setdefault(name, {})[role] = _entry(path)
+            models.setdefault(name, {})[role] = file_entry(path)
     resigned = Manifest(
         manifest.generator, manifest.key_env, manifest.key_provider, key_id(new_key).hex(), models
     ).signed(new_key)
@@ -101,16 +90,6 @@ def _resign(folder: Path, manifest: Manifest, new_key: bytes) -> None:
         f.write(resigned.to_json())
     os.chmod(target, mode)
     print(f"re-signed {target} under key id {resigned.key_id}")
-
-
-def _entry(path: Path) -> FileEntry:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return FileEntry(path.name, size, digest.hexdigest())
 
 
 def register(make: VerbFactory) -> None:

@@ -160,11 +160,11 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
     found = len(problems)
     if not is_model_name(name):
         problems.append(Problem(path, "is not a valid model name: use a Python identifier, such as `detector`"))
-    xml_path = path
+    xml_at = path  # the TOML path that holds the .xml path
     if isinstance(value, str):
         value = {"xml": value}
     elif isinstance(value, Mapping) and "xml" in value:
-        xml_path = f"{path}.xml"
+        xml_at = f"{path}.xml"
     if not isinstance(value, Mapping):
         problems.append(Problem(path, "must be a path to an IR .xml, or a table with `xml` and options"))
         return None
@@ -172,7 +172,7 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
         problems.append(Problem(f"{path}.{key}", f"is not a model option (options: {', '.join(sorted(MODEL_KEYS))})"))
     xml = value.get("xml")
     if not isinstance(xml, str) or not xml.endswith(".xml"):
-        problems.append(Problem(xml_path, "must be a path to an IR .xml file"))
+        problems.append(Problem(xml_at, "must be a path to an IR .xml file"))
     source = value.get("source-encryption", "none")
     if source not in SOURCE_ENCRYPTIONS:
         problems.append(

@@ -38,6 +38,11 @@ def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write names no file by itself (disk full, file too large)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -63,8 +68,10 @@ def encrypt_file(
 ) -> FileEntry:  # fmt: skip
     with atomic_writer(dest) as f:
         out = _HashingWriter(f)
-        encrypt(key, source, out, name=name, role=role, segment_size=segment_size, salt=salt, progress=progress)  # type: ignore[arg-type]
-    return FileEntry(dest.name, out.size, out.sha256.hexdigest())
+        header = encrypt(
+            key, source, out, name=name, role=role, segment_size=segment_size, salt=salt, progress=progress
+        )
+    return FileEntry(dest.name, out.size, out.sha256.hexdigest(), header.salt.hex())
 
 
 def encrypt_model(

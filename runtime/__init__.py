@@ -51,18 +51,19 @@ __all__ = [
     "unload",
 ]
 
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
+# Not named `_runtime`: that is the submodule, and importing it would overwrite a global of that name.
+_instance: Runtime | None = None
+_instance_lock = threading.Lock()
 
 
 def _get() -> Runtime:
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
+    global _instance
+    with _instance_lock:
+        if _instance is None:
             from ._runtime import Runtime
 
-            _runtime = Runtime(resources.files(__name__), __name__.rpartition(".")[0] or __name__)
-        return _runtime
+            _instance = Runtime(resources.files(__name__), __name__.rpartition(".")[0] or __name__)
+        return _instance
 
 
 def model_names() -> list[str]:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol
+from typing import IO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -273,6 +273,12 @@ class SegmentCipher:
 # --- plaintext sources for the writer ---------------------------------------------------------
 
 
+class Writable(Protocol):
+    """Where encrypted (or decrypted) bytes go: a file, or a wrapper that hashes on the way."""
+
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
 class PlaintextSource(Protocol):
     """Plaintext the writer reads twice: once to derive the salt, once to encrypt."""
 
@@ -324,7 +330,7 @@ ProgressCallback = Callable[[int], None]
 def encrypt(
     key: bytes,
     source: PlaintextSource,
-    dst: BinaryIO,
+    dst: Writable,
     *,
     name: str,
     role: Role,
@@ -479,7 +485,7 @@ def _fileno(f: IO[bytes]) -> int | None:
         fd = f.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    return fd if hasattr(os, "pread") else None
+    return fd if hasattr(os, "preadv") else None
 
 
 def _read_up_to(f: IO[bytes], n: int) -> bytes:

@@ -82,13 +82,28 @@ def keys_from_environment(env_name: str, environ: Mapping[str, str] | None = Non
         yield from read_key_file(Path(environ[file_var]), f"environment variable {file_var}")
 
 
+class _Secret:
+    """Holds key bytes so that no repr, traceback local dump or inspect listing shows them."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    def reveal(self) -> bytes:
+        return self._value
+
+
 class KeyRing:
     """Keys offered to one runtime, looked up by key id."""
 
     def __init__(self, env_name: str, provider: KeyProvider | None = None) -> None:
         self.env_name = env_name
         self._provider = provider
-        self._keys: dict[bytes, bytes] = {}
+        self._keys: dict[bytes, _Secret] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -100,7 +115,7 @@ class KeyRing:
         raw = parse_key(key, "set_key()")
         kid = key_id(raw)
         with self._lock:
-            self._keys[kid] = raw
+            self._keys[kid] = _Secret(raw)
         return kid.hex()
 
     def clear(self) -> None:
@@ -112,7 +127,7 @@ class KeyRing:
 
     def _candidates(self, wanted: str) -> Iterator[bytes]:
         with self._lock:
-            explicit = list(self._keys.values())
+            explicit = [secret.reveal() for secret in self._keys.values()]
         yield from explicit
         yield from keys_from_environment(self.env_name)
         if self._provider is not None:

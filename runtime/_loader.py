@@ -32,11 +32,21 @@ WEIGHTS_ATTR = "_ovcrypt_weights"
 
 
 def open_encrypted(
-    f: IO[bytes], label: str, key_for: KeyLookup, *, name: str | None = None, role: Role | None = None
+    f: IO[bytes],
+    label: str,
+    key_for: KeyLookup,
+    *,
+    name: str | None = None,
+    role: Role | None = None,
+    salt: bytes | None = None,
 ) -> SegmentCipher:
-    """Read a header, check it is the expected model and role, find its key and authenticate it."""
+    """Read a header, check it is the expected model, role and file, find its key and authenticate it."""
     header, raw, tag = read_header(f, label)
     check_identity(header, label, name, role)
+    if salt is not None and header.salt != salt:
+        # Same key, name and role but another build's file: each segment's key derives from the salt,
+        # so matching the salt the signed manifest recorded binds the whole file.
+        raise IntegrityError(f"{label}: is not the file this package was built with (it comes from another build)")
     return SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label)
 
 
@@ -50,14 +60,20 @@ def check_identity(header: Header, label: str, name: str | None, role: Role | No
 
 
 def decrypt_to_array(
-    source: Traversable | Path, label: str, key_for: KeyLookup, *, name: str | None, role: Role | None
+    source: Traversable | Path,
+    label: str,
+    key_for: KeyLookup,
+    *,
+    name: str | None,
+    role: Role | None,
+    salt: bytes | None = None,
 ) -> np.ndarray:
     """Decrypt a whole file into a new writable uint8 array; no plaintext ever touches the disk."""
     import numpy as np
 
     with ExitStack() as stack:
         f = stack.enter_context(source.open("rb"))
-        cipher = open_encrypted(f, label, key_for, name=name, role=role)
+        cipher = open_encrypted(f, label, key_for, name=name, role=role, salt=salt)
         buf = np.empty(cipher.header.plaintext_length, dtype=np.uint8)
         decrypt_into(f, cipher, buf.data)
     return buf

@@ -49,6 +49,7 @@ class FileEntry:
     file: str
     size: int
     sha256: str  # of the encrypted file: public, and the cache key's notion of "this model"
+    salt: str  # the file header's salt: binds this entry to exactly one encrypted file (no mix-and-match)
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,14 @@ def _problem(doc: Any) -> str | None:
             return f"model {name!r} must list exactly its xml and bin files"
         for role in MODEL_ROLES:
             entry = files[role.label]
-            if not isinstance(entry, dict) or set(entry) != {"file", "size", "sha256"}:
-                return f"model {name!r} {role.label} entry must have file, size and sha256"
+            if not isinstance(entry, dict) or set(entry) != {"file", "size", "sha256", "salt"}:
+                return f"model {name!r} {role.label} entry must have file, size, sha256 and salt"
             if entry["file"] != encrypted_file_name(name, role):
                 return f"model {name!r} {role.label} file must be {encrypted_file_name(name, role)!r}"
             if type(entry["size"]) is not int or entry["size"] < 0:
                 return f"model {name!r} {role.label} size must be a non-negative integer"
             if not isinstance(entry["sha256"], str) or len(entry["sha256"]) != 64 or not _HEX.match(entry["sha256"]):
                 return f"model {name!r} {role.label} sha256 must be 64 hex characters"
+            if not isinstance(entry["salt"], str) or len(entry["salt"]) != 64 or not _HEX.match(entry["salt"]):
+                return f"model {name!r} {role.label} salt must be 64 hex characters"
     return None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ._errors import IntegrityError, KeyFormatError
+from ._format import Writable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -143,7 +144,7 @@ def load_openssl_model(
     return model_from_memory(core or ov.Core(), xml, weights)
 
 
-def encrypt_openssl_stream(src: BinaryIO, dst: BinaryIO, key: bytes, iv: bytes) -> None:
+def encrypt_openssl_stream(src: BinaryIO, dst: Writable, key: bytes, iv: bytes) -> None:
     """Byte-identical to `openssl enc -aes-128-cbc -K <key> -iv <iv>` (PKCS#7, no salt header)."""
     from cryptography.hazmat.primitives import padding
 
@@ -154,7 +155,7 @@ def encrypt_openssl_stream(src: BinaryIO, dst: BinaryIO, key: bytes, iv: bytes) 
     dst.write(encryptor.update(padder.finalize()) + encryptor.finalize())
 
 
-def decrypt_openssl_stream(src: Path, dst: BinaryIO, key: bytes, iv: bytes) -> None:
+def decrypt_openssl_stream(src: Path, dst: Writable, key: bytes, iv: bytes) -> None:
     """Byte-identical to `openssl enc -d -aes-128-cbc -K <key> -iv <iv>`; refuses bad padding."""
     for chunk in OpenSSLSource(src, key, iv, src.name).chunks(_CHUNK):
         dst.write(chunk)

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _cache
-from ._errors import IntegrityError, ManifestError, ModelNotFoundError, UnsafeConfigError
+from ._errors import (
+    IntegrityError,
+    KeyFormatError,
+    KeyMissingError,
+    ManifestError,
+    ModelNotFoundError,
+    UnsafeConfigError,
+)
 from ._format import Role
 from ._keys import KeyRing
 from ._loader import decrypt_to_array, model_from_memory, pin_weights
@@ -87,7 +94,12 @@ class Runtime:
                 f"{label}: encrypted under key id {wanted.hex()}, but this package was built under "
                 f"{manifest.key_id}; the file comes from another build"
             )
-        key = self.keyring.key_for(wanted, label)
+        try:
+            key = self.keyring.key_for(wanted, label)
+        except (KeyFormatError, KeyMissingError) as exc:  # a bad variable or key file: say which model needed it
+            if str(exc).startswith(label):
+                raise
+            raise type(exc)(f"{label}: {exc}") from None
         if not self._verified:
             manifest.verify(key)
             self._verified = True
@@ -116,7 +128,8 @@ class Runtime:
 
     def decrypt(self, name: str, role: Role) -> np.ndarray:
         resource, label = self._resource(name, role)
-        return decrypt_to_array(resource, label, self._key_for, name=name, role=role)
+        salt = bytes.fromhex(self.manifest.models[name][role].salt)
+        return decrypt_to_array(resource, label, self._key_for, name=name, role=role, salt=salt)
 
     @property
     def core(self) -> ov.Core:
@@ -194,4 +207,9 @@ def _import_provider(ref: str | None) -> Any:
     import importlib
 
     module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise KeyMissingError(
+            f"key-provider {ref!r} named in {MANIFEST_NAME} cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None

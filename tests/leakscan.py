@@ -40,7 +40,9 @@ def window_hashes(data: bytes) -> np.ndarray:
     if count <= 0:
         return np.empty(0, dtype=np.uint64)
     w = _words(data)
-    return w[:count] * _MULT[0] + w[8 : 8 + count] * _MULT[1] + w[16 : 16 + count] * _MULT[2] + w[24 : 24 + count]
+    hashes: np.ndarray = w[:count] * _MULT[0] + w[8 : 8 + count] * _MULT[1] + w[16 : 16 + count] * _MULT[2]
+    hashes += w[24 : 24 + count]
+    return hashes
 
 
 @dataclass

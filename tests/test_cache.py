@@ -90,7 +90,9 @@ def test_entry_is_encrypted_and_random(folder: Path, model: Path, tmp_path: Path
     assert not find_leaks(plaintext_windows([model.with_suffix(".bin")], step=1024), [(entry.name, data)])
 
 
-def test_key_covers_config_and_model(folder: Path, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_covers_config_and_model(
+    folder: Path, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     rt = runtime_for(folder)
     rt.compile_model("detector", cache_dir=cache)
@@ -118,7 +120,7 @@ def test_entry_name_components() -> None:
         (*base[:4], "2026.3", base[5]),
         (*base[:5], "other cpu"),
     ]
-    assert len({_cache.entry_name(*v) for v in variants} | {name}) == len(variants) + 1  # type: ignore[arg-type]
+    assert len({_cache.entry_name(*v) for v in variants} | {name}) == len(variants) + 1
 
 
 def corrupt_flip(entry: Path) -> None:
@@ -212,8 +214,7 @@ def test_threads_share_one_compile(folder: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     results: list[object] = []
     threads = [
-        threading.Thread(target=lambda: results.append(rt.compile_model("detector", cache_dir=cache)))
-        for _ in range(4)
+        threading.Thread(target=lambda: results.append(rt.compile_model("detector", cache_dir=cache))) for _ in range(4)
     ]
     for t in threads:
         t.start()
@@ -235,9 +236,9 @@ print(float(compiled(sample_input())[0].sum()))
 def test_concurrent_processes(folder: Path, model: Path, tmp_path: Path, key: bytes) -> None:
     cache = tmp_path / "cache"
     env = {**os.environ, "OVCRYPT_KEY": key.hex(), "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "error"}
+    cmd = [sys.executable, "-c", CHILD, str(folder), str(cache)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", CHILD, str(folder), str(cache)], env=env, cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3)
     ]
     outputs = [p.communicate(timeout=120) for p in procs]

@@ -143,7 +143,9 @@ def test_inspect_needs_no_key_and_imports_no_openvino(setup: Setup) -> None:
         "import sys; from hatch_ovcrypt.cli import main; rc = main(sys.argv[1:]); "
         "assert 'openvino' not in sys.modules, 'inspect imported openvino'; sys.exit(rc)"
     )
-    r = subprocess.run([sys.executable, "-c", code, "inspect", str(setup.enc)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code, "inspect", str(setup.enc)], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0, r.stderr
     kid = key_id(setup.key_a).hex()
     for field in ("format version  1", "role            xml", "role            bin", "model name      det",
@@ -203,13 +205,15 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
     raw = tmp_path / "big"
     with raw.open("wb") as f:
         f.truncate(64 << 20)  # progress starts at 64 MiB
-    encrypt_file(bytes.fromhex(key_file.read_text()), FileSource(raw), tmp_path / "big.bin.ovc", name="big", role=Role.BIN)
+    encrypt_file(
+        bytes.fromhex(key_file.read_text()), FileSource(raw), tmp_path / "big.bin.ovc", name="big", role=Role.BIN
+    )
     cmd = [sys.executable, "-m", "hatch_ovcrypt", "verify", str(tmp_path / "big.bin.ovc"), "--key-file", str(key_file)]
-    piped = subprocess.run(cmd, capture_output=True, text=True)
+    piped = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert piped.returncode == 0 and "%" not in piped.stderr
     controller, terminal = pty.openpty()
     try:
-        tty = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=terminal, text=True)
+        tty = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=terminal, text=True, check=False)
         os.close(terminal)
         shown = b""
         while True:
@@ -264,6 +268,10 @@ def test_rekey_keeps_name_role_segment_size_and_is_rerunnable(setup: Setup, cli:
     kid_a, kid_b = key_id(setup.key_a).hex(), key_id(setup.key_b).hex()
     assert after == before.replace(kid_a, kid_b)
     assert cli("verify", setup.enc, "--key-file", setup.file_b).code == 0
+    direct = setup.root / "direct"
+    assert cli("encrypt", setup.xml, "--out", direct, "--key-file", setup.file_b).code == 0
+    for name in ("det.xml.ovc", "det.bin.ovc"):  # the salt is derived from plaintext and key: same bytes
+        assert (setup.enc / name).read_bytes() == (direct / name).read_bytes()
     again = cli("rekey", setup.enc, "--new-key-file", setup.file_b, "--key-file", setup.file_a)
     assert again.code == 0 and again.out.count("skipped") == 2
     out = setup.root / "plain"
@@ -274,8 +282,9 @@ def test_rekey_keeps_name_role_segment_size_and_is_rerunnable(setup: Setup, cli:
 
 def test_rekey_failure_leaves_every_file_untouched(setup: Setup, cli: Cli) -> None:
     originals = {p: p.read_bytes() for p in setup.enc.iterdir()}
-    r = cli("rekey", setup.enc, "--new-key-file", setup.file_a, "--key-file", setup.file_b)
+    r = cli("rekey", setup.enc, "--new-key-file", setup.file_b, "--key-file", setup.file_b)  # old key is wrong
     assert_one_line_error(r, 1, "needs key id")
+    assert {p: p.read_bytes() for p in setup.enc.iterdir()} == originals
     bin_file = setup.enc / "det.bin.ovc"
     tampered = bytearray(originals[bin_file])
     tampered[-20] ^= 1
@@ -307,9 +316,7 @@ def test_compile_prints_ports_and_time(setup: Setup, cli: Cli, kind: str) -> Non
 
 
 def test_compile_refusals(setup: Setup, cli: Cli) -> None:
-    assert_one_line_error(
-        cli("compile", setup.enc / "det.bin.ovc", "--key-file", setup.file_a), 2, "det.xml.ovc"
-    )
+    assert_one_line_error(cli("compile", setup.enc / "det.bin.ovc", "--key-file", setup.file_a), 2, "det.xml.ovc")
     assert_one_line_error(cli("compile", setup.enc / "det.xml.ovc", "--key-file", setup.file_b), 1, "key id")
     assert_one_line_error(cli("compile", setup.xml, "--device", "NO_SUCH_DEVICE"), 1, "NO_SUCH_DEVICE")
     assert "Exception from" not in cli("compile", setup.xml, "--device", "NO_SUCH_DEVICE").err
@@ -406,11 +413,25 @@ def test_no_key_material_in_any_output_or_repr(setup: Setup, cli: Cli) -> None:
 
 def test_console_script_and_python_m_agree(setup: Setup) -> None:
     assert SCRIPT.exists()
-    via_script = subprocess.run([str(SCRIPT), "inspect", str(setup.enc)], capture_output=True, text=True)
+    via_script = subprocess.run([str(SCRIPT), "inspect", str(setup.enc)], capture_output=True, text=True, check=False)
     via_module = subprocess.run(
-        [sys.executable, "-m", "hatch_ovcrypt", "inspect", str(setup.enc)], capture_output=True, text=True
+        [sys.executable, "-m", "hatch_ovcrypt", "inspect", str(setup.enc)], capture_output=True, text=True, check=False
     )
     assert via_script.returncode == via_module.returncode == 0
     assert via_script.stdout == via_module.stdout
-    bad = subprocess.run([str(SCRIPT), "verify", str(setup.enc)], capture_output=True, text=True)
+    bad = subprocess.run([str(SCRIPT), "verify", str(setup.enc)], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_verify_a_package_folder_checks_its_manifest(setup: Setup, cli: Cli) -> None:
+    folder = render_folder(setup.root / "_ovcrypt", {"det": setup.xml}, setup.key_a)
+    r = cli("verify", folder, "--key-file", setup.file_a)
+    assert r.code == 0 and "manifest.json (signed under key id" in r.out and r.out.count("ok: ") == 3, r
+    # A file swapped for another build's copy of itself: each file authenticates, the manifest does not agree.
+    other = render_folder(setup.root / "other", {"det": setup.xml}, setup.key_a, segment_size=2 << 20)
+    shutil.copy(encrypted_path(other, "det", Role.BIN), encrypted_path(folder, "det", Role.BIN))
+    r = cli("verify", folder, "--key-file", setup.file_a)
+    assert_one_line_error(r, 1, "det.bin.ovc is not the file it was signed with")
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"OVCRYPT_KEY"', '"OTHER_KEY"'))
+    assert_one_line_error(cli("verify", folder, "--key-file", setup.file_a), 1, "manifest.json failed authentication")

@@ -13,6 +13,12 @@ from tests.helpers import build_wheel, make_ir, run, write_product
 LOCATION = "tool.hatch.build.targets.wheel.hooks.ovcrypt"
 
 
+def add_hook_option(project: Path, line: str) -> None:
+    pyproject = project / "pyproject.toml"
+    table = "[tool.hatch.build.targets.wheel.hooks.ovcrypt]\n"
+    pyproject.write_text(pyproject.read_text().replace(table, f"{table}{line}\n"))
+
+
 def output_of_failed_build(project: Path, env: dict[str, str]) -> str:
     result = build_wheel(project, env, check=False)
     assert result.returncode != 0, "the build should have failed"
@@ -120,8 +126,12 @@ def test_plaintext_inside_the_package_fails_with_the_fix(tmp_path: Path, key_env
     assert "file src/acme_vision/models/m.xml would be packed into the wheel as acme_vision/models/m.xml" in out
     assert 'exclude = ["/src/acme_vision/models"]' in out
     text = (project / "pyproject.toml").read_text()
-    text = text.replace('packages = ["src/acme_vision"]', 'packages = ["src/acme_vision"]\nexclude = ["/src/acme_vision/models"]')
-    (project / "pyproject.toml").write_text(text.replace('exclude = ["/models"]', 'exclude = ["/src/acme_vision/models"]'))
+    text = text.replace(
+        'packages = ["src/acme_vision"]', 'packages = ["src/acme_vision"]\nexclude = ["/src/acme_vision/models"]'
+    )
+    (project / "pyproject.toml").write_text(
+        text.replace('exclude = ["/models"]', 'exclude = ["/src/acme_vision/models"]')
+    )
     build_wheel(project, key_env)
 
 
@@ -129,15 +139,14 @@ def test_sdist_never_ships_plaintext_by_default(tmp_path: Path, key_env: dict[st
     project = write_product(tmp_path, {"m": "models/m.xml"})
     make_ir(project / "models/m.xml")
     text = (project / "pyproject.toml").read_text()
-    (project / "pyproject.toml").write_text(text.replace('[tool.hatch.build.targets.sdist]\nexclude = ["/models"]\n', ""))
+    (project / "pyproject.toml").write_text(
+        text.replace('[tool.hatch.build.targets.sdist]\nexclude = ["/models"]\n', "")
+    )
     out = output_of_failed_build(project, key_env)
     assert "file models/m.xml would be packed into the sdist" in out
     assert 'add `exclude = ["/models"]` under [tool.hatch.build.targets.sdist]' in out
     assert "allow-plaintext-sdist = true" in out
-    (project / "pyproject.toml").write_text(
-        (project / "pyproject.toml").read_text().replace("[tool.hatch.build.targets.wheel.hooks.ovcrypt]\n",
-                                                           "[tool.hatch.build.targets.wheel.hooks.ovcrypt]\nallow-plaintext-sdist = true\n")
-    )  # fmt: skip
+    add_hook_option(project, "allow-plaintext-sdist = true")
     build_wheel(project, key_env)
 
 
@@ -165,10 +174,7 @@ def test_ambiguous_package_must_be_named(tmp_path: Path, key_env: dict[str, str]
     (project / "pyproject.toml").write_text(text.replace('"src/acme_vision"]', '"src/acme_vision", "src/other"]'))
     out = output_of_failed_build(project, key_env)
     assert f"`{LOCATION}.package` is needed: the wheel has several top-level packages (acme_vision, other)" in out
-    (project / "pyproject.toml").write_text(
-        (project / "pyproject.toml").read_text().replace("[tool.hatch.build.targets.wheel.hooks.ovcrypt]\n",
-                                                           '[tool.hatch.build.targets.wheel.hooks.ovcrypt]\npackage = "other"\n')
-    )  # fmt: skip
+    add_hook_option(project, 'package = "other"')
     build_wheel(project, key_env)
     (wheel,) = (project / "dist").glob("*.whl")
     import zipfile

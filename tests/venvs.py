@@ -31,7 +31,16 @@ class Venv:
 
     def pip_install(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """pip of the test interpreter, installing into this venv (no build isolation: the plugin is shared)."""
-        cmd = [sys.executable, "-m", "pip", "--python", str(self.python), "install", "--no-deps", "--no-build-isolation"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(self.python),
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+        ]
         return run([*cmd, "--disable-pip-version-check", "-q", *args], env=env)
 
     def python_code(

@@ -1,0 +1,133 @@
+"""The memory properties of loading: one copy of the weights, in the runtime's buffer, and no plaintext on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hatch_ovcrypt.runtime._format import Role
+from hatch_ovcrypt.runtime._loader import WEIGHTS_ATTR
+from tests.helpers import (
+    REPO,
+    encrypted_path,
+    find_leaks,
+    make_ir,
+    plaintext_windows,
+    render_folder,
+    runtime_for,
+    sample_input,
+)
+
+WEIGHTS = 8 << 20
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return make_ir(tmp_path / "src" / "detector.xml", WEIGHTS)
+
+
+@pytest.fixture
+def folder(tmp_path: Path, model: Path, key: bytes, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("OVCRYPT_KEY", key.hex())
+    return render_folder(tmp_path / "_ovcrypt", {"detector": model}, key)
+
+
+def test_model_constants_live_in_the_runtime_buffer(folder: Path, model: Path) -> None:
+    m = runtime_for(folder).read_model("detector")
+    weights = getattr(m, WEIGHTS_ATTR)
+    assert isinstance(weights, np.ndarray) and weights.flags.owndata and weights.flags.writeable
+    assert weights.tobytes() == model.with_suffix(".bin").read_bytes()
+    lo, hi = weights.ctypes.data, weights.ctypes.data + weights.nbytes
+    constants = [op for op in m.get_ops() if op.get_type_name() == "Constant"]
+    assert constants
+    for const in constants:
+        data = const.data
+        assert lo <= data.ctypes.data and data.ctypes.data + data.nbytes <= hi, "a constant was copied out"
+
+
+def test_compiled_model_pins_the_same_buffer(folder: Path) -> None:
+    rt = runtime_for(folder)
+    compiled = rt.compile_model("detector")
+    weights = getattr(compiled, WEIGHTS_ATTR)
+    assert weights.nbytes == encrypted_plaintext_length(folder, Role.BIN)
+
+
+def encrypted_plaintext_length(folder: Path, role: Role) -> int:
+    from hatch_ovcrypt.runtime._format import parse_header
+
+    header, _, _ = parse_header(encrypted_path(folder, "detector", role).read_bytes()[:512], "x")
+    return header.plaintext_length
+
+
+def test_decryption_allocates_one_buffer(folder: Path) -> None:
+    """The ciphertext is read straight into the final buffer: no bytes object, no second array."""
+    rt = runtime_for(folder)
+    rt.decrypt("detector", Role.XML)  # key lookup, manifest check and imports out of the way
+    tracemalloc.start()
+    try:
+        weights = rt.decrypt("detector", Role.BIN)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert weights.nbytes >= WEIGHTS * 0.9
+    assert peak < weights.nbytes + (1 << 20), f"peak {peak} for {weights.nbytes} bytes of weights"
+
+
+def test_warm_start_imports_from_the_decrypted_buffer(folder: Path, tmp_path: Path) -> None:
+    """A cache entry is decrypted into one buffer that OpenVINO keeps using (shared, not copied)."""
+    cache = tmp_path / "cache"
+    runtime_for(folder).compile_model("detector", cache_dir=cache)
+    rt = runtime_for(folder)
+    tracemalloc.start()
+    try:
+        compiled = rt.compile_model("detector", cache_dir=cache)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    blob = getattr(compiled, WEIGHTS_ATTR)
+    assert blob.nbytes >= WEIGHTS
+    assert peak < blob.nbytes + (2 << 20), f"peak {peak} for a {blob.nbytes}-byte compiled blob"
+    x = sample_input()
+    before = np.asarray(compiled(x)[0]).copy()
+    blob.fill(0)  # were the weights copied out, the output would not change
+    assert not np.allclose(np.asarray(compiled.create_infer_request().infer([x])[0]), before)
+
+
+CHILD = """
+import json, sys
+from pathlib import Path
+from tests.helpers import runtime_for, sample_input
+root = Path(sys.argv[2])
+rt = runtime_for(Path(sys.argv[1]))
+compiled = rt.compile_model("detector", cache_dir=sys.argv[3])
+compiled(sample_input())
+maps = sorted({line.split(maxsplit=5)[5].strip() for line in open("/proc/self/maps") if len(line.split()) > 5})
+print(json.dumps([m for m in maps if m.startswith(str(root))]))
+"""
+
+
+def test_loading_never_writes_plaintext(folder: Path, model: Path, tmp_path: Path, key: bytes) -> None:
+    """Cold and warm loads in fresh processes: nothing written holds plaintext, no file is mapped but .ovc."""
+    scratch = tmp_path / "scratch"
+    (scratch / "tmp").mkdir(parents=True)
+    cache = scratch / "cache"
+    env = {**os.environ, "OVCRYPT_KEY": key.hex(), "PYTHONPATH": str(REPO), "HOME": str(scratch),
+           "TMPDIR": str(scratch / "tmp"), "XDG_CACHE_HOME": str(scratch / "xdg")}  # fmt: skip
+    for _ in ("cold", "warm"):
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(tmp_path), str(cache)], env=env,
+                              cwd=scratch, capture_output=True, text=True, check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        mapped = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert all(path.endswith(".ovc") for path in mapped), f"files mapped from the test folder: {mapped}"
+    written = [p for p in scratch.rglob("*") if p.is_file()]  # the cache entry (and OpenVINO's telemetry ids)
+    assert [p.suffix for p in cache.iterdir()] == [".ovc"]
+    windows = plaintext_windows([model, model.with_suffix(".bin")], step=2048)
+    blobs = [(str(p), p.read_bytes()) for p in [*written, *folder.rglob("*.ovc")]]
+    assert not find_leaks(windows, blobs)
