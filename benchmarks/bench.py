@@ -287,7 +287,7 @@ def encrypt_throughput(path: Path, key: bytes, *, derive_salt: bool) -> float:
     source = FileSource(path)
     salt = None if derive_salt else bytes(32)
     start = time.perf_counter()
-    encrypt(key, source, Null(), name="bench", role=Role.BIN, salt=salt)  # type: ignore[arg-type]
+    encrypt(key, source, Null(), name="bench", role=Role.BIN, salt=salt)
     return source.length / (time.perf_counter() - start)
 
 

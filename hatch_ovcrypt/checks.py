@@ -16,6 +16,7 @@ from .config import HOOK_NAME, ModelSpec, Options, Problem, hook_location, parse
 from .runtime._errors import KeyMissingError, OvcryptError
 from .runtime._format import FileSource, PlaintextSource
 from .runtime._keys import keys_from_environment
+from .runtime._loader import owning_tensor
 from .runtime._openssl import RECIPE, OpenSSLSource, check_xml, decrypt_openssl_array, parse_hex16
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def read_ir(spec: ModelSpec, environ: Mapping[str, str]) -> None:
     xml = decrypt_openssl_array(spec.xml, key, iv, spec.xml.name)
     check_xml(xml.data, spec.xml.name)
     weights = decrypt_openssl_array(spec.bin, key, iv, spec.bin.name)
-    core.read_model(xml.tobytes(), ov.Tensor(weights, shared_memory=True))
+    core.read_model(xml.tobytes(), owning_tensor(weights))
 
 
 def _build_key(options: Options, environ: Mapping[str, str], problems: list[Problem]) -> bytes | None:

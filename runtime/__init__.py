@@ -44,6 +44,7 @@ __all__ = [
     "UnsafeConfigError",
     "WrongKeyError",
     "compile_model",
+    "load_openssl_model",
     "model_names",
     "read_model",
     "set_key",
@@ -94,6 +95,22 @@ def set_key(key: KeyLike) -> str:
 def set_key_provider(provider: KeyProvider | None) -> None:
     """Register a callable asked for a key id (hex) that returns the key, or None when it has none."""
     _get().keyring.set_provider(provider)
+
+
+def load_openssl_model(
+    xml_path: str | Path, key: bytes | str, iv: bytes | str, *, bin_path: str | Path | None = None
+) -> ov.Model:
+    """Load a pair encrypted with the OpenSSL recipe (`openssl enc -aes-128-cbc -K .. -iv ..`), in memory.
+
+    `key` and `iv` are 16 bytes, or 32 hex characters each. Padding is checked and the .xml must
+    decrypt to IR, so a wrong key is a clear error; CBC cannot detect a modified .bin.
+    """
+    from ._openssl import load_openssl_model as load
+    from ._openssl import parse_hex16
+
+    key = parse_hex16(key, "key") if isinstance(key, str) else key
+    iv = parse_hex16(iv, "iv") if isinstance(iv, str) else iv
+    return load(xml_path, key, iv, bin_path=bin_path)
 
 
 def unload(name: str | None = None) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import OvcryptError
 from ._format import SALT_SIZE, VERSION, BufferSource, Role, SegmentCipher, decrypt_into, encrypt, read_header
-from ._loader import check_identity, pin_weights
+from ._loader import check_identity, owned_buffer, owning_tensor, pin_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,8 +55,6 @@ def load(
     path: Path, key: bytes, name: str, core: ov.Core, device: str, config: dict[str, Any]
 ) -> ov.CompiledModel | None:
     """Import a cached compiled model, or None (after discarding a bad entry) when there is none to trust."""
-    import numpy as np
-    import openvino as ov
 
     try:
         f = path.open("rb", buffering=0)
@@ -72,11 +70,11 @@ def load(
             header, raw, tag = read_header(f, label)
             check_identity(header, label, name, Role.COMPILED)
             cipher = SegmentCipher.open(key, header, raw, tag, label)
-            buf = np.empty(header.plaintext_length, dtype=np.uint8)
+            buf = owned_buffer(header.plaintext_length)
             decrypt_into(f, cipher, buf.data)
             # The CPU plugin keeps reading from the imported tensor (it shares, not copies), so the
             # decrypted blob is the one copy of the weights and lives exactly as long as the model.
-            compiled = core.import_model(ov.Tensor(buf, shared_memory=True), device, config)
+            compiled = core.import_model(owning_tensor(buf), device, config)
         except (OvcryptError, OSError, RuntimeError, ValueError) as exc:
             if buf is not None:
                 buf.fill(0)

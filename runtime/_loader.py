@@ -1,13 +1,17 @@
 """Decrypting one encrypted file into memory, and building an OpenVINO model from the plaintext.
 
-Weights are decrypted straight into one writable numpy uint8 buffer that OpenVINO shares
-(`ov.Tensor(buf, shared_memory=True)`): one copy of the weights, nothing on disk. OpenVINO's
-Model does not keep that tensor alive by itself, so the buffer is pinned on the Model and on
-every CompiledModel made from it.
+Weights are decrypted straight into memory that an OpenVINO tensor owns (`owned_buffer`), and that
+very tensor is handed to `read_model` / `import_model`: one copy of the weights, nothing on disk.
+A numpy array wrapped with `ov.Tensor(buf, shared_memory=True)` would not do: OpenVINO's C++
+objects do not keep such an array alive, so `core.compile_model(read_model(name))` would read
+freed memory once the temporary Model is gone. The numpy view is also pinned on the Model and on
+every CompiledModel made from it, so Python code can reach the buffer (tests check that it is the
+one copy).
 """
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -69,20 +73,52 @@ def decrypt_to_array(
     salt: bytes | None = None,
 ) -> np.ndarray:
     """Decrypt a whole file into a new writable uint8 array; no plaintext ever touches the disk."""
-    import numpy as np
 
     with ExitStack() as stack:
         f = stack.enter_context(source.open("rb"))
         cipher = open_encrypted(f, label, key_for, name=name, role=role, salt=salt)
-        buf = np.empty(cipher.header.plaintext_length, dtype=np.uint8)
+        buf = owned_buffer(cipher.header.plaintext_length)
         decrypt_into(f, cipher, buf.data)
     return buf
 
 
-def model_from_memory(core: ov.Core, xml: np.ndarray, weights: np.ndarray) -> ov.Model:
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
+
+
+def owned_buffer(size: int) -> np.ndarray:
+    """A writable uint8 array over fresh memory that an OpenVINO tensor owns (the array's `.base`).
+
+    Like numpy does for its own big arrays, ask Linux for transparent huge pages: faulting in
+    hundreds of MiB of 4 KiB pages is measurably slower.
+    """
     import openvino as ov
 
-    model = core.read_model(xml.tobytes(), ov.Tensor(weights, shared_memory=True))
+    buf: np.ndarray = ov.Tensor(ov.Type.u8, ov.Shape([size])).data
+    if sys.platform == "linux" and size >= 2 * _HUGE_PAGE:
+        start = -(-buf.ctypes.data // _HUGE_PAGE) * _HUGE_PAGE
+        end = (buf.ctypes.data + size) // _HUGE_PAGE * _HUGE_PAGE
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)  # advice only
+    return buf
+
+
+def owning_tensor(buf: np.ndarray) -> ov.Tensor:
+    """The OpenVINO tensor that owns `buf`'s memory (a region of it for a slice), so OpenVINO itself
+    keeps the memory alive for as long as any model reads it."""
+    import openvino as ov
+
+    owner = buf.base
+    if not isinstance(owner, ov.Tensor):  # memory OpenVINO does not own: only the pin keeps it alive
+        return ov.Tensor(buf, shared_memory=True)
+    start = buf.ctypes.data - owner.data.ctypes.data
+    if start == 0 and buf.nbytes == owner.get_byte_size():
+        return owner
+    return ov.Tensor(owner, ov.Coordinate([start]), ov.Coordinate([start + buf.nbytes]))
+
+
+def model_from_memory(core: ov.Core, xml: np.ndarray, weights: np.ndarray) -> ov.Model:
+    model = core.read_model(xml.tobytes(), owning_tensor(weights))
     xml.fill(0)
     pin_weights(model, weights)
     return model

@@ -95,12 +95,12 @@ def _round_up(n: int) -> int:
 
 def decrypt_openssl_array(path: Path, key: bytes, iv: bytes, label: str) -> np.ndarray:
     """Decrypt a recipe file into one writable numpy buffer (the plaintext never touches the disk)."""
-    import numpy as np
+    from ._loader import owned_buffer
 
     size = path.stat().st_size
     with path.open("rb") as f:
         pad = _padding_length(f, size, key, iv, label)
-        out = np.empty(size + BLOCK - 1, dtype=np.uint8)  # cryptography wants block-1 bytes of room
+        out = owned_buffer(size + BLOCK - 1)  # cryptography wants block-1 bytes of room
         view = out.data
         decryptor = _cipher(key, iv).decryptor()
         f.seek(0)

@@ -221,3 +221,19 @@ def test_recipe_models_go_into_a_wheel_and_out_to_identical_inference(
                          env={**os.environ, "PYTHONPATH": str(target), "OVCRYPT_KEY": master.hex()})  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == reference_output(plain_a, sample_input()).tobytes().hex()
+
+
+def test_public_load_openssl_model_takes_hex(tmp_path: Path) -> None:
+    """The documented entry point, `from <package>._ovcrypt import load_openssl_model`, with hex key and IV."""
+    import openvino as ov
+
+    from hatch_ovcrypt import runtime
+
+    xml = make_ir(tmp_path / "plain" / "m.xml", 64 << 10, seed=5)
+    key, iv = secrets.token_bytes(16), secrets.token_bytes(16)
+    enc = recipe_encrypt(xml, tmp_path / "enc" / "m_enc.xml", key, iv)
+    model = runtime.load_openssl_model(enc, key.hex(), iv.hex())
+    x = sample_input()
+    assert np.array_equal(ov.Core().compile_model(model, "CPU")(x)[0], reference_output(xml, x))
+    with pytest.raises(runtime.KeyFormatError, match="expected 32 hex characters"):
+        runtime.load_openssl_model(enc, "abc", iv.hex())
