@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hatch_ovcrypt.runtime._format import (
     _INFO_FILE_KEY,
+    _INFO_FINGERPRINT_KEY,
     _INFO_SALT_KEY,
     HEADER_NONCE,
     TAG_SIZE,
@@ -28,6 +29,7 @@ from hatch_ovcrypt.runtime._format import (
     encrypt,
     hkdf,
     key_id,
+    plaintext_fingerprint,
     segment_nonce,
 )
 
@@ -58,6 +60,8 @@ def vector(label: str, role: Role, plaintext: bytes, *, full_file: bool) -> dict
         "plaintext_length": str(len(plaintext)),
         "plaintext_sha256": hashlib.sha256(plaintext).hexdigest(),
         "key_id": key_id(MASTER_KEY).hex(),
+        "fingerprint_key": hkdf(MASTER_KEY, None, _INFO_FINGERPRINT_KEY).hex(),
+        "fingerprint": plaintext_fingerprint(MASTER_KEY, BufferSource(plaintext), SEGMENT_SIZE).hex(),
         "salt_key": hkdf(MASTER_KEY, None, _INFO_SALT_KEY).hex(),
         "header_fields": header.fields().hex(),
         "salt": header.salt.hex(),

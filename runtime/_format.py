@@ -15,7 +15,7 @@ role, sizes, key id), so reordering, dropping, truncating, appending or moving a
 model or role all fail authentication.
 
 Every file is encrypted under its own key, HKDF(master key, salt). The salt is an HMAC, under the
-master key, of the plaintext's SHA-256 and the header fields: the same input gives the same bytes
+master key, of a keyed fingerprint (GMAC) of the plaintext and the header fields: the same input gives the same bytes
 (reproducible wheels), a different input gives a different file key, so a (key, nonce) pair never
 protects two different plaintexts.
 """
@@ -61,6 +61,8 @@ MAX_HEADER_SIZE = FIXED_HEADER_SIZE + MAX_NAME_BYTES + TAG_SIZE
 _INFO_KEY_ID = b"hatch-ovcrypt/v1/key-id"
 _INFO_SALT_KEY = b"hatch-ovcrypt/v1/salt-key"
 _INFO_FILE_KEY = b"hatch-ovcrypt/v1/file-key"
+_INFO_FINGERPRINT_KEY = b"hatch-ovcrypt/v1/fingerprint-key"
+FINGERPRINT_NONCE = bytes(12)
 _FLAG_MIDDLE, _FLAG_LAST, _FLAG_HEADER = 0x00, 0x01, 0x02
 # The header tag's nonce can never equal a segment nonce: segment flags are 0 or 1 only.
 HEADER_NONCE = b"\xff" * 11 + bytes([_FLAG_HEADER])
@@ -95,10 +97,10 @@ def key_id(key: bytes) -> bytes:
     return hkdf(key, None, _INFO_KEY_ID, KEY_ID_SIZE)
 
 
-def derive_salt(key: bytes, fields: bytes, plaintext_sha256: bytes) -> bytes:
-    """Deterministic per-file salt: HMAC-SHA256(HKDF(key, "salt-key"), header fields ‖ SHA-256(plaintext))."""
+def derive_salt(key: bytes, fields: bytes, fingerprint: bytes) -> bytes:
+    """Deterministic per-file salt: HMAC-SHA256(HKDF(key, "salt-key"), header fields ‖ fingerprint(plaintext))."""
     salt_key = hkdf(key, None, _INFO_SALT_KEY)
-    return hmac.new(salt_key, fields + plaintext_sha256, hashlib.sha256).digest()
+    return hmac.new(salt_key, fields + fingerprint, hashlib.sha256).digest()
 
 
 def segment_nonce(index: int, last: bool) -> bytes:
@@ -317,11 +319,18 @@ class BufferSource:
             yield self._view[start : start + size]
 
 
-def plaintext_sha256(source: PlaintextSource, size: int) -> bytes:
-    digest = hashlib.sha256()
+def plaintext_fingerprint(key: bytes, source: PlaintextSource, size: int) -> bytes:
+    """GMAC of the plaintext (AES-256-GCM, nonce 0, the plaintext as associated data) under its own
+    derived key: a keyed universal hash at ~20 GB/s, where SHA-256 runs at ~1.7 GB/s here.
+
+    It only feeds derive_salt's HMAC and is never published, so its key stays secret and two different
+    plaintexts give the same fingerprint with probability at most about (blocks + 1) / 2^128.
+    """
+    mac = Cipher(algorithms.AES(hkdf(key, None, _INFO_FINGERPRINT_KEY)), modes.GCM(FINGERPRINT_NONCE)).encryptor()
     for chunk in source.chunks(size):
-        digest.update(chunk)
-    return digest.digest()
+        mac.authenticate_additional_data(chunk)
+    mac.finalize()
+    return mac.tag
 
 
 ProgressCallback = Callable[[int], None]
@@ -348,7 +357,7 @@ def encrypt(
         raise ValueError(f"model name {problem}")
     header = Header(role, name, segment_size, source.length, key_id(key), b"\x00" * SALT_SIZE)
     if salt is None:
-        salt = derive_salt(key, header.fields(), plaintext_sha256(source, segment_size))
+        salt = derive_salt(key, header.fields(), plaintext_fingerprint(key, source, segment_size))
     header = Header(role, name, segment_size, source.length, header.key_id, salt)
     cipher = SegmentCipher(key, header, name)
     dst.write(header.encode())

@@ -19,7 +19,7 @@ from ._errors import (
 )
 from ._format import Role
 from ._keys import KeyRing
-from ._loader import decrypt_to_array, model_from_memory, pin_weights
+from ._loader import decrypt_to_array, model_from_memory, open_encrypted, pin_weights
 from ._manifest import MANIFEST_NAME, MODEL_ROLES, MODELS_DIR, Manifest, parse_manifest
 
 if TYPE_CHECKING:
@@ -126,6 +126,17 @@ class Runtime:
             raise IntegrityError(f"{label}: is missing from the package; reinstall it")
         return resource, label
 
+    def _check_files(self, name: str) -> None:
+        """Authenticate both headers of a model against the signed manifest, without decrypting.
+
+        A few hundred bytes per file: cheap enough for every warm start from the compiled-model cache.
+        """
+        for role in MODEL_ROLES:
+            resource, label = self._resource(name, role)
+            with resource.open("rb") as f:
+                salt = bytes.fromhex(self.manifest.models[name][role].salt)
+                open_encrypted(f, label, self._key_for, name=name, role=role, salt=salt)
+
     def decrypt(self, name: str, role: Role) -> np.ndarray:
         resource, label = self._resource(name, role)
         salt = bytes.fromhex(self.manifest.models[name][role].salt)
@@ -181,7 +192,7 @@ class Runtime:
         """The encrypted cache file for this compile, and the key it is encrypted under."""
         import openvino as ov
 
-        self._resource(name, Role.XML)  # unknown model: the usual error, before any key is asked for
+        self._check_files(name)  # a warm cache must not hide a replaced or missing model file
         manifest = self.manifest
         kid = bytes.fromhex(manifest.key_id)
         key = self._key_for(kid, f"compiled-model cache of {name!r}")

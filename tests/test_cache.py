@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hatch_ovcrypt.runtime import _cache
-from hatch_ovcrypt.runtime._errors import ModelNotFoundError
+from hatch_ovcrypt.runtime._errors import IntegrityError, ModelNotFoundError
 from hatch_ovcrypt.runtime._format import Role, parse_header
 from hatch_ovcrypt.runtime._runtime import CACHE_DIR_ENV, Runtime
 from tests.helpers import (
@@ -60,11 +60,19 @@ def test_cold_then_warm_start(folder: Path, model: Path, tmp_path: Path) -> None
     assert not [p for p in cache.iterdir() if p.suffix != ".ovc"], "no temporary file is left behind"
     header, _, _ = parse_header(entry.read_bytes()[:512], "entry")
     assert header.role == Role.COMPILED and header.name == entry.stem
-    # The warm start uses the entry alone: the model's weights are not even needed any more.
-    encrypted_path(folder, "detector", Role.BIN).unlink()
+    # The warm start uses the entry alone: the model's weights are not decrypted again (only the two
+    # headers are authenticated), so segments of the .bin can be garbage and it still starts.
+    bin_file = encrypted_path(folder, "detector", Role.BIN)
+    data = bytearray(bin_file.read_bytes())
+    data[-1000:] = bytes(1000)
+    bin_file.write_bytes(bytes(data))
     before = entry.stat().st_mtime_ns
     check_output(runtime_for(folder), model, cache_dir=cache)
     assert entry.stat().st_mtime_ns == before, "a good entry is not rewritten"
+    # ... but a missing or replaced model file is noticed even with a warm cache.
+    bin_file.unlink()
+    with pytest.raises(IntegrityError, match=r"detector\.bin\.ovc: is missing"):
+        runtime_for(folder).compile_model("detector", cache_dir=cache)
 
 
 def test_environment_variable(folder: Path, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,8 +106,10 @@ def ind_nonce(index: int, count: int) -> bytes:
 def ind_encrypt(master: bytes, role: int, name: bytes, seg: int, plaintext: bytes) -> dict[str, bytes]:
     kid = ind_hkdf(master, None, b"hatch-ovcrypt/v1/key-id", 16)
     fields = ind_header(role, name, seg, len(plaintext), kid, bytes(32))
+    fingerprint_key = ind_hkdf(master, None, b"hatch-ovcrypt/v1/fingerprint-key")
+    fingerprint = AESGCM(fingerprint_key).encrypt(bytes(12), b"", plaintext)  # GMAC: the tag alone
     salt_key = ind_hkdf(master, None, b"hatch-ovcrypt/v1/salt-key")
-    salt = ind_hmac(salt_key, fields + hashlib.sha256(plaintext).digest())
+    salt = ind_hmac(salt_key, fields + fingerprint)
     file_key = ind_hkdf(master, salt, b"hatch-ovcrypt/v1/file-key")
     header = ind_header(role, name, seg, len(plaintext), kid, salt)
     aead = AESGCM(file_key)
@@ -119,7 +121,8 @@ def ind_encrypt(master: bytes, role: int, name: bytes, seg: int, plaintext: byte
         cts.append(sealed[:-16])
         tags.append(sealed[-16:])
     return {
-        "key_id": kid, "salt_key": salt_key, "header_fields": fields, "salt": salt, "file_key": file_key,
+        "key_id": kid, "fingerprint_key": fingerprint_key, "fingerprint": fingerprint, "salt_key": salt_key,
+        "header_fields": fields, "salt": salt, "file_key": file_key,
         "header": header, "header_tag": header_tag, "file": header + header_tag + b"".join(cts) + b"".join(tags),
     }  # fmt: skip
 
@@ -186,7 +189,8 @@ def check_vector(doc: dict[str, str], plaintext: bytes) -> None:
 
     # 2. independently, from FORMAT.md alone
     ind = ind_encrypt(master, role, name.encode(), seg, plaintext)
-    for field in ("key_id", "salt_key", "header_fields", "salt", "file_key", "header", "header_tag"):
+    fields = ("key_id", "fingerprint_key", "fingerprint", "salt_key", "header_fields", "salt", "file_key", "header")
+    for field in (*fields, "header_tag"):
         assert ind[field].hex() == doc[field], field
     assert ind["file"] == data
     assert hashlib.sha256(ind["file"]).hexdigest() == doc["file_sha256"]
