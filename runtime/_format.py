@@ -397,6 +397,8 @@ def decrypt_into(f: IO[bytes], cipher: SegmentCipher, out: memoryview, *, thread
     try:
         if fd is not None:
             check_file_size(header, os.fstat(fd).st_size, label)
+            if hasattr(os, "posix_fadvise"):  # start reading the whole file now, overlapping decryption
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             tags = bytes(
                 _pread_exact(fd, memoryview(bytearray(TAG_SIZE * header.segment_count)), header.tags_offset, label)
             )
