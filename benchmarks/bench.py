@@ -134,16 +134,21 @@ def drop_caches() -> bool:
         return False
 
 
+def timed_run(cmd: Sequence[str], env: Mapping[str, str], what: str) -> tuple[str, float]:
+    """(stdout, wall seconds) of a child process; its stderr tail if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.run(list(cmd), env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout, wall
+
+
 def run_child(code: str, args: Sequence[str], env: Mapping[str, str], *, cold: bool) -> tuple[dict[str, Any], float]:
     if cold:
         drop_caches()
-    start = time.perf_counter()
-    cmd = [PY, "-c", code, *args]
-    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+    out, wall = timed_run([PY, "-c", code, *args], env, "child")
+    return json.loads(out.strip().splitlines()[-1]), wall
 
 
 def med(values: Sequence[float]) -> float:
@@ -194,13 +199,8 @@ def build_cmd_rss(project: Path, env: Mapping[str, str], outdir: Path) -> tuple[
     )
     shutil.rmtree(outdir, ignore_errors=True)
     cmd = [PY, "-m", "build", "--wheel", "--no-isolation", str(project), "--outdir", str(outdir)]
-    start = time.perf_counter()
-    full = [PY, "-c", wrapper, *cmd]
-    proc = subprocess.run(full, env={**os.environ, **env}, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise RuntimeError(f"build failed:\n{proc.stderr[-3000:]}")
-    return wall, int(proc.stdout.split()[-1])
+    out, wall = timed_run([PY, "-c", wrapper, *cmd], env, "build")
+    return wall, int(out.split()[-1])
 
 
 def plain_project(root: Path, package: str, xml: Path) -> Path:

@@ -128,49 +128,36 @@ def parse_both(data: bytes) -> None:
         assert data[: len(raw) + 16] == raw + tag
 
 
+def run_counted(fuzz: settings, strategy: st.SearchStrategy[Any], body: Callable[[Any], None]) -> int:
+    """Run `body` on every example hypothesis draws from `strategy`; return how many examples ran."""
+    count = 0
+
+    @fuzz
+    @given(strategy)
+    def check(example: Any) -> None:
+        nonlocal count
+        count += 1
+        body(example)
+
+    check()
+    return count
+
+
 # --- headers ------------------------------------------------------------------------------------
 
 
 def test_fuzz_header_random_bytes(suite_count: Count) -> None:
-    n = 0
-
-    @FUZZ
-    @given(st.binary(max_size=400) | st.binary(max_size=100).map(lambda b: MAGIC + b))
-    def check(data: bytes) -> None:
-        nonlocal n
-        n += 1
-        parse_both(data)
-
-    check()
-    suite_count("fuzz examples: header (random bytes)", n)
+    strategy = st.binary(max_size=400) | st.binary(max_size=100).map(lambda b: MAGIC + b)
+    suite_count("fuzz examples: header (random bytes)", run_counted(FUZZ, strategy, parse_both))
 
 
 def test_fuzz_header_structured(suite_count: Count) -> None:
-    n = 0
-
-    @FUZZ
-    @given(header_like())
-    def check(data: bytes) -> None:
-        nonlocal n
-        n += 1
-        parse_both(data)
-
-    check()
-    suite_count("fuzz examples: header (structured fields)", n)
+    suite_count("fuzz examples: header (structured fields)", run_counted(FUZZ, header_like(), parse_both))
 
 
 def test_fuzz_header_mutated(suite_count: Count) -> None:
-    n = 0
-
-    @FUZZ
-    @given(st.sampled_from([SMALL_FILE, EMPTY_FILE]).flatmap(mutated))
-    def check(data: bytes) -> None:
-        nonlocal n
-        n += 1
-        parse_both(data)
-
-    check()
-    suite_count("fuzz examples: header (mutated valid files)", n)
+    strategy = st.sampled_from([SMALL_FILE, EMPTY_FILE]).flatmap(mutated)
+    suite_count("fuzz examples: header (mutated valid files)", run_counted(FUZZ, strategy, parse_both))
 
 
 # --- whole encrypted files ----------------------------------------------------------------------
@@ -197,21 +184,17 @@ def _decrypt_stream(f: Any, key: bytes, how: str, size: int) -> bytes:
 
 
 def test_fuzz_encrypted_file_mutated(suite_count: Count) -> None:
-    n = 0
     outcomes: dict[str, int] = {}
-
-    @FUZZ
-    @given(
+    strategy = st.tuples(
         st.sampled_from([SMALL_FILE, EMPTY_FILE, TWO_SEGMENT_FILE]).flatmap(
             lambda d: st.tuples(st.just(d), mutated(d, focus=200))
         ),
         st.sampled_from(["stream", "file", "iter"]),
         st.sampled_from([KEY, KEY, KEY, OTHER_KEY]),
     )
-    def check(pair: tuple[bytes, bytes], how: str, key: bytes) -> None:
-        nonlocal n
-        n += 1
-        original, data = pair
+
+    def check(example: tuple[tuple[bytes, bytes], str, bytes]) -> None:
+        (original, data), how, key = example
         try:
             plaintext = decrypt_all(data, key, how)
         except OvcryptError as exc:
@@ -221,8 +204,7 @@ def test_fuzz_encrypted_file_mutated(suite_count: Count) -> None:
         assert key == KEY and data == original and plaintext == PLAINTEXTS[original]
         outcomes["ok"] = outcomes.get("ok", 0) + 1
 
-    check()
-    suite_count("fuzz examples: encrypted file (mutated)", n)
+    suite_count("fuzz examples: encrypted file (mutated)", run_counted(FUZZ, strategy, check))
     assert outcomes.get("IntegrityError", 0) > 0 and outcomes.get("WrongKeyError", 0) > 0, outcomes
 
 
@@ -272,16 +254,8 @@ JSON_VALUES = st.recursive(
 
 
 def test_fuzz_manifest_random(suite_count: Count) -> None:
-    n = 0
-
-    @FUZZ_JSON
-    @given(st.binary(max_size=300) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
-    def check(data: bytes) -> None:
-        nonlocal n
-        n += 1
-        check_manifest_bytes(data)
-
-    check()
+    strategy = st.binary(max_size=300) | JSON_VALUES.map(lambda v: json.dumps(v).encode())
+    n = run_counted(FUZZ_JSON, strategy, check_manifest_bytes)
     for data in (b"[" * 100_000, b'{"a": 1' + b"0" * 5000 + b"}", b"\xff\xfe", b'"\\ud800"'):  # deep, huge, bad
         with pytest.raises(ManifestError):
             parse_manifest(data)
@@ -310,27 +284,12 @@ def mutated_manifest(draw: st.DrawFn) -> bytes:
 
 
 def test_fuzz_manifest_mutated(suite_count: Count) -> None:
-    n = 0
-
-    @FUZZ_JSON
-    @given(mutated_manifest())
-    def check(data: bytes) -> None:
-        nonlocal n
-        n += 1
-        check_manifest_bytes(data)
-
-    check()
+    n = run_counted(FUZZ_JSON, mutated_manifest(), check_manifest_bytes)
     suite_count("fuzz examples: manifest (mutated)", n)
 
 
 def test_fuzz_manifest_round_trip(suite_count: Count) -> None:
-    n = 0
-
-    @FUZZ_JSON
-    @given(manifests())
     def check(manifest: Manifest) -> None:
-        nonlocal n
-        n += 1
         signed = manifest.signed(KEY)
         parsed = parse_manifest(signed.to_json())
         assert parsed == signed
@@ -342,8 +301,7 @@ def test_fuzz_manifest_round_trip(suite_count: Count) -> None:
         with pytest.raises(ManifestError):
             parse_manifest(json.dumps(body).encode()).verify(KEY)
 
-    check()
-    suite_count("fuzz examples: manifest (valid round trip)", n)
+    suite_count("fuzz examples: manifest (valid round trip)", run_counted(FUZZ_JSON, manifests(), check))
 
 
 def test_fuzz_manifest_mac_covers_every_body_field() -> None:
