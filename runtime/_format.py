@@ -296,8 +296,9 @@ class PlaintextSource(Protocol):
 class FileSource:
     """A plaintext file, memory-mapped read-only: the passes read the page cache in place, with no copy.
 
-    Memory stays bounded: mapped file pages are page cache, which the kernel reclaims as it needs.
-    (A file truncated by another process while it is being encrypted would end the build with SIGBUS.)
+    Memory stays bounded: each piece is unmapped again (MADV_DONTNEED) once the caller asks for the
+    next, so the process never holds more than a piece of the file. (A file truncated by another
+    process while it is being encrypted would end the build with SIGBUS.)
     """
 
     def __init__(self, path: Path) -> None:
@@ -310,11 +311,14 @@ class FileSource:
         with self.path.open("rb") as f:
             # Not closed explicitly: the caller may still hold the last view; the map goes with the last one.
             mapped = mmap.mmap(f.fileno(), self.length, access=mmap.ACCESS_READ)
-        if hasattr(mapped, "madvise"):
-            mapped.madvise(mmap.MADV_SEQUENTIAL)
+        advise = getattr(mapped, "madvise", None)
+        if advise:
+            advise(mmap.MADV_SEQUENTIAL)
         view = memoryview(mapped)
         for start in range(0, self.length, size):
             yield view[start : start + size]
+            if advise:  # the caller is done with that piece: drop it from our mapping (not from the page cache)
+                advise(mmap.MADV_DONTNEED, start, min(size, self.length - start))
 
 
 class BufferSource:
