@@ -27,8 +27,9 @@ from .cli_common import (
 from .progress import progress_for
 from .runtime._errors import ManifestError, OvcryptError
 from .runtime._format import VERSION, FileSource, Header, Role, iter_plaintext, read_header
+from .runtime._layout import MANIFEST_NAME, MODELS_DIR
 from .runtime._loader import KeyLookup, open_encrypted
-from .runtime._manifest import MANIFEST_NAME, MODELS_DIR, FileEntry, Manifest, is_model_name, parse_manifest
+from .runtime._manifest import FileEntry, Manifest, is_model_name, parse_manifest
 
 # What `decrypt` names the plaintext of each role.
 PLAIN_SUFFIX = {Role.XML: ".xml", Role.BIN: ".bin", Role.COMPILED: ".blob"}

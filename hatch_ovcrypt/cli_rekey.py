@@ -22,8 +22,9 @@ from .cli_common import EXIT_OK, UsageError, VerbFactory, add_key_options, encry
 from .cli_files import file_entry, header_of, packages_of
 from .progress import progress_for
 from .runtime._format import DecryptingSource, Role, key_id
+from .runtime._layout import MANIFEST_NAME, MODELS_DIR
 from .runtime._loader import open_encrypted
-from .runtime._manifest import MANIFEST_NAME, MODELS_DIR, FileEntry, Manifest
+from .runtime._manifest import FileEntry, Manifest
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:

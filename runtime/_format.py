@@ -456,7 +456,10 @@ def _decrypt_segments(
 
 
 def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    """Two workers per core, up to 8: from a cold page cache each worker waits on its reads, and more
+    reads in flight load faster (512 MiB, 2 cores, 7 cold runs each: median 0.89 s with 2 workers, 0.72 s
+    with 4); from a warm cache the extra workers cost little."""
+    return max(2, min(2 * (os.cpu_count() or 1), 8))
 
 
 def iter_plaintext(f: IO[bytes], cipher: SegmentCipher, size: int) -> Iterator[memoryview]:

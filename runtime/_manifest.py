@@ -16,9 +16,9 @@ from typing import Any
 
 from ._errors import ManifestError
 from ._format import KEY_ID_SIZE, Role, hkdf
+from ._layout import MANIFEST_NAME
+from ._layout import encrypted_file_name as layout_file_name
 
-MANIFEST_NAME = "manifest.json"
-MODELS_DIR = "models"
 FORMAT = "hatch-ovcrypt-manifest/1"
 MODEL_ROLES = (Role.XML, Role.BIN)
 _INFO_MAC = b"hatch-ovcrypt/v1/manifest-mac"
@@ -41,7 +41,7 @@ def is_provider_ref(ref: str) -> bool:
 
 
 def encrypted_file_name(model: str, role: Role) -> str:
-    return f"{model}.{role.label}.ovc"
+    return layout_file_name(model, role.label)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from ._errors import (
 )
 from ._format import Role
 from ._keys import KeyRing
+from ._layout import CACHE_DIR_ENV, MANIFEST_NAME, MODELS_DIR
 from ._loader import decrypt_to_array, model_from_memory, open_encrypted, pin_weights
-from ._manifest import MANIFEST_NAME, MODEL_ROLES, MODELS_DIR, Manifest, parse_manifest
+from ._manifest import MODEL_ROLES, Manifest, parse_manifest
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     import numpy as np
     import openvino as ov
 
-CACHE_DIR_ENV = "OVCRYPT_CACHE_DIR"
 # OpenVINO's own cache writes decrypted weights to disk in plaintext (on CPU, even with its
 # cache-encryption callbacks), so these options are refused whatever their spelling.
 _UNSAFE_OPTIONS = {"CACHE_DIR", "CACHE_ENCRYPTION_CALLBACKS"}

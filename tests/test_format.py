@@ -527,7 +527,7 @@ def test_crypto_runs_per_segment(key: bytes, segment_calls: dict[str, list[int]]
     out = memoryview(bytearray(len(plaintext)))
     decrypt_into(f, cipher, out)
     assert segment_calls["encrypt"] == [SEG] * 5 + [3]
-    assert segment_calls["decrypt"] == [SEG] * 5 + [3]
+    assert sorted(segment_calls["decrypt"]) == sorted([SEG] * 5 + [3])  # workers run segments in any order
 
 
 @pytest.mark.slow

@@ -35,8 +35,9 @@ from hatch_ovcrypt.runtime._errors import (
     WrongKeyError,
 )
 from hatch_ovcrypt.runtime._format import TAG_SIZE, Header, Role, decrypt_into, read_header
+from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
 from hatch_ovcrypt.runtime._loader import open_encrypted
-from hatch_ovcrypt.runtime._manifest import MANIFEST_NAME, encrypted_file_name
+from hatch_ovcrypt.runtime._manifest import encrypted_file_name
 from tests.helpers import (
     build_wheel,
     encrypted_path,
