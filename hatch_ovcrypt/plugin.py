@@ -11,9 +11,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+if TYPE_CHECKING:
+    from .checks import Plan
+    from .writer import ProgressFactory
 
 RUNTIME_REQUIREMENTS = ("openvino>=2024.0", "cryptography>=42", "numpy>=1.24")
 
@@ -63,7 +67,7 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         declared = {canonicalize_name(Requirement(r).name) for r in self.metadata.core.dependencies}
         return [r for r in RUNTIME_REQUIREMENTS if canonicalize_name(Requirement(r).name) not in declared]
 
-    def _render(self, plan: Any, version: str) -> dict[str, str]:
+    def _render(self, plan: Plan, version: str) -> dict[str, str]:
         import os
 
         from .editable import private_folder, render_editable_loader
@@ -72,7 +76,7 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         assert self._staging is not None
         folder = self._staging / "_ovcrypt"
         folder.mkdir()
-        manifest = render_runtime_folder(plan, folder, os.environ, progress=_terminal_progress(self.app))
+        manifest = render_runtime_folder(plan, folder, os.environ, progress=_terminal_progress())
         if version == "editable":
             dest = private_folder(plan.package)
             mapping = render_editable_loader(plan.package, self._staging)
@@ -109,7 +113,7 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             self._staging = None
 
 
-def _terminal_progress(app: Any) -> Any:
+def _terminal_progress() -> ProgressFactory | None:
     """Progress for big files, on an interactive terminal only."""
     if not sys.stderr.isatty():
         return None

@@ -83,19 +83,22 @@ def decrypt_to_array(
 
 
 _HUGE_PAGE = 2 << 20
+_HUGE_PAGE_LIMIT = 1 << 30
 _MADV_HUGEPAGE = 14
 
 
 def owned_buffer(size: int) -> np.ndarray:
     """A writable uint8 array over fresh memory that an OpenVINO tensor owns (the array's `.base`).
 
-    Like numpy does for its own big arrays, ask Linux for transparent huge pages: faulting in
-    hundreds of MiB of 4 KiB pages is measurably slower.
+    Up to 1 GiB, ask Linux for transparent huge pages, as numpy does for its own big arrays: reading
+    and decrypting 512 MiB took a median 0.11 s with them and 0.19-0.25 s without. Beyond that the
+    kernel's compaction to find that many huge pages costs more than it saves: 2 GiB took 1.4-4.9 s
+    with them and 0.8-1.0 s without (benchmarks/RESULTS.md).
     """
     import openvino as ov
 
     buf: np.ndarray = ov.Tensor(ov.Type.u8, ov.Shape([size])).data
-    if sys.platform == "linux" and size >= 2 * _HUGE_PAGE:
+    if sys.platform == "linux" and 2 * _HUGE_PAGE <= size <= _HUGE_PAGE_LIMIT:
         start = -(-buf.ctypes.data // _HUGE_PAGE) * _HUGE_PAGE
         end = (buf.ctypes.data + size) // _HUGE_PAGE * _HUGE_PAGE
         libc = ctypes.CDLL(None, use_errno=True)
