@@ -57,7 +57,6 @@ MAX_NAME_BYTES = 255
 # magic, version, role, flags, name length, segment size, plaintext length, key id, salt
 _FIXED = struct.Struct(">8sBBBBIQ16s32s")
 FIXED_HEADER_SIZE = _FIXED.size  # 72
-MAX_HEADER_SIZE = FIXED_HEADER_SIZE + MAX_NAME_BYTES + TAG_SIZE
 
 _INFO_KEY_ID = b"hatch-ovcrypt/v1/key-id"
 _INFO_SALT_KEY = b"hatch-ovcrypt/v1/salt-key"
@@ -79,10 +78,6 @@ class Role(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Role:
-        return cls[text.upper()]
 
 
 def hkdf(key: bytes, salt: bytes | None, info: bytes, length: int = 32) -> bytes:
