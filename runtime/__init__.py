@@ -76,6 +76,8 @@ def _prefetch_weights(name: str, cache_dir: object) -> None:
 
     if _instance is not None or cache_dir or os.environ.get(CACHE_DIR_ENV) or not hasattr(os, "posix_fadvise"):
         return
+    if not name.isidentifier():  # model names are identifiers; anything else is no path to touch
+        return
     try:
         weights = resources.files(__name__) / MODELS_DIR / encrypted_file_name(name, "bin")
         fd = os.open(weights, os.O_RDONLY)  # type: ignore[arg-type]  # a Path, except inside a zip
