@@ -179,7 +179,7 @@ def plain_name(header: Header) -> str:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    from .writer import atomic_writer
+    from .runtime._atomic import atomic_writer
 
     files = encrypted_files(args.paths)
     keys = keys_from_args(args)

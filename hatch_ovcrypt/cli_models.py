@@ -128,7 +128,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_openssl(args: argparse.Namespace) -> int:
-    from .writer import atomic_writer
+    from .runtime._atomic import atomic_writer
 
     key = _hex16(args.key_hex_file, "--key-hex-file")
     iv = _hex16(args.iv_hex_file, "--iv-hex-file")

@@ -69,7 +69,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def _resign(folder: Path, manifest: Manifest, new_key: bytes) -> None:
-    from .writer import atomic_writer
+    from .runtime._atomic import atomic_writer
 
     models: dict[str, dict[Role, FileEntry]] = {}
     for name, entries in manifest.models.items():

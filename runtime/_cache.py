@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._atomic import atomic_writer
 from ._errors import OvcryptError
 from ._format import SALT_SIZE, VERSION, BufferSource, Role, SegmentCipher, decrypt_into, encrypt, read_header
 from ._loader import check_identity, owned_buffer, owning_tensor, pin_weights
@@ -86,26 +86,17 @@ def load(
 
 def store(path: Path, key: bytes, compiled: ov.CompiledModel) -> None:
     """Export, encrypt and atomically write one entry. A failure only costs the next warm start."""
-    tmp: str | None = None
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         stream = compiled.export_model()
         blob = stream.getbuffer() if hasattr(stream, "getbuffer") else memoryview(stream)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as out:
+            with atomic_writer(path) as out:
                 encrypt(key, BufferSource(blob), out, name=path.stem, role=Role.COMPILED, salt=os.urandom(SALT_SIZE))
-                out.flush()
-                os.fsync(out.fileno())
         finally:
             _wipe_export(stream, blob)
-        os.replace(tmp, path)
-        tmp = None
     except (OSError, RuntimeError, ValueError) as exc:
         _warn(f"cannot write compiled-model cache entry {path}: {exc}")
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _wipe_export(stream: object, blob: memoryview) -> None:
