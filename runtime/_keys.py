@@ -138,12 +138,15 @@ class KeyRing:
     def key_for(self, wanted: bytes, label: str) -> bytes:
         """The key whose id is `wanted`; otherwise a KeyMissingError or WrongKeyError naming the ids."""
         offered: list[str] = []
-        for key in self._candidates(wanted.hex()):
-            kid = key_id(key)
-            if kid == wanted:
-                return key
-            if kid.hex() not in offered:
-                offered.append(kid.hex())
+        try:
+            for key in self._candidates(wanted.hex()):
+                kid = key_id(key)
+                if kid == wanted:
+                    return key
+                if kid.hex() not in offered:
+                    offered.append(kid.hex())
+        except (KeyFormatError, KeyMissingError) as exc:  # a bad variable or key file: say which file needed it
+            raise type(exc)(f"{label}: {exc}") from None
         if not offered:
             raise KeyMissingError(
                 f"{label}: no key found; set the environment variable {self.env_name} "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -74,8 +73,7 @@ def decrypt_to_array(
 ) -> np.ndarray:
     """Decrypt a whole file into a new writable uint8 array; no plaintext ever touches the disk."""
 
-    with ExitStack() as stack:
-        f = stack.enter_context(source.open("rb"))
+    with source.open("rb") as f:
         cipher = open_encrypted(f, label, key_for, name=name, role=role, salt=salt)
         buf = owned_buffer(cipher.header.plaintext_length)
         decrypt_into(f, cipher, buf.data)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from . import _cache
 from ._errors import (
     IntegrityError,
-    KeyFormatError,
     KeyMissingError,
     ManifestError,
     ModelNotFoundError,
@@ -94,12 +93,7 @@ class Runtime:
                 f"{label}: encrypted under key id {wanted.hex()}, but this package was built under "
                 f"{manifest.key_id}; the file comes from another build"
             )
-        try:
-            key = self.keyring.key_for(wanted, label)
-        except (KeyFormatError, KeyMissingError) as exc:  # a bad variable or key file: say which model needed it
-            if str(exc).startswith(label):
-                raise
-            raise type(exc)(f"{label}: {exc}") from None
+        key = self.keyring.key_for(wanted, label)
         if not self._verified:
             manifest.verify(key)
             self._verified = True
@@ -110,7 +104,8 @@ class Runtime:
     def model_names(self) -> list[str]:
         return sorted(self.manifest.models)
 
-    def _resource(self, name: str, role: Role) -> tuple[Traversable, str]:
+    def _resource(self, name: str, role: Role) -> tuple[Traversable, str, bytes]:
+        """The model file, a label for messages, and the header salt the signed manifest expects of it."""
         models = self.manifest.models
         if name not in models:
             known = ", ".join(sorted(models)) or "none"
@@ -124,7 +119,7 @@ class Runtime:
             raise ManifestError(f"{label}: is a symbolic link; encrypted files must be regular files in the package")
         if not resource.is_file():
             raise IntegrityError(f"{label}: is missing from the package; reinstall it")
-        return resource, label
+        return resource, label, bytes.fromhex(entry.salt)
 
     def _check_files(self, name: str) -> None:
         """Authenticate both headers of a model against the signed manifest, without decrypting.
@@ -132,14 +127,12 @@ class Runtime:
         A few hundred bytes per file: cheap enough for every warm start from the compiled-model cache.
         """
         for role in MODEL_ROLES:
-            resource, label = self._resource(name, role)
+            resource, label, salt = self._resource(name, role)
             with resource.open("rb") as f:
-                salt = bytes.fromhex(self.manifest.models[name][role].salt)
                 open_encrypted(f, label, self._key_for, name=name, role=role, salt=salt)
 
     def decrypt(self, name: str, role: Role) -> np.ndarray:
-        resource, label = self._resource(name, role)
-        salt = bytes.fromhex(self.manifest.models[name][role].salt)
+        resource, label, salt = self._resource(name, role)
         return decrypt_to_array(resource, label, self._key_for, name=name, role=role, salt=salt)
 
     @property
