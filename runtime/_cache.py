@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._atomic import atomic_writer
 from ._errors import OvcryptError
-from ._format import SALT_SIZE, VERSION, BufferSource, Role, SegmentCipher, decrypt_into, encrypt, read_header
-from ._loader import check_identity, owned_buffer, owning_tensor, pin_weights
+from ._format import SALT_SIZE, VERSION, BufferSource, Role, decrypt_into, encrypt
+from ._loader import open_encrypted, owned_buffer, owning_tensor, pin_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,10 +67,8 @@ def load(
         label = f"compiled-model cache entry {path.name}"
         buf: np.ndarray | None = None
         try:
-            header, raw, tag = read_header(f, label)
-            check_identity(header, label, name, Role.COMPILED)
-            cipher = SegmentCipher.open(key, header, raw, tag, label)
-            buf = owned_buffer(header.plaintext_length)
+            cipher = open_encrypted(f, label, lambda _key_id, _label: key, name=name, role=Role.COMPILED)
+            buf = owned_buffer(cipher.header.plaintext_length)
             decrypt_into(f, cipher, buf.data)
             # The CPU plugin keeps reading from the imported tensor (it shares, not copies), so the
             # decrypted blob is the one copy of the weights and lives exactly as long as the model.
