@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._atomic import atomic_writer
 from ._errors import OvcryptError
-from ._format import SALT_SIZE, VERSION, BufferSource, Role, decrypt_into, encrypt
-from ._loader import open_encrypted, owned_buffer, owning_tensor, pin_weights
+from ._format import SALT_SIZE, VERSION, BufferSource, Role, encrypt
+from ._loader import decrypt_file, owning_tensor, pin_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,9 +67,7 @@ def load(
         label = f"compiled-model cache entry {path.name}"
         buf: np.ndarray | None = None
         try:
-            cipher = open_encrypted(f, label, lambda _key_id, _label: key, name=name, role=Role.COMPILED)
-            buf = owned_buffer(cipher.header.plaintext_length)
-            decrypt_into(f, cipher, buf.data)
+            buf = decrypt_file(f, label, lambda _key_id, _label: key, name=name, role=Role.COMPILED)
             # The CPU plugin keeps reading from the imported tensor (it shares, not copies), so the
             # decrypted blob is the one copy of the weights and lives exactly as long as the model.
             compiled = core.import_model(owning_tensor(buf), device, config)

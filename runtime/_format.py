@@ -29,19 +29,17 @@ import io
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import IO, TYPE_CHECKING, Protocol
 
 from ._errors import FormatError, IntegrityError, WrongKeyError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 MAGIC = b"OVCRYPT\x00"
 VERSION = 1
@@ -53,6 +51,7 @@ MIN_SEGMENT_SIZE = 1 << 20
 MAX_SEGMENT_SIZE = 4 << 20
 DEFAULT_SEGMENT_SIZE = 1 << 20
 MAX_NAME_BYTES = 255
+_SHA256_SIZE = 32
 
 # magic, version, role, flags, name length, segment size, plaintext length, key id, salt
 _FIXED = struct.Struct(">8sBBBBIQ16s32s")
@@ -81,8 +80,38 @@ class Role(enum.IntEnum):
 
 
 def hkdf(key: bytes, salt: bytes | None, info: bytes, length: int = 32) -> bytes:
-    """HKDF-SHA256; every key this format uses is derived from the master key through it."""
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(key)
+    """HKDF-SHA256 (RFC 5869); every key this format uses is derived from the master key through it.
+
+    Written on the standard library's HMAC (OpenSSL's, already loaded by hashlib) rather than taken from
+    cryptography: finding keys, checking the manifest and reading a header then need no cryptography at
+    all, so a first load imports it while the ciphertext is already being read (`decrypt_file`), and
+    its own HKDF would cost another 0.8 MiB of OpenSSL state per process. Tests check the RFC 5869
+    vectors and agreement with cryptography's HKDF.
+    """
+    if not 0 < length <= 255 * _SHA256_SIZE:
+        raise ValueError("HKDF-SHA256 output length must be between 1 and 8160 bytes")
+    prk = hmac.digest(salt or bytes(_SHA256_SIZE), key, "sha256")
+    okm, block = b"", b""
+    for counter in range(1, -(-length // _SHA256_SIZE) + 1):
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        okm += block
+    return okm[:length]
+
+
+def gcm(key: bytes, nonce: bytes, tag: bytes | None = None) -> Cipher[modes.GCM]:
+    """AES-256-GCM through cryptography's streaming API, the one AES entry point of this format.
+
+    cryptography is imported here, on first use, not with the module (see `hkdf`).
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.AES(key), modes.GCM(nonce, tag))
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
 
 
 def key_id(key: bytes) -> bytes:
@@ -200,6 +229,16 @@ def read_header(f: IO[bytes], label: str) -> tuple[Header, bytes, bytes]:
     return parse_header(head, label)
 
 
+def matches_file_size(f: IO[bytes], header: Header, label: str) -> bool:
+    """True for a real file whose size is the one its header implies (IntegrityError if it is not);
+    False for a stream such as a file inside a zip, whose size cannot be checked up front."""
+    fd = _fileno(f)
+    if fd is None:
+        return False
+    check_file_size(header, os.fstat(fd).st_size, label)
+    return True
+
+
 def check_file_size(header: Header, actual: int, label: str) -> None:
     if actual < header.file_size:
         raise IntegrityError(f"{label}: file is truncated ({actual} of {header.file_size} bytes)")
@@ -231,21 +270,27 @@ class SegmentCipher:
         cipher = cls(key, header, label)
         if raw != cipher._aad:
             raise FormatError(f"{label}: header is not in canonical form")
+        # The header tag is GCM over an empty plaintext with the header as associated data (a GMAC).
+        verifier = gcm(cipher._file_key, HEADER_NONCE, tag).decryptor()
+        verifier.authenticate_additional_data(cipher._aad)
         try:
-            AESGCM(cipher._file_key).decrypt(HEADER_NONCE, tag, cipher._aad)
-        except InvalidTag:
+            verifier.finalize()
+        except _invalid_tag():
             raise IntegrityError(f"{label}: header failed authentication (the file was modified)") from None
         return cipher
 
     def header_tag(self) -> bytes:
-        return AESGCM(self._file_key).encrypt(HEADER_NONCE, b"", self._aad)
+        signer = gcm(self._file_key, HEADER_NONCE).encryptor()
+        signer.authenticate_additional_data(self._aad)
+        signer.finalize()
+        return signer.tag
 
-    def _mode(self, index: int, tag: bytes | None = None) -> modes.GCM:
+    def _gcm(self, index: int, tag: bytes | None = None) -> Cipher[modes.GCM]:
         last = index == self.header.segment_count - 1
-        return modes.GCM(segment_nonce(index, last), tag)
+        return gcm(self._file_key, segment_nonce(index, last), tag)
 
     def encrypt_segment(self, index: int, src: memoryview, dst: memoryview) -> bytes:
-        encryptor = Cipher(algorithms.AES(self._file_key), self._mode(index)).encryptor()
+        encryptor = self._gcm(index).encryptor()
         encryptor.authenticate_additional_data(self._aad)
         if len(src):
             encryptor.update_into(src, dst)
@@ -254,13 +299,13 @@ class SegmentCipher:
 
     def decrypt_segment(self, index: int, buf: memoryview, tag: bytes) -> None:
         """Decrypt in place. On failure the segment is wiped before the error is raised."""
-        decryptor = Cipher(algorithms.AES(self._file_key), self._mode(index, tag)).decryptor()
+        decryptor = self._gcm(index, tag).decryptor()
         decryptor.authenticate_additional_data(self._aad)
         if len(buf):
             decryptor.update_into(buf, buf)
         try:
             decryptor.finalize()
-        except InvalidTag:
+        except _invalid_tag():
             _wipe(buf)
             raise IntegrityError(
                 f"{self.label}: segment {index} of {self.header.segment_count} failed authentication "
@@ -335,7 +380,7 @@ def plaintext_fingerprint(key: bytes, source: PlaintextSource, size: int) -> byt
     It only feeds derive_salt's HMAC and is never published, so its key stays secret and two different
     plaintexts give the same fingerprint with probability at most about (blocks + 1) / 2^128.
     """
-    mac = Cipher(algorithms.AES(hkdf(key, None, _INFO_FINGERPRINT_KEY)), modes.GCM(FINGERPRINT_NONCE)).encryptor()
+    mac = gcm(hkdf(key, None, _INFO_FINGERPRINT_KEY), FINGERPRINT_NONCE).encryptor()
     for chunk in source.chunks(size):
         mac.authenticate_additional_data(chunk)
     mac.finalize()
@@ -393,61 +438,114 @@ def encrypt(
 
 
 def decrypt_into(f: IO[bytes], cipher: SegmentCipher, out: memoryview, *, threads: int | None = None) -> None:
-    """Read the ciphertext of an opened file straight into `out` and decrypt it there.
+    """Read the ciphertext of an opened file straight into `out` and decrypt it there (see read_and_decrypt)."""
+    read_and_decrypt(f, cipher.header, cipher.label, lambda: cipher, out, threads=threads)
 
-    `f` is positioned at the first ciphertext byte. With a real file, each worker reads its own
-    run of segments with pread and decrypts each one while it is still in cache; other streams
-    (a wheel opened as a zip) are read sequentially first. On any failure `out` is wiped.
+
+def read_and_decrypt(
+    f: IO[bytes],
+    header: Header,
+    label: str,
+    unlock: Callable[[], SegmentCipher],
+    out: memoryview,
+    *,
+    threads: int | None = None,
+) -> SegmentCipher:
+    """Read the ciphertext of an opened file straight into `out` and decrypt it there; return the cipher.
+
+    `f` is positioned at the first ciphertext byte, and `unlock()` finds the key and authenticates the
+    header (on a process's first load that is also where cryptography gets imported). With a real
+    file, worker threads start reading their runs of segments with pread while `unlock` runs in the
+    calling thread, then decrypt what they read ahead and go on segment by segment, decrypting each
+    one while it is still in cache. Nothing is decrypted before `unlock` succeeds. Other streams (a
+    wheel opened as a zip) are read sequentially first. On any failure `out` is wiped.
     """
-    header, label = cipher.header, cipher.label
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
     fd = _fileno(f)
     try:
-        if fd is not None:
-            check_file_size(header, os.fstat(fd).st_size, label)
-            if hasattr(os, "posix_fadvise"):  # start reading the whole file now, overlapping decryption
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            tags = bytes(
-                _pread_exact(fd, memoryview(bytearray(TAG_SIZE * header.segment_count)), header.tags_offset, label)
-            )
-            base = header.header_size
-        else:
+        if fd is None:
             _readinto_exact(f, out, label)
             tags = _read_exact(f, TAG_SIZE * header.segment_count, label)
             if f.read(1):
                 raise IntegrityError(f"{label}: unexpected bytes after the end of the file")
-            base = -1
-        _decrypt_segments(cipher, out, bytes(tags), fd, base, threads)
+            return _SegmentRuns(header, out, tags, None, -1, label).unlock_while_reading(unlock, threads)
+        check_file_size(header, os.fstat(fd).st_size, label)
+        if hasattr(os, "posix_fadvise"):  # start reading the whole file now, overlapping decryption
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
+        tags = bytes(_pread_exact(fd, tags_view, header.tags_offset, label))
+        runs = _SegmentRuns(header, out, tags, fd, header.header_size, label)
+        return runs.unlock_while_reading(unlock, threads)
     except BaseException:
         _wipe(out)
         raise
 
 
-def _decrypt_segments(
-    cipher: SegmentCipher, out: memoryview, tags: bytes, fd: int | None, base: int, threads: int | None
-) -> None:
-    header = cipher.header
-    count = header.segment_count
+# Until the cipher is unlocked, workers read this many segments per pread: the thread that unlocks
+# (importing cryptography, the first time) holds the GIL most of the time, and every return from a
+# read waits for it, so fewer, longer reads keep more of the file moving meanwhile.
+_READ_AHEAD_SEGMENTS = 8
 
-    def run(first: int, stop: int) -> None:
-        for index in range(first, stop):
-            start, end = header.segment_span(index)
-            view = out[start:end]
-            if fd is not None and len(view):
-                _pread_exact(fd, view, base + start, cipher.label)
-            cipher.decrypt_segment(index, view, tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
 
-    workers = max(1, min(threads or default_threads(), count))
-    if workers == 1:
-        run(0, count)
-        return
-    bounds = [count * w // workers for w in range(workers + 1)]
-    with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
-        futures = [pool.submit(run, bounds[w], bounds[w + 1]) for w in range(workers)]
-        errors = [e for e in (fut.exception() for fut in futures) if e is not None]
-    if errors:
-        raise errors[0]
+class _SegmentRuns:
+    """One file's segments, split into one contiguous run per worker: read into place, decrypt in place."""
+
+    def __init__(self, header: Header, out: memoryview, tags: bytes, fd: int | None, base: int, label: str) -> None:
+        self.header, self.out, self.tags, self.fd, self.base, self.label = header, out, tags, fd, base, label
+        self._unlocked = threading.Event()
+        self._cipher: SegmentCipher | None = None  # None once _unlocked is set: unlocking failed, stop
+
+    def _read(self, first: int, stop: int) -> None:
+        """pread segments [first, stop) into their final place (a real file only)."""
+        start, end = self.header.segment_span(first)[0], self.header.segment_span(stop - 1)[1]
+        if self.fd is not None and end > start:
+            _pread_exact(self.fd, self.out[start:end], self.base + start, self.label)
+
+    def _decrypt(self, cipher: SegmentCipher, index: int) -> None:
+        start, end = self.header.segment_span(index)
+        cipher.decrypt_segment(index, self.out[start:end], self.tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
+
+    def _run(self, first: int, stop: int) -> None:
+        read = decrypted = first  # segments [first, read) are in place, [first, decrypted) decrypted
+        while read < stop:
+            if not self._unlocked.is_set():
+                ahead = min(read + _READ_AHEAD_SEGMENTS, stop)
+                self._read(read, ahead)
+                read = ahead
+                continue
+            cipher = self._cipher  # read only once _unlocked is set: it is final then
+            if cipher is None:
+                return
+            for index in range(decrypted, read):  # what was read ahead while the key was being found
+                self._decrypt(cipher, index)
+            self._read(read, read + 1)
+            self._decrypt(cipher, read)
+            read = decrypted = read + 1
+        self._unlocked.wait()
+        if (cipher := self._cipher) is not None:
+            for index in range(decrypted, stop):
+                self._decrypt(cipher, index)
+
+    def unlock_while_reading(self, unlock: Callable[[], SegmentCipher], threads: int | None) -> SegmentCipher:
+        count = self.header.segment_count
+        workers = max(1, min(threads or default_threads(), count))
+        if workers == 1:
+            self._cipher = unlock()
+            self._unlocked.set()
+            self._run(0, count)
+            return self._cipher
+        bounds = [count * w // workers for w in range(workers + 1)]
+        with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
+            futures = [pool.submit(self._run, bounds[w], bounds[w + 1]) for w in range(workers)]
+            try:
+                self._cipher = unlock()
+            finally:
+                self._unlocked.set()  # with no cipher the workers stop after their current read
+            errors = [e for e in (fut.exception() for fut in futures) if e is not None]
+        if errors:
+            raise errors[0]
+        return self._cipher
 
 
 def default_threads() -> int:

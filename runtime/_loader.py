@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from ._errors import IntegrityError
-from ._format import Header, Role, SegmentCipher, decrypt_into, read_header
+from ._format import Header, Role, SegmentCipher, matches_file_size, read_and_decrypt, read_header
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -34,6 +34,26 @@ KeyLookup = Callable[[bytes, str], bytes]
 WEIGHTS_ATTR = "_ovcrypt_weights"
 
 
+def read_locked(
+    f: IO[bytes],
+    label: str,
+    key_for: KeyLookup,
+    *,
+    name: str | None = None,
+    role: Role | None = None,
+    salt: bytes | None = None,
+) -> tuple[Header, Callable[[], SegmentCipher]]:
+    """Read a header and check it is the expected model, role and file; return it with the step that
+    finds its key and authenticates it, which a load runs while the ciphertext is already being read."""
+    header, raw, tag = read_header(f, label)
+    check_identity(header, label, name, role)
+    if salt is not None and header.salt != salt:
+        # Same key, name and role but another build's file: each segment's key derives from the salt,
+        # so matching the salt the signed manifest recorded binds the whole file.
+        raise IntegrityError(f"{label}: is not the file this package was built with (it comes from another build)")
+    return header, lambda: SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label)
+
+
 def open_encrypted(
     f: IO[bytes],
     label: str,
@@ -44,13 +64,7 @@ def open_encrypted(
     salt: bytes | None = None,
 ) -> SegmentCipher:
     """Read a header, check it is the expected model, role and file, find its key and authenticate it."""
-    header, raw, tag = read_header(f, label)
-    check_identity(header, label, name, role)
-    if salt is not None and header.salt != salt:
-        # Same key, name and role but another build's file: each segment's key derives from the salt,
-        # so matching the salt the signed manifest recorded binds the whole file.
-        raise IntegrityError(f"{label}: is not the file this package was built with (it comes from another build)")
-    return SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label)
+    return read_locked(f, label, key_for, name=name, role=role, salt=salt)[1]()
 
 
 def check_identity(header: Header, label: str, name: str | None, role: Role | None) -> None:
@@ -62,6 +76,30 @@ def check_identity(header: Header, label: str, name: str | None, role: Role | No
         )
 
 
+def decrypt_file(
+    f: IO[bytes],
+    label: str,
+    key_for: KeyLookup,
+    *,
+    name: str | None,
+    role: Role | None,
+    salt: bytes | None = None,
+) -> np.ndarray:
+    """Decrypt an opened file into a new writable uint8 array; no plaintext ever touches the disk.
+
+    The key is found and the header authenticated while worker threads already read the ciphertext
+    into the array (read_and_decrypt). The array is sized from the header, so it is allocated only
+    once the header is trusted that far: its sizes match the file's, or (in a stream) it authenticated.
+    """
+    header, unlock = read_locked(f, label, key_for, name=name, role=role, salt=salt)
+    if not matches_file_size(f, header, label):
+        cipher = unlock()
+        unlock = lambda: cipher  # noqa: E731
+    buf = owned_buffer(header.plaintext_length)
+    read_and_decrypt(f, header, label, unlock, buf.data)
+    return buf
+
+
 def decrypt_to_array(
     source: Traversable | Path,
     label: str,
@@ -71,13 +109,8 @@ def decrypt_to_array(
     role: Role | None,
     salt: bytes | None = None,
 ) -> np.ndarray:
-    """Decrypt a whole file into a new writable uint8 array; no plaintext ever touches the disk."""
-
     with source.open("rb") as f:
-        cipher = open_encrypted(f, label, key_for, name=name, role=role, salt=salt)
-        buf = owned_buffer(cipher.header.plaintext_length)
-        decrypt_into(f, cipher, buf.data)
-    return buf
+        return decrypt_file(f, label, key_for, name=name, role=role, salt=salt)
 
 
 _HUGE_PAGE = 2 << 20

@@ -20,7 +20,7 @@ from ._format import Role
 from ._keys import KeyRing
 from ._layout import CACHE_DIR_ENV, MANIFEST_NAME, MODELS_DIR
 from ._loader import decrypt_to_array, model_from_memory, open_encrypted, pin_weights
-from ._manifest import MODEL_ROLES, Manifest, parse_manifest
+from ._manifest import MODEL_ROLES, FileEntry, Manifest, parse_manifest
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -104,13 +104,17 @@ class Runtime:
     def model_names(self) -> list[str]:
         return sorted(self.manifest.models)
 
-    def _resource(self, name: str, role: Role) -> tuple[Traversable, str, bytes]:
-        """The model file, a label for messages, and the header salt the signed manifest expects of it."""
+    def _entries(self, name: str) -> dict[Role, FileEntry]:
+        """The manifest's entries for a model's files, or ModelNotFoundError."""
         models = self.manifest.models
         if name not in models:
             known = ", ".join(sorted(models)) or "none"
             raise ModelNotFoundError(f"{self.package} has no model {name!r} (models: {known})")
-        entry = models[name][role]
+        return models[name]
+
+    def _resource(self, name: str, role: Role) -> tuple[Traversable, str, bytes]:
+        """The model file, a label for messages, and the header salt the signed manifest expects of it."""
+        entry = self._entries(name)[role]
         folder = self._root / MODELS_DIR
         resource = folder / entry.file
         label = f"model {name!r} file {entry.file}"
@@ -145,7 +149,9 @@ class Runtime:
             return self._core
 
     def read_model(self, name: str) -> ov.Model:
-        xml, weights = (self.decrypt(name, role) for role in MODEL_ROLES)
+        # Weights first: a process's first load imports cryptography while the weights are being read.
+        weights = self.decrypt(name, Role.BIN)
+        xml = self.decrypt(name, Role.XML)
         return model_from_memory(self.core, xml, weights)
 
     def compile_model(
@@ -173,6 +179,10 @@ class Runtime:
         if entry is not None:
             compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config)
             if compiled is not None:
+                # A warm cache must not hide a replaced or missing model file. Checked after the entry
+                # is loaded, so that loading it (not this check) is what first imports cryptography,
+                # while the entry is being read; the entry is never returned before the check passes.
+                self._check_files(name)
                 return compiled
         model = self.read_model(name)
         compiled = self.core.compile_model(model, device, config)
@@ -185,15 +195,14 @@ class Runtime:
         """The encrypted cache file for this compile, and the key it is encrypted under."""
         import openvino as ov
 
-        self._check_files(name)  # a warm cache must not hide a replaced or missing model file
-        manifest = self.manifest
-        kid = bytes.fromhex(manifest.key_id)
+        entries = self._entries(name)
+        kid = bytes.fromhex(self.manifest.key_id)
         key = self._key_for(kid, f"compiled-model cache of {name!r}")
         try:
             device_name = str(self.core.get_property(device, "FULL_DEVICE_NAME"))
         except RuntimeError:  # a virtual device (AUTO, MULTI...) may not report one
             device_name = ""
-        digests = [name, *(manifest.models[name][role].sha256 for role in MODEL_ROLES)]
+        digests = [name, *(entries[role].sha256 for role in MODEL_ROLES)]
         entry = _cache.entry_name(kid, digests, device, config_key(config), ov.get_version(), device_name)
         return _cache.entry_path(folder.expanduser(), entry), key
 

@@ -14,6 +14,9 @@ import os
 import random
 import re
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -287,6 +290,89 @@ def test_round_trip_other_segment_sizes(tmp_path: Path, key: bytes, segment_size
     assert ind_decrypt(key, path.read_bytes())[2] == plaintext
 
 
+# --- reading ahead while the key is found (read_and_decrypt) ---------------------------------------
+
+
+def slow_unlock(f: BinaryIO, key: bytes, out: memoryview, seen: list[bytes], *,
+                fail: Exception | None = None) -> tuple[Header, Callable[[], SegmentCipher]]:  # fmt: skip
+    """A header and an unlock step that waits for the workers to read ahead, records what `out` then
+    holds, and then opens the cipher (or raises `fail`), as a first load's key lookup and import do."""
+    header, raw, tag = read_header(f, "test")
+
+    def unlock() -> SegmentCipher:
+        time.sleep(0.2)
+        seen.append(bytes(out))
+        if fail is not None:
+            raise fail
+        return SegmentCipher.open(key, header, raw, tag, "test")
+
+    return header, unlock
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("size", [1, 3 * SEG, 21 * SEG + 5], ids=["1B", "3seg", "21seg"])
+def test_workers_read_ahead_but_decrypt_only_once_unlocked(tmp_path: Path, key: bytes, size: int,
+                                                           threads: int) -> None:  # fmt: skip
+    """While unlock runs the workers only read: `out` then holds ciphertext (all of it, given time),
+    never plaintext; afterwards every segment, read ahead or not, is decrypted exactly right."""
+    plaintext = random.Random(size).randbytes(size)
+    path = write(tmp_path, key, plaintext)
+    data = path.read_bytes()
+    with path.open("rb") as f:
+        out = memoryview(bytearray(size))
+        seen: list[bytes] = []
+        header, unlock = slow_unlock(f, key, out, seen)
+        cipher = fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads)
+    assert cipher.header == header and bytes(out) == plaintext
+    ciphertext = data[header.header_size : header.tags_offset]
+    if min(threads, header.segment_count) == 1:  # no workers: nothing is read before the key is found
+        assert seen == [bytes(size)]
+    else:
+        assert seen == [ciphertext]
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_failed_unlock_while_reading_ahead(tmp_path: Path, key: bytes, threads: int) -> None:
+    """A wrong key found while the workers read: its error, not theirs, and `out` wiped."""
+    size = 9 * SEG + 1
+    path = write(tmp_path, key, random.Random(9).randbytes(size))
+    with path.open("rb") as f:
+        out = memoryview(bytearray(size))
+        seen: list[bytes] = []
+        header, unlock = slow_unlock(f, key, out, seen, fail=WrongKeyError("test: wrong key"))
+        with pytest.raises(WrongKeyError, match="wrong key"):
+            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads)
+    assert bytes(out) == bytes(size) and len(seen) == 1
+
+
+def test_tampered_segment_read_ahead_still_fails(tmp_path: Path, key: bytes) -> None:
+    """A segment read ahead (before the key was found) is authenticated like any other."""
+    size = 6 * SEG
+    path = write(tmp_path, key, random.Random(10).randbytes(size))
+    data = bytearray(path.read_bytes())
+    header = read_header(io.BytesIO(bytes(data)), "t")[0]
+    data[header.header_size + 4 * SEG + 77] ^= 0x01
+    path.write_bytes(bytes(data))
+    with path.open("rb") as f:
+        out = memoryview(bytearray(size))
+        header, unlock = slow_unlock(f, key, out, [])
+        with pytest.raises(IntegrityError, match="segment 4 of 6 failed authentication"):
+            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=2)
+    assert bytes(out) == bytes(size)
+
+
+def test_truncated_file_is_refused_before_reading_ahead(tmp_path: Path, key: bytes) -> None:
+    path = write(tmp_path, key, random.Random(11).randbytes(3 * SEG))
+    path.write_bytes(path.read_bytes()[:-1])
+    with path.open("rb") as f:
+        out = memoryview(bytearray(3 * SEG))
+        seen: list[bytes] = []
+        header, unlock = slow_unlock(f, key, out, seen)
+        with pytest.raises(IntegrityError, match="truncated"):
+            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=2)
+    assert seen == []  # neither read nor unlocked
+
+
 def test_file_source_equals_buffer_source(tmp_path: Path, key: bytes) -> None:
     plaintext = random.Random(7).randbytes(2 * SEG + 5)
     src = tmp_path / "model.bin"
@@ -360,6 +446,49 @@ def test_wrong_key_is_rejected_before_any_decryption(tmp_path: Path, key: bytes)
 
 def test_key_id_is_hkdf_prefix(key: bytes) -> None:
     assert fmt.key_id(key) == ind_hkdf(key, None, b"hatch-ovcrypt/v1/key-id", 32)[:16]
+
+
+# RFC 5869 appendix A, test cases 1-3 (the SHA-256 ones): (IKM, salt, info, L, OKM).
+RFC5869 = [
+    ("0b" * 22, "000102030405060708090a0b0c", "f0f1f2f3f4f5f6f7f8f9", 42,
+     "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"),
+    (bytes(range(0x00, 0x50)).hex(), bytes(range(0x60, 0xB0)).hex(), bytes(range(0xB0, 0x100)).hex(), 82,
+     "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c59045a99cac7827271cb41c65e590e09"
+     "da3275600c2f09b8367793a9aca3db71cc30c58179ec3e87c14c01d5c1f3434f1d87"),
+    ("0b" * 22, "", "", 42,
+     "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("ikm", "salt", "info", "length", "okm"), RFC5869)
+def test_hkdf_rfc5869_vectors(ikm: str, salt: str, info: str, length: int, okm: str) -> None:
+    """The format's HKDF is written on the standard library's HMAC; it must be RFC 5869's."""
+    assert fmt.hkdf(bytes.fromhex(ikm), bytes.fromhex(salt), bytes.fromhex(info), length).hex() == okm
+
+
+def test_hkdf_agrees_with_cryptography() -> None:
+    rng = random.Random(5869)
+    for length in (1, 16, 31, 32, 33, 64, 255, 8160):
+        for salt in (None, b"", rng.randbytes(rng.randrange(1, 100))):
+            ikm, info = rng.randbytes(rng.randrange(0, 80)), rng.randbytes(rng.randrange(0, 80))
+            assert fmt.hkdf(ikm, salt, info, length) == ind_hkdf(ikm, salt, info, length), (length, salt)
+
+
+@pytest.mark.parametrize("length", [0, -1, 8161])
+def test_hkdf_refuses_impossible_lengths(length: int) -> None:
+    with pytest.raises(ValueError, match="between 1 and 8160"):
+        fmt.hkdf(b"k", None, b"", length)
+
+
+def test_reading_a_header_and_finding_a_key_need_no_cryptography() -> None:
+    """A first load imports cryptography while it already reads the ciphertext: nothing before the
+    first AES operation may import it (a fresh interpreter, as an installed product starts)."""
+    code = (
+        "import sys, io; from hatch_ovcrypt.runtime import _format, _keys, _manifest, _loader, _runtime\n"
+        "k = bytes(32); _format.key_id(k); _format.hkdf(k, b's', b'i')\n"
+        "assert not [m for m in sys.modules if m.startswith('cryptography')], sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 # --- validation ---------------------------------------------------------------------------------
