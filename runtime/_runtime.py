@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -184,7 +185,11 @@ class Runtime:
                 # while the entry is being read; the entry is never returned before the check passes.
                 self._check_files(name)
                 return compiled
-        model = self.read_model(name)
+        plugin = _load_plugin_meanwhile(self.core, device)
+        try:
+            model = self.read_model(name)
+        finally:
+            plugin.join()
         compiled = self.core.compile_model(model, device, config)
         pin_weights(compiled, model._ovcrypt_weights)
         if entry is not None:
@@ -212,6 +217,25 @@ class Runtime:
             for key in [k for k in self._compiled if name is None or k[0] == name]:
                 del self._compiled[key]
                 self._compile_locks.pop(key, None)
+
+
+def _load_plugin_meanwhile(core: ov.Core, device: str) -> threading.Thread:
+    """Load the device's OpenVINO plugin on another thread while the weights are read and decrypted.
+
+    From a cold disk, loading the CPU plugin (a 64 MB library) takes 40-60 ms here; plain
+    compile_model(path) pays that before it reads any weights, and so did this runtime until the
+    load overlapped it: 512 MiB from a cold cache, 7 alternating runs each, median 0.80 s serially
+    and 0.62 s overlapped, against 0.55 s for plain OpenVINO. Best effort: an unknown device fails
+    here silently and then, with OpenVINO's own message, in compile_model.
+    """
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # compile_model reports it
+            core.get_versions(device)
+
+    thread = threading.Thread(target=load, name="ovcrypt-plugin", daemon=True)
+    thread.start()
+    return thread
 
 
 def _import_provider(ref: str | None) -> Any:

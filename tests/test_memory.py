@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -150,3 +151,17 @@ def test_loading_never_writes_plaintext(folder: Path, model: Path, tmp_path: Pat
     windows = plaintext_windows([model, model.with_suffix(".bin")], step=2048)
     blobs = [(str(p), p.read_bytes()) for p in [*written, *folder.rglob("*.ovc")]]
     assert not find_leaks(windows, blobs)
+
+
+def test_unknown_device_is_openvino_error_and_leaves_no_thread(folder: Path) -> None:
+    """The device plugin is loaded on a helper thread while the weights are decrypted; an unknown
+    device still fails with OpenVINO's own message from compile_model, and the helper is gone."""
+    unraised: list[threading.ExceptHookArgs] = []
+    previous, threading.excepthook = threading.excepthook, unraised.append
+    try:
+        with pytest.raises(RuntimeError, match="NO_SUCH_DEVICE"):
+            runtime_for(folder).compile_model("detector", "NO_SUCH_DEVICE")
+    finally:
+        threading.excepthook = previous
+    assert not unraised
+    assert not [t for t in threading.enumerate() if t.name == "ovcrypt-plugin"]
