@@ -469,7 +469,9 @@ def read_and_decrypt(
             tags = _read_exact(f, TAG_SIZE * header.segment_count, label)
             if f.read(1):
                 raise IntegrityError(f"{label}: unexpected bytes after the end of the file")
-            return _SegmentRuns(header, out, tags, None, -1, label).unlock_while_reading(unlock, threads)
+            cipher = unlock()
+            decrypt_in_place(cipher, out, tags, threads=threads)
+            return cipher
         check_file_size(header, os.fstat(fd).st_size, label)
         if hasattr(os, "posix_fadvise"):  # start reading the whole file now, overlapping decryption
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
@@ -480,6 +482,11 @@ def read_and_decrypt(
     except BaseException:
         _wipe(out)
         raise
+
+
+def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, threads: int | None = None) -> None:
+    """Decrypt a whole ciphertext that is already in `out`, given the file's block of tags, on worker threads."""
+    _SegmentRuns(cipher.header, out, tags, None, -1, cipher.label).unlock_while_reading(lambda: cipher, threads)
 
 
 # Until the cipher is unlocked, workers read this many segments per pread: the thread that unlocks
