@@ -9,7 +9,6 @@ happens on first use. It needs only openvino, cryptography and numpy, never hatc
 
 from __future__ import annotations
 
-import os
 import threading
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -68,27 +67,6 @@ def _get() -> Runtime:
         return _instance
 
 
-def _prefetch_weights(name: str, cache_dir: object) -> None:
-    """On the first load in a process, ask the kernel to start reading the weights file right away,
-    while cryptography and OpenVINO are still being set up: a cold start then waits less for the disk.
-    Skipped when the compiled-model cache may serve the model (it does not read the weights)."""
-    from ._layout import CACHE_DIR_ENV, MODELS_DIR, encrypted_file_name
-
-    if _instance is not None or cache_dir or os.environ.get(CACHE_DIR_ENV) or not hasattr(os, "posix_fadvise"):
-        return
-    if not name.isidentifier():  # model names are identifiers; anything else is no path to touch
-        return
-    try:
-        weights = resources.files(__name__) / MODELS_DIR / encrypted_file_name(name, "bin")
-        fd = os.open(weights, os.O_RDONLY)  # type: ignore[arg-type]  # a Path, except inside a zip
-    except (TypeError, OSError):  # inside a zip, or no such model (the real call reports that)
-        return
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    finally:
-        os.close(fd)
-
-
 def model_names() -> list[str]:
     """Names of the encrypted models in this package."""
     return _get().model_names()
@@ -96,7 +74,6 @@ def model_names() -> list[str]:
 
 def read_model(name: str) -> ov.Model:
     """Decrypt a model in memory and return it as an openvino.Model."""
-    _prefetch_weights(name, None)
     return _get().read_model(name)
 
 
@@ -107,7 +84,6 @@ def compile_model(
 
     `cache_dir` (or $OVCRYPT_CACHE_DIR) turns on the encrypted compiled-model cache for warm starts.
     """
-    _prefetch_weights(name, cache_dir)
     return _get().compile_model(name, device, config, cache_dir)
 
 

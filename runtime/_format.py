@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
+from ._direct import RangeReader, open_direct, pread_exact
 from ._errors import FormatError, IntegrityError, WrongKeyError
 
 if TYPE_CHECKING:
@@ -473,12 +474,18 @@ def read_and_decrypt(
             decrypt_in_place(cipher, out, tags, threads=threads)
             return cipher
         check_file_size(header, os.fstat(fd).st_size, label)
-        if hasattr(os, "posix_fadvise"):  # start reading the whole file now, overlapping decryption
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
-        tags = bytes(_pread_exact(fd, tags_view, header.tags_offset, label))
-        runs = _SegmentRuns(header, out, tags, fd, header.header_size, label)
-        return runs.unlock_while_reading(unlock, threads)
+        probes = (header.header_size, header.header_size + header.plaintext_length // 2, header.tags_offset - 1)
+        direct = open_direct(fd, out, header.header_size, probes)
+        try:
+            if direct is None and hasattr(os, "posix_fadvise"):  # start reading it all now, overlapping decryption
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
+            tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
+            runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
+            return runs.unlock_while_reading(unlock, threads)
+        finally:
+            if direct is not None:
+                os.close(direct)
     except BaseException:
         _wipe(out)
         raise
@@ -498,35 +505,44 @@ _READ_AHEAD_SEGMENTS = 8
 class _SegmentRuns:
     """One file's segments, split into one contiguous run per worker: read into place, decrypt in place."""
 
-    def __init__(self, header: Header, out: memoryview, tags: bytes, fd: int | None, base: int, label: str) -> None:
-        self.header, self.out, self.tags, self.fd, self.base, self.label = header, out, tags, fd, base, label
+    def __init__(
+        self, header: Header, out: memoryview, tags: bytes, fds: tuple[int, int | None] | None, base: int, label: str
+    ) -> None:
+        """`fds`: the file, and an O_DIRECT descriptor of it or None; None when `out` already holds the ciphertext."""
+        self.header, self.out, self.tags, self.fds, self.base, self.label = header, out, tags, fds, base, label
         self._unlocked = threading.Event()
         self._cipher: SegmentCipher | None = None  # None once _unlocked is set: unlocking failed, stop
 
-    def _read(self, first: int, stop: int) -> None:
-        """pread segments [first, stop) into their final place (a real file only)."""
-        start, end = self.header.segment_span(first)[0], self.header.segment_span(stop - 1)[1]
-        if self.fd is not None and end > start:
-            _pread_exact(self.fd, self.out[start:end], self.base + start, self.label)
+    def _reader(self, first: int, stop: int) -> RangeReader | None:
+        """What reads the segments [first, stop) into place, or None when they are in place already."""
+        if self.fds is None:
+            return None
+        lo, hi = self.header.segment_span(first)[0], self.header.segment_span(stop - 1)[1]
+        return RangeReader(*self.fds, self.out, self.base, self.base + lo, self.base + hi, self.label)
 
     def _decrypt(self, cipher: SegmentCipher, index: int) -> None:
         start, end = self.header.segment_span(index)
         cipher.decrypt_segment(index, self.out[start:end], self.tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
 
     def _run(self, first: int, stop: int) -> None:
+        reader = self._reader(first, stop)
+
+        def read_through(index: int) -> None:  # segments [first, index] in place
+            if reader is not None:
+                reader.read_to(self.base + self.header.segment_span(index)[1])
+
         read = decrypted = first  # segments [first, read) are in place, [first, decrypted) decrypted
         while read < stop:
             if not self._unlocked.is_set():
-                ahead = min(read + _READ_AHEAD_SEGMENTS, stop)
-                self._read(read, ahead)
-                read = ahead
+                read = min(read + _READ_AHEAD_SEGMENTS, stop)
+                read_through(read - 1)
                 continue
             cipher = self._cipher  # read only once _unlocked is set: it is final then
             if cipher is None:
                 return
             for index in range(decrypted, read):  # what was read ahead while the key was being found
                 self._decrypt(cipher, index)
-            self._read(read, read + 1)
+            read_through(read)
             self._decrypt(cipher, read)
             read = decrypted = read + 1
         self._unlocked.wait()
@@ -642,13 +658,3 @@ def _readinto_exact(f: IO[bytes], view: memoryview, label: str) -> int:
             raise IntegrityError(f"{label}: file is truncated")
         done += n
     return done
-
-
-def _pread_exact(fd: int, view: memoryview, offset: int, label: str) -> memoryview:
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if not n:
-            raise IntegrityError(f"{label}: file is truncated")
-        done += n
-    return view
