@@ -482,10 +482,15 @@ def read_and_decrypt(
             tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
             tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
             runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
-            return runs.unlock_while_reading(unlock, threads)
+            cipher = runs.unlock_while_reading(unlock, threads)
         finally:
             if direct is not None:
                 os.close(direct)
+        if direct is not None and hasattr(os, "posix_fadvise"):
+            # Reading around the page cache left the file uncached: let the kernel cache it in the
+            # background, so that the next start reads memory, as it would after a buffered read.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return cipher
     except BaseException:
         _wipe(out)
         raise

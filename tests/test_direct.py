@@ -8,6 +8,7 @@ import mmap
 import os
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,3 +204,26 @@ def test_the_aligned_middle_really_goes_around_the_page_cache(
         reader.read_to(end)
     assert bytes(out) == data[lo:hi]
     assert through == {fds[1]: (hi - hi % ALIGNMENT) - (lo - lo % ALIGNMENT + ALIGNMENT)}
+
+
+def test_a_file_read_directly_is_cached_for_the_next_start(tmp_path: Path, key: bytes,
+                                                           spy_direct: list[int | None]) -> None:  # fmt: skip
+    """O_DIRECT leaves the page cache alone; the loader then asks the kernel to cache the file, so a
+    restart reads memory (it is the kernel's choice, so this waits a little for it)."""
+    path = tmp_path / "m.bin.ovc"
+    with path.open("wb") as f:
+        encrypt(key, BufferSource(os.urandom(MIN_BYTES + 9)), f, name="m", role=Role.BIN)
+    evict(path)
+    decrypt_to_array(path, "t", lambda _kid, _label: key, name="m", role=Role.BIN)
+    assert spy_direct[0] is not None
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(100):
+            if _direct._cached(fd, (0, size // 2, size - 1)):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the file was not cached after a direct read")
+    finally:
+        os.close(fd)
