@@ -451,15 +451,19 @@ def read_and_decrypt(
     out: memoryview,
     *,
     threads: int | None = None,
+    read_ahead: bool | None = None,
 ) -> SegmentCipher:
     """Read the ciphertext of an opened file straight into `out` and decrypt it there; return the cipher.
 
     `f` is positioned at the first ciphertext byte, and `unlock()` finds the key and authenticates the
     header (on a process's first load that is also where cryptography gets imported). With a real
-    file, worker threads start reading their runs of segments with pread while `unlock` runs in the
-    calling thread, then decrypt what they read ahead and go on segment by segment, decrypting each
-    one while it is still in cache. Nothing is decrypted before `unlock` succeeds. Other streams (a
-    wheel opened as a zip) are read sequentially first. On any failure `out` is wiped.
+    file, worker threads read their runs of segments with pread and decrypt each segment while it is
+    still in cache. With `read_ahead` they start reading while `unlock` runs in the calling thread and
+    decrypt what they read ahead once it returns; by default they do so when the file comes from the
+    disk (read around the page cache), where that hides the wait, and not from memory, where their
+    quick returns for the GIL would only slow `unlock` down. Nothing is decrypted before `unlock`
+    succeeds. Other streams (a wheel opened as a zip) are read sequentially first. On any failure
+    `out` is wiped.
     """
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
@@ -482,7 +486,9 @@ def read_and_decrypt(
             tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
             tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
             runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
-            cipher = runs.unlock_while_reading(unlock, threads)
+            cipher = runs.unlock_while_reading(
+                unlock, threads, read_ahead=direct is not None if read_ahead is None else read_ahead
+            )
         finally:
             if direct is not None:
                 os.close(direct)
@@ -498,7 +504,8 @@ def read_and_decrypt(
 
 def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, threads: int | None = None) -> None:
     """Decrypt a whole ciphertext that is already in `out`, given the file's block of tags, on worker threads."""
-    _SegmentRuns(cipher.header, out, tags, None, -1, cipher.label).unlock_while_reading(lambda: cipher, threads)
+    runs = _SegmentRuns(cipher.header, out, tags, None, -1, cipher.label)
+    runs.unlock_while_reading(lambda: cipher, threads, read_ahead=False)
 
 
 # Until the cipher is unlocked, workers read this many segments per pread: the thread that unlocks
@@ -529,7 +536,9 @@ class _SegmentRuns:
         start, end = self.header.segment_span(index)
         cipher.decrypt_segment(index, self.out[start:end], self.tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
 
-    def _run(self, first: int, stop: int) -> None:
+    def _run(self, first: int, stop: int, read_ahead: bool) -> None:
+        if not read_ahead:
+            self._unlocked.wait()
         reader = self._reader(first, stop)
 
         def read_through(index: int) -> None:  # segments [first, index] in place
@@ -555,17 +564,19 @@ class _SegmentRuns:
             for index in range(decrypted, stop):
                 self._decrypt(cipher, index)
 
-    def unlock_while_reading(self, unlock: Callable[[], SegmentCipher], threads: int | None) -> SegmentCipher:
+    def unlock_while_reading(
+        self, unlock: Callable[[], SegmentCipher], threads: int | None, *, read_ahead: bool
+    ) -> SegmentCipher:
         count = self.header.segment_count
         workers = max(1, min(threads or default_threads(), count))
         if workers == 1:
             self._cipher = unlock()
             self._unlocked.set()
-            self._run(0, count)
+            self._run(0, count, False)
             return self._cipher
         bounds = [count * w // workers for w in range(workers + 1)]
         with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
-            futures = [pool.submit(self._run, bounds[w], bounds[w + 1]) for w in range(workers)]
+            futures = [pool.submit(self._run, bounds[w], bounds[w + 1], read_ahead) for w in range(workers)]
             try:
                 self._cipher = unlock()
             finally:

@@ -322,7 +322,7 @@ def test_workers_read_ahead_but_decrypt_only_once_unlocked(tmp_path: Path, key: 
         out = memoryview(bytearray(size))
         seen: list[bytes] = []
         header, unlock = slow_unlock(f, key, out, seen)
-        cipher = fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads)
+        cipher = fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads, read_ahead=True)
     assert cipher.header == header and bytes(out) == plaintext
     ciphertext = data[header.header_size : header.tags_offset]
     if min(threads, header.segment_count) == 1:  # no workers: nothing is read before the key is found
@@ -341,7 +341,7 @@ def test_failed_unlock_while_reading_ahead(tmp_path: Path, key: bytes, threads: 
         seen: list[bytes] = []
         header, unlock = slow_unlock(f, key, out, seen, fail=WrongKeyError("test: wrong key"))
         with pytest.raises(WrongKeyError, match="wrong key"):
-            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads)
+            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads, read_ahead=True)
     assert bytes(out) == bytes(size) and len(seen) == 1
 
 
@@ -357,8 +357,20 @@ def test_tampered_segment_read_ahead_still_fails(tmp_path: Path, key: bytes) -> 
         out = memoryview(bytearray(size))
         header, unlock = slow_unlock(f, key, out, [])
         with pytest.raises(IntegrityError, match="segment 4 of 6 failed authentication"):
-            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=2)
+            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=2, read_ahead=True)
     assert bytes(out) == bytes(size)
+
+
+def test_no_read_ahead_from_memory(tmp_path: Path, key: bytes) -> None:
+    """A file read buffered (from the page cache) is not read before the key is found."""
+    size = 6 * SEG
+    path = write(tmp_path, key, random.Random(12).randbytes(size))
+    with path.open("rb") as f:
+        out = memoryview(bytearray(size))
+        seen: list[bytes] = []
+        header, unlock = slow_unlock(f, key, out, seen)
+        fmt.read_and_decrypt(f, header, "test", unlock, out, threads=4)
+    assert seen == [bytes(size)]
 
 
 def test_truncated_file_is_refused_before_reading_ahead(tmp_path: Path, key: bytes) -> None:
