@@ -182,7 +182,7 @@ class Runtime:
             if compiled is not None:
                 # A warm cache must not hide a replaced or missing model file. Checked after the entry
                 # is loaded, so that loading it (not this check) is what first imports cryptography,
-                # while the entry is being read; the entry is never returned before the check passes.
+                # overlapping the read when the entry comes from the disk; it is never returned unchecked.
                 self._check_files(name)
                 return compiled
         plugin = _load_plugin_meanwhile(self.core, device)
