@@ -28,7 +28,7 @@ from .progress import progress_for
 from .runtime._errors import ManifestError, OvcryptError
 from .runtime._format import VERSION, FileSource, Header, Role, iter_plaintext, read_header
 from .runtime._layout import MANIFEST_NAME, MODELS_DIR
-from .runtime._loader import KeyLookup, open_encrypted
+from .runtime._loader import KeyLookup, read_locked
 from .runtime._manifest import FileEntry, Manifest, is_model_name, parse_manifest
 
 # What `decrypt` names the plaintext of each role.
@@ -126,7 +126,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def authenticate(path: Path, key_for: KeyLookup) -> Header:
     """Authenticate the header and every segment of one file, streaming; returns its header."""
     with path.open("rb") as f:
-        cipher = open_encrypted(f, str(path), key_for)
+        cipher = read_locked(f, str(path), key_for).unlock()
         report = progress_for(f"verifying {path.name}", cipher.header.plaintext_length)
         done = 0
         for segment in iter_plaintext(f, cipher, os.fstat(f.fileno()).st_size):
@@ -194,7 +194,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         plan[path] = target
     for path, target in plan.items():
         with path.open("rb") as f:
-            cipher = open_encrypted(f, str(path), keys.key_for)
+            cipher = read_locked(f, str(path), keys.key_for).unlock()
             report = progress_for(f"decrypting {path.name}", cipher.header.plaintext_length)
             done = 0
             with atomic_writer(target) as dst:  # mode 0600; renamed into place only once all of it authenticated

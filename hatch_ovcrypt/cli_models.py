@@ -58,7 +58,7 @@ def _hex16(path_text: str, flag: str) -> bytes:
 
 def _read_ovc(core: ov.Core, xml_path: Path, args: argparse.Namespace) -> ov.Model:
     from .cli_files import header_of
-    from .runtime._loader import decrypt_to_array, model_from_memory
+    from .runtime._loader import decrypt_file, model_from_memory
     from .runtime._manifest import encrypted_file_name
 
     keys = keys_from_args(args)
@@ -71,8 +71,10 @@ def _read_ovc(core: ov.Core, xml_path: Path, args: argparse.Namespace) -> ov.Mod
     bin_path = xml_path.with_name(encrypted_file_name(header.name, Role.BIN))
     if not bin_path.is_file():
         raise CheckFailed(f"{bin_path} is missing: the .bin.ovc must sit beside the .xml.ovc")
-    xml = decrypt_to_array(xml_path, str(xml_path), keys.key_for, name=header.name, role=Role.XML)
-    weights = decrypt_to_array(bin_path, str(bin_path), keys.key_for, name=header.name, role=Role.BIN)
+    with bin_path.open("rb") as f:
+        weights = decrypt_file(f, str(bin_path), keys.key_for, name=header.name, role=Role.BIN)
+    with xml_path.open("rb") as f:
+        xml = decrypt_file(f, str(xml_path), keys.key_for, name=header.name, role=Role.XML)
     return model_from_memory(core, xml, weights)
 
 

@@ -23,7 +23,7 @@ from .cli_files import file_entry, header_of, packages_of
 from .progress import progress_for
 from .runtime._format import DecryptingSource, Role, key_id
 from .runtime._layout import MANIFEST_NAME, MODELS_DIR
-from .runtime._loader import open_encrypted
+from .runtime._loader import read_locked
 from .runtime._manifest import FileEntry, Manifest
 
 
@@ -53,7 +53,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
             continue
         mode = path.stat().st_mode & 0o777
         with path.open("rb") as f:
-            cipher = open_encrypted(f, str(path), old.key_for)
+            cipher = read_locked(f, str(path), old.key_for).unlock()
         source = DecryptingSource(path, cipher)
         encrypt_file(
             new_key, source, path, name=header.name, role=header.role, segment_size=header.segment_size,

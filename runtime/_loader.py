@@ -14,8 +14,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from ._direct import ALIGNMENT as DIRECT_ALIGNMENT
 from ._direct import MIN_BYTES as DIRECT_MIN_BYTES
@@ -23,17 +22,19 @@ from ._errors import IntegrityError
 from ._format import Header, Role, SegmentCipher, matches_file_size, read_and_decrypt, read_header
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from importlib.resources.abc import Traversable
-    else:
-        from importlib.abc import Traversable
-
     import numpy as np
     import openvino as ov
 
 # Given a key id, return the master key or raise KeyMissingError / WrongKeyError.
 KeyLookup = Callable[[bytes, str], bytes]
 WEIGHTS_ATTR = "_ovcrypt_weights"
+
+
+class Locked(NamedTuple):
+    """A file's header, read and checked, and the step that finds its key and authenticates it."""
+
+    header: Header
+    unlock: Callable[[], SegmentCipher]
 
 
 def read_locked(
@@ -44,29 +45,16 @@ def read_locked(
     name: str | None = None,
     role: Role | None = None,
     salt: bytes | None = None,
-) -> tuple[Header, Callable[[], SegmentCipher]]:
-    """Read a header and check it is the expected model, role and file; return it with the step that
-    finds its key and authenticates it, which a load runs while the ciphertext is already being read."""
+) -> Locked:
+    """Read a header and check it is the expected model, role and file. `.unlock()` then finds its key
+    and authenticates it; a load runs that while the ciphertext is already being read."""
     header, raw, tag = read_header(f, label)
     check_identity(header, label, name, role)
     if salt is not None and header.salt != salt:
         # Same key, name and role but another build's file: each segment's key derives from the salt,
         # so matching the salt the signed manifest recorded binds the whole file.
         raise IntegrityError(f"{label}: is not the file this package was built with (it comes from another build)")
-    return header, lambda: SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label)
-
-
-def open_encrypted(
-    f: IO[bytes],
-    label: str,
-    key_for: KeyLookup,
-    *,
-    name: str | None = None,
-    role: Role | None = None,
-    salt: bytes | None = None,
-) -> SegmentCipher:
-    """Read a header, check it is the expected model, role and file, find its key and authenticate it."""
-    return read_locked(f, label, key_for, name=name, role=role, salt=salt)[1]()
+    return Locked(header, lambda: SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label))
 
 
 def check_identity(header: Header, label: str, name: str | None, role: Role | None) -> None:
@@ -100,19 +88,6 @@ def decrypt_file(
     buf = owned_buffer(header.plaintext_length, file_offset=header.header_size)
     read_and_decrypt(f, header, label, unlock, buf.data)
     return buf
-
-
-def decrypt_to_array(
-    source: Traversable | Path,
-    label: str,
-    key_for: KeyLookup,
-    *,
-    name: str | None,
-    role: Role | None,
-    salt: bytes | None = None,
-) -> np.ndarray:
-    with source.open("rb") as f:
-        return decrypt_file(f, label, key_for, name=name, role=role, salt=salt)
 
 
 _HUGE_PAGE = 2 << 20

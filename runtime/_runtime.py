@@ -20,7 +20,7 @@ from ._errors import (
 from ._format import Role
 from ._keys import KeyRing
 from ._layout import CACHE_DIR_ENV, MANIFEST_NAME, MODELS_DIR
-from ._loader import decrypt_to_array, model_from_memory, open_encrypted, pin_weights
+from ._loader import decrypt_file, model_from_memory, pin_weights, read_locked
 from ._manifest import MODEL_ROLES, FileEntry, Manifest, parse_manifest
 
 if TYPE_CHECKING:
@@ -134,11 +134,12 @@ class Runtime:
         for role in MODEL_ROLES:
             resource, label, salt = self._resource(name, role)
             with resource.open("rb") as f:
-                open_encrypted(f, label, self._key_for, name=name, role=role, salt=salt)
+                read_locked(f, label, self._key_for, name=name, role=role, salt=salt).unlock()
 
     def decrypt(self, name: str, role: Role) -> np.ndarray:
         resource, label, salt = self._resource(name, role)
-        return decrypt_to_array(resource, label, self._key_for, name=name, role=role, salt=salt)
+        with resource.open("rb") as f:
+            return decrypt_file(f, label, self._key_for, name=name, role=role, salt=salt)
 
     @property
     def core(self) -> ov.Core:

@@ -329,13 +329,15 @@ def test_compile_output_matches_plain_inference(setup: Setup) -> None:
     import openvino as ov
 
     from hatch_ovcrypt.cli_common import load_keys
-    from hatch_ovcrypt.runtime._loader import decrypt_to_array, model_from_memory
+    from hatch_ovcrypt.runtime._loader import decrypt_file, model_from_memory
     from tests.helpers import reference_output, sample_input
 
     keys = load_keys(str(setup.file_a), "OVCRYPT_KEY")
     core = ov.Core()
-    xml = decrypt_to_array(setup.enc / "det.xml.ovc", "x", keys.key_for, name="det", role=Role.XML)
-    weights = decrypt_to_array(setup.enc / "det.bin.ovc", "b", keys.key_for, name="det", role=Role.BIN)
+    with (setup.enc / "det.xml.ovc").open("rb") as f:
+        xml = decrypt_file(f, "x", keys.key_for, name="det", role=Role.XML)
+    with (setup.enc / "det.bin.ovc").open("rb") as f:
+        weights = decrypt_file(f, "b", keys.key_for, name="det", role=Role.BIN)
     out = core.compile_model(model_from_memory(core, xml, weights), "CPU")(sample_input())[0]
     assert np.array_equal(out, reference_output(setup.xml, sample_input()))
 

@@ -19,12 +19,18 @@ from hatch_ovcrypt.runtime import _direct, _format
 from hatch_ovcrypt.runtime._direct import ALIGNMENT, MIN_BYTES, RangeReader, open_direct
 from hatch_ovcrypt.runtime._errors import IntegrityError
 from hatch_ovcrypt.runtime._format import BufferSource, Role, encrypt
-from hatch_ovcrypt.runtime._loader import decrypt_to_array, owned_buffer
+from hatch_ovcrypt.runtime._loader import decrypt_file, owned_buffer
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="O_DIRECT is Linux-only")
 
 SIZE = 5 * ALIGNMENT * 64 + 1234  # ~1.3 MB, not a multiple of the block size
 SENTINEL = 0xEE
+
+
+def load(path: Path, key: bytes, name: str) -> np.ndarray:
+    """The loader's path for one file: header, key, placed buffer, reading and decryption."""
+    with path.open("rb") as f:
+        return decrypt_file(f, "t", lambda _kid, _label: key, name=name, role=Role.BIN)
 
 
 def evict(path: Path) -> None:
@@ -158,11 +164,11 @@ def test_cold_encrypted_file_is_read_around_the_page_cache(tmp_path: Path, key: 
     with path.open("wb") as f:
         encrypt(key, BufferSource(plaintext), f, name=name, role=Role.BIN)
     evict(path)
-    buf = decrypt_to_array(path, "t", lambda _kid, _label: key, name=name, role=Role.BIN)
+    buf = load(path, key, name)
     assert spy_direct and spy_direct[0] is not None
     assert buf.tobytes() == plaintext
     # the same file, now cached, is read buffered
-    assert decrypt_to_array(path, "t", lambda _kid, _label: key, name=name, role=Role.BIN).tobytes() == plaintext
+    assert load(path, key, name).tobytes() == plaintext
     assert spy_direct[1] is None
 
 
@@ -176,7 +182,7 @@ def test_tampered_cold_file_read_directly_is_refused(tmp_path: Path, key: bytes,
     path.write_bytes(bytes(data))
     evict(path)
     with pytest.raises(IntegrityError, match="segment 7 of"):
-        decrypt_to_array(path, "t", lambda _kid, _label: key, name="m", role=Role.BIN)
+        load(path, key, "m")
     assert spy_direct[0] is not None
 
 
@@ -217,7 +223,7 @@ def test_a_file_read_directly_is_cached_for_the_next_start(tmp_path: Path, key: 
     with path.open("wb") as f:
         encrypt(key, BufferSource(os.urandom(MIN_BYTES + 9)), f, name="m", role=Role.BIN)
     evict(path)
-    decrypt_to_array(path, "t", lambda _kid, _label: key, name="m", role=Role.BIN)
+    load(path, key, "m")
     assert spy_direct[0] is not None
     size = path.stat().st_size
     fd = os.open(path, os.O_RDONLY)

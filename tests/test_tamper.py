@@ -36,7 +36,7 @@ from hatch_ovcrypt.runtime._errors import (
 )
 from hatch_ovcrypt.runtime._format import TAG_SIZE, Header, Role, decrypt_into, read_header
 from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
-from hatch_ovcrypt.runtime._loader import open_encrypted
+from hatch_ovcrypt.runtime._loader import read_locked
 from hatch_ovcrypt.runtime._manifest import encrypted_file_name
 from tests.helpers import (
     build_wheel,
@@ -163,7 +163,7 @@ def assert_wiped_on_failure(folder: Path, model: str, role: Role) -> None:
     path = encrypted_path(folder, model, role)
     label = f"model {model!r} file {path.name}"
     with path.open("rb") as f:
-        cipher = open_encrypted(f, label, runtime._key_for, name=model, role=role)
+        cipher = read_locked(f, label, runtime._key_for, name=model, role=role).unlock()
         buf = np.full(cipher.header.plaintext_length, 0xA5, dtype=np.uint8)
         with pytest.raises(IntegrityError):
             decrypt_into(f, cipher, buf.data)
