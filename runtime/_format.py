@@ -486,9 +486,8 @@ def read_and_decrypt(
             tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
             tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
             runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
-            cipher = runs.unlock_while_reading(
-                unlock, threads, read_ahead=direct is not None if read_ahead is None else read_ahead
-            )
+            ahead = direct is not None if read_ahead is None else read_ahead  # by default: from the disk
+            cipher = runs.unlock_while_reading(unlock, threads, read_ahead=ahead)
         finally:
             if direct is not None:
                 os.close(direct)
