@@ -86,7 +86,7 @@ import openvino
 t1 = time.perf_counter()
 importlib.import_module(sys.argv[1] + "._ovcrypt")
 t2 = time.perf_counter()
-lazy = not any(m in sys.modules for m in ("cryptography", sys.argv[1] + "._ovcrypt._format"))
+lazy = not any(m in sys.modules for m in ("cryptography", sys.argv[1] + "._ovcrypt._reader"))
 def rss_mib():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
@@ -128,7 +128,8 @@ if os.environ.get("BENCH_THP_OFF"):
     ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE
 runtime = importlib.import_module(sys.argv[1] + "._ovcrypt")
 from importlib import import_module
-fmt = import_module(sys.argv[1] + "._ovcrypt._format")
+fmt = import_module(sys.argv[1] + "._ovcrypt._reader")
+spec = import_module(sys.argv[1] + "._ovcrypt._spec")
 loader = import_module(sys.argv[1] + "._ovcrypt._loader")
 if os.environ.get("BENCH_THREADS"):
     fmt.default_threads = lambda: int(os.environ["BENCH_THREADS"])
@@ -136,8 +137,8 @@ rt = runtime._get()
 name = sys.argv[2]
 t = [time.perf_counter()]
 core = rt.core; t.append(time.perf_counter())
-xml = rt.decrypt(name, fmt.Role.XML); t.append(time.perf_counter())
-weights = rt.decrypt(name, fmt.Role.BIN); t.append(time.perf_counter())
+xml = rt.decrypt(name, spec.Role.XML); t.append(time.perf_counter())
+weights = rt.decrypt(name, spec.Role.BIN); t.append(time.perf_counter())
 model = loader.model_from_memory(core, xml, weights); t.append(time.perf_counter())
 compiled = core.compile_model(model, "CPU"); t.append(time.perf_counter())
 names = ["core", "xml", "bin", "read_model", "compile"]
@@ -305,7 +306,8 @@ def decrypt_throughput(path: Path, key: bytes, threads: int, reps: int, *, fresh
     (as the loader does: includes faulting the pages in), or into one buffer already faulted in."""
     import numpy as np
 
-    from runtime._format import SegmentCipher, decrypt_into, read_header
+    from runtime._reader import decrypt_into, read_header
+    from runtime._spec import SegmentCipher
 
     times = []
     buf = None
@@ -329,7 +331,8 @@ def decrypt_in_place_throughput(path: Path, key: bytes, threads: int, reps: int)
     decrypted in place segment by segment on `threads` workers (what `openssl speed` measures)."""
     import numpy as np
 
-    from runtime._format import TAG_SIZE, SegmentCipher, decrypt_in_place, read_header
+    from runtime._reader import decrypt_in_place, read_header
+    from runtime._spec import TAG_SIZE, SegmentCipher
 
     data = path.read_bytes()
     header, raw, tag = read_header(io.BytesIO(data), "bench")
@@ -347,7 +350,8 @@ def decrypt_in_place_throughput(path: Path, key: bytes, threads: int, reps: int)
 
 
 def encrypt_throughput(path: Path, key: bytes, *, derive_salt: bool) -> float:
-    from runtime._format import FileSource, Role, encrypt
+    from runtime._spec import Role
+    from runtime._writer import FileSource, encrypt
 
     class Null(io.RawIOBase):
         def write(self, b: Any) -> int:
@@ -540,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
     table.add("import openvino, ms / import <pkg>._ovcrypt after it, ms", f"{ov_ms:.1f}", f"{cost:.2f}",
               f"{'ok' if cost < 10 else 'MISS'} (<10 ms)")  # fmt: skip
     lazy = all(r["lazy"] for r in imports)
-    table.add("import decrypts nothing (cryptography, _format not loaded)", "", str(lazy), "")
+    table.add("import decrypts nothing (cryptography, _reader not loaded)", "", str(lazy), "")
     crypto_ms = med([r["crypto"] for r in imports]) * 1000
     crypto_rss = med([r["crypto_rss"] for r in imports])
     table.add("first load's imports (runtime modules, cryptography; in the load phase): ms / RSS MiB", "",

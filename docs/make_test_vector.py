@@ -17,21 +17,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hatch_ovcrypt.runtime._format import (
+from hatch_ovcrypt.runtime._spec import (
     _INFO_FILE_KEY,
     _INFO_FINGERPRINT_KEY,
     _INFO_SALT_KEY,
     HEADER_NONCE,
     TAG_SIZE,
-    BufferSource,
     Header,
     Role,
-    encrypt,
     hkdf,
     key_id,
-    plaintext_fingerprint,
     segment_nonce,
 )
+from hatch_ovcrypt.runtime._writer import BufferSource, encrypt, plaintext_fingerprint
 
 MASTER_KEY = bytes(range(32))
 NAME = "detector"

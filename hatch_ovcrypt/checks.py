@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from .config import HOOK_NAME, ModelSpec, Options, Problem, hook_location, parse_options
 from .runtime._errors import KeyMissingError, OvcryptError
-from .runtime._format import FileSource, PlaintextSource
 from .runtime._keys import keys_from_environment
 from .runtime._loader import owning_tensor
 from .runtime._openssl import RECIPE, OpenSSLSource, check_xml, decrypt_openssl_array, parse_hex16
+from .runtime._writer import FileSource, PlaintextSource
 
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .runtime._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from .runtime._format import key_id
 from .runtime._keys import keys_from_environment, read_key_file
 from .runtime._manifest import is_env_name
+from .runtime._spec import key_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"

@@ -26,10 +26,12 @@ from .cli_common import (
 )
 from .progress import progress_for
 from .runtime._errors import ManifestError, OvcryptError
-from .runtime._format import VERSION, FileSource, Header, Role, iter_plaintext, read_header
 from .runtime._layout import MANIFEST_NAME, MODELS_DIR
 from .runtime._loader import KeyLookup, read_locked
 from .runtime._manifest import FileEntry, Manifest, is_model_name, parse_manifest
+from .runtime._reader import iter_plaintext, read_header
+from .runtime._spec import VERSION, Header, Role
+from .runtime._writer import FileSource
 
 # What `decrypt` names the plaintext of each role.
 PLAIN_SUFFIX = {Role.XML: ".xml", Role.BIN: ".bin", Role.COMPILED: ".blob"}

@@ -23,8 +23,8 @@ from .cli_common import (
 )
 from .progress import progress_for
 from .runtime._errors import KeyFormatError, OvcryptError
-from .runtime._format import Role
 from .runtime._openssl import decrypt_openssl_stream, encrypt_openssl_stream, parse_hex16
+from .runtime._spec import Role
 
 if TYPE_CHECKING:
     import openvino as ov

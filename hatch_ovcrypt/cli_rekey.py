@@ -21,10 +21,11 @@ from pathlib import Path
 from .cli_common import EXIT_OK, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
 from .cli_files import file_entry, header_of, packages_of
 from .progress import progress_for
-from .runtime._format import DecryptingSource, Role, key_id
 from .runtime._layout import MANIFEST_NAME, MODELS_DIR
 from .runtime._loader import read_locked
 from .runtime._manifest import FileEntry, Manifest
+from .runtime._reader import DecryptingSource
+from .runtime._spec import Role, key_id
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime._format import DEFAULT_SEGMENT_SIZE, validate_segment_size
 from .runtime._manifest import is_env_name, is_model_name, is_provider_ref
 from .runtime._openssl import RECIPE
+from .runtime._spec import DEFAULT_SEGMENT_SIZE, validate_segment_size
 
 HOOK_NAME = "ovcrypt"
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"

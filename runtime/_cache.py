@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._atomic import atomic_writer
 from ._errors import OvcryptError
-from ._format import SALT_SIZE, VERSION, BufferSource, Role, encrypt
 from ._loader import decrypt_file, owning_tensor, pin_weights
+from ._spec import SALT_SIZE, VERSION, Role
+from ._writer import BufferSource, encrypt
 
 if TYPE_CHECKING:
     import numpy as np

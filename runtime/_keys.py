@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from ._format import KEY_SIZE, key_id
+from ._spec import KEY_SIZE, key_id
 
 KeyLike = bytes | bytearray | str
 KeyProvider = Callable[[str], KeyLike | None]

@@ -19,7 +19,8 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 from ._direct import ALIGNMENT as DIRECT_ALIGNMENT
 from ._direct import MIN_BYTES as DIRECT_MIN_BYTES
 from ._errors import IntegrityError
-from ._format import Header, Role, SegmentCipher, matches_file_size, read_and_decrypt, read_header
+from ._reader import matches_file_size, read_and_decrypt, read_header
+from ._spec import Header, Role, SegmentCipher
 
 if TYPE_CHECKING:
     import numpy as np

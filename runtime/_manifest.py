@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ManifestError
-from ._format import KEY_ID_SIZE, Role, hkdf
 from ._layout import MANIFEST_NAME
 from ._layout import encrypted_file_name as layout_file_name
+from ._spec import KEY_ID_SIZE, Role, hkdf
 
 FORMAT = "hatch-ovcrypt-manifest/1"
 MODEL_ROLES = (Role.XML, Role.BIN)

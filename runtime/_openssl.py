@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ._errors import IntegrityError, KeyFormatError
-from ._format import Writable
+from ._writer import Writable
 
 if TYPE_CHECKING:
     import numpy as np

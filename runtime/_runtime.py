@@ -17,11 +17,11 @@ from ._errors import (
     ModelNotFoundError,
     UnsafeConfigError,
 )
-from ._format import Role
 from ._keys import KeyRing
 from ._layout import CACHE_DIR_ENV, MANIFEST_NAME, MODELS_DIR
 from ._loader import decrypt_file, model_from_memory, pin_weights, read_locked
 from ._manifest import MODEL_ROLES, FileEntry, Manifest, parse_manifest
+from ._spec import Role
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):

@@ -13,8 +13,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from hatch_ovcrypt.runtime._format import Role
 from hatch_ovcrypt.runtime._runtime import Runtime
+from hatch_ovcrypt.runtime._spec import Role
 
 REPO = Path(__file__).resolve().parent.parent
 WINDOW = 32  # a plaintext leak is any 32-byte window of the plaintext found elsewhere

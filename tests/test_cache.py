@@ -16,9 +16,9 @@ import pytest
 
 from hatch_ovcrypt.runtime import _cache
 from hatch_ovcrypt.runtime._errors import IntegrityError, ModelNotFoundError
-from hatch_ovcrypt.runtime._format import Role, parse_header
 from hatch_ovcrypt.runtime._layout import CACHE_DIR_ENV
 from hatch_ovcrypt.runtime._runtime import Runtime
+from hatch_ovcrypt.runtime._spec import Role, parse_header
 from tests.helpers import (
     REPO,
     encrypted_path,

@@ -17,7 +17,8 @@ import pytest
 
 from hatch_ovcrypt.cli import main
 from hatch_ovcrypt.cli_common import Keys
-from hatch_ovcrypt.runtime._format import MIN_SEGMENT_SIZE, FileSource, Role, key_id
+from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, key_id
+from hatch_ovcrypt.runtime._writer import FileSource
 from hatch_ovcrypt.writer import encrypt_file
 from tests.helpers import encrypted_path, make_ir, render_folder
 

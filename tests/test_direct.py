@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime import _direct, _format
+from hatch_ovcrypt.runtime import _direct, _reader
 from hatch_ovcrypt.runtime._direct import ALIGNMENT, MIN_BYTES, RangeReader, open_direct
 from hatch_ovcrypt.runtime._errors import IntegrityError
-from hatch_ovcrypt.runtime._format import BufferSource, Role, encrypt
 from hatch_ovcrypt.runtime._loader import decrypt_file, owned_buffer
+from hatch_ovcrypt.runtime._spec import Role
+from hatch_ovcrypt.runtime._writer import BufferSource, encrypt
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="O_DIRECT is Linux-only")
 
@@ -152,7 +153,7 @@ def spy_direct(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
         decisions.append(result)
         return result
 
-    monkeypatch.setattr(_format, "open_direct", spy)
+    monkeypatch.setattr(_reader, "open_direct", spy)
     return decisions
 
 

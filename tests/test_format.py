@@ -1,4 +1,4 @@
-"""The encrypted file format (runtime/_format.py) against its specification, docs/FORMAT.md.
+"""The encrypted file format (runtime/_spec.py, _writer.py, _reader.py) against its specification, docs/FORMAT.md.
 
 The test vectors are parsed out of FORMAT.md and checked twice: with this repository's code, and
 with an independent implementation below made only of raw `cryptography` primitives (HKDF, HMAC,
@@ -30,22 +30,11 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from hatch_ovcrypt.runtime import _format as fmt
+from hatch_ovcrypt.runtime import _reader, _spec
 from hatch_ovcrypt.runtime._errors import FormatError, IntegrityError, OvcryptError, WrongKeyError
-from hatch_ovcrypt.runtime._format import (
-    MAX_SEGMENT_SIZE,
-    MIN_SEGMENT_SIZE,
-    BufferSource,
-    FileSource,
-    Header,
-    Role,
-    SegmentCipher,
-    decrypt_into,
-    encrypt,
-    iter_plaintext,
-    parse_header,
-    read_header,
-)
+from hatch_ovcrypt.runtime._reader import decrypt_into, iter_plaintext, read_header
+from hatch_ovcrypt.runtime._spec import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Header, Role, SegmentCipher, parse_header
+from hatch_ovcrypt.runtime._writer import BufferSource, FileSource, encrypt
 
 REPO = Path(__file__).resolve().parent.parent
 FORMAT_MD = REPO / "docs" / "FORMAT.md"
@@ -178,12 +167,12 @@ def check_vector(doc: dict[str, str], plaintext: bytes) -> None:
     data = out.getvalue()
     assert hashlib.sha256(data).hexdigest() == doc["file_sha256"]
     assert header.encode().hex() == doc["header"] and header.fields().hex() == doc["header_fields"]
-    assert fmt.key_id(master).hex() == doc["key_id"] and header.salt.hex() == doc["salt"]
+    assert _spec.key_id(master).hex() == doc["key_id"] and header.salt.hex() == doc["salt"]
     assert header.file_size == len(data) == int(doc["file_size"])
     assert header.segment_count == int(doc["segment_count"])
-    assert fmt.HEADER_NONCE.hex() == doc["header_nonce"]
+    assert _spec.HEADER_NONCE.hex() == doc["header_nonce"]
     for i in range(header.segment_count):
-        assert fmt.segment_nonce(i, i == header.segment_count - 1).hex() == doc[f"nonce_{i}"]
+        assert _spec.segment_nonce(i, i == header.segment_count - 1).hex() == doc[f"nonce_{i}"]
     parsed, raw, tag = parse_header(data, "vector")
     assert parsed == header and tag.hex() == doc["header_tag"]
     buf = memoryview(bytearray(len(plaintext)))
@@ -225,7 +214,7 @@ def test_vector_empty(vectors: dict[str, dict[str, str]]) -> None:
 
 def test_vector_doc_header_layout_matches_struct() -> None:
     """Section 3.1's table (offsets and sizes) is the struct the code uses."""
-    assert fmt._FIXED.format == ">8sBBBBIQ16s32s" and fmt.FIXED_HEADER_SIZE == 72
+    assert _spec._FIXED.format == ">8sBBBBIQ16s32s" and _spec.FIXED_HEADER_SIZE == 72
     text = FORMAT_MD.read_text("utf-8")
     rows = re.findall(r"^\| (\d+) \| (\d+|`n`) \| ([^|]+) \|", text, re.M)
     offsets = [(int(o), s) for o, s, _ in rows]
@@ -260,7 +249,7 @@ def decrypt_file(path: Path, key: bytes, mode: str) -> bytes:
     with stream as f:
         cipher = open_file(f, key)
         if mode != "stream":
-            assert fmt._fileno(f) is not None  # the pread path
+            assert _reader._fileno(f) is not None  # the pread path
         out = memoryview(bytearray(cipher.header.plaintext_length))
         decrypt_into(f, cipher, out, threads=4 if mode == "pread-threads" else 1)
         return bytes(out)
@@ -322,7 +311,7 @@ def test_workers_read_ahead_but_decrypt_only_once_unlocked(tmp_path: Path, key: 
         out = memoryview(bytearray(size))
         seen: list[bytes] = []
         header, unlock = slow_unlock(f, key, out, seen)
-        cipher = fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads, read_ahead=True)
+        cipher = _reader.read_and_decrypt(f, header, "test", unlock, out, threads=threads, read_ahead=True)
     assert cipher.header == header and bytes(out) == plaintext
     ciphertext = data[header.header_size : header.tags_offset]
     if min(threads, header.segment_count) == 1:  # no workers: nothing is read before the key is found
@@ -341,7 +330,7 @@ def test_failed_unlock_while_reading_ahead(tmp_path: Path, key: bytes, threads: 
         seen: list[bytes] = []
         header, unlock = slow_unlock(f, key, out, seen, fail=WrongKeyError("test: wrong key"))
         with pytest.raises(WrongKeyError, match="wrong key"):
-            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=threads, read_ahead=True)
+            _reader.read_and_decrypt(f, header, "test", unlock, out, threads=threads, read_ahead=True)
     assert bytes(out) == bytes(size) and len(seen) == 1
 
 
@@ -357,7 +346,7 @@ def test_tampered_segment_read_ahead_still_fails(tmp_path: Path, key: bytes) -> 
         out = memoryview(bytearray(size))
         header, unlock = slow_unlock(f, key, out, [])
         with pytest.raises(IntegrityError, match="segment 4 of 6 failed authentication"):
-            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=2, read_ahead=True)
+            _reader.read_and_decrypt(f, header, "test", unlock, out, threads=2, read_ahead=True)
     assert bytes(out) == bytes(size)
 
 
@@ -369,7 +358,7 @@ def test_no_read_ahead_from_memory(tmp_path: Path, key: bytes) -> None:
         out = memoryview(bytearray(size))
         seen: list[bytes] = []
         header, unlock = slow_unlock(f, key, out, seen)
-        fmt.read_and_decrypt(f, header, "test", unlock, out, threads=4)
+        _reader.read_and_decrypt(f, header, "test", unlock, out, threads=4)
     assert seen == [bytes(size)]
 
 
@@ -381,7 +370,7 @@ def test_truncated_file_is_refused_before_reading_ahead(tmp_path: Path, key: byt
         seen: list[bytes] = []
         header, unlock = slow_unlock(f, key, out, seen)
         with pytest.raises(IntegrityError, match="truncated"):
-            fmt.read_and_decrypt(f, header, "test", unlock, out, threads=2)
+            _reader.read_and_decrypt(f, header, "test", unlock, out, threads=2)
     assert seen == []  # neither read nor unlocked
 
 
@@ -457,7 +446,7 @@ def test_wrong_key_is_rejected_before_any_decryption(tmp_path: Path, key: bytes)
 
 
 def test_key_id_is_hkdf_prefix(key: bytes) -> None:
-    assert fmt.key_id(key) == ind_hkdf(key, None, b"hatch-ovcrypt/v1/key-id", 32)[:16]
+    assert _spec.key_id(key) == ind_hkdf(key, None, b"hatch-ovcrypt/v1/key-id", 32)[:16]
 
 
 # RFC 5869 appendix A, test cases 1-3 (the SHA-256 ones): (IKM, salt, info, L, OKM).
@@ -475,7 +464,7 @@ RFC5869 = [
 @pytest.mark.parametrize(("ikm", "salt", "info", "length", "okm"), RFC5869)
 def test_hkdf_rfc5869_vectors(ikm: str, salt: str, info: str, length: int, okm: str) -> None:
     """The format's HKDF is written on the standard library's HMAC; it must be RFC 5869's."""
-    assert fmt.hkdf(bytes.fromhex(ikm), bytes.fromhex(salt), bytes.fromhex(info), length).hex() == okm
+    assert _spec.hkdf(bytes.fromhex(ikm), bytes.fromhex(salt), bytes.fromhex(info), length).hex() == okm
 
 
 def test_hkdf_agrees_with_cryptography() -> None:
@@ -483,21 +472,21 @@ def test_hkdf_agrees_with_cryptography() -> None:
     for length in (1, 16, 31, 32, 33, 64, 255, 8160):
         for salt in (None, b"", rng.randbytes(rng.randrange(1, 100))):
             ikm, info = rng.randbytes(rng.randrange(0, 80)), rng.randbytes(rng.randrange(0, 80))
-            assert fmt.hkdf(ikm, salt, info, length) == ind_hkdf(ikm, salt, info, length), (length, salt)
+            assert _spec.hkdf(ikm, salt, info, length) == ind_hkdf(ikm, salt, info, length), (length, salt)
 
 
 @pytest.mark.parametrize("length", [0, -1, 8161])
 def test_hkdf_refuses_impossible_lengths(length: int) -> None:
     with pytest.raises(ValueError, match="between 1 and 8160"):
-        fmt.hkdf(b"k", None, b"", length)
+        _spec.hkdf(b"k", None, b"", length)
 
 
 def test_reading_a_header_and_finding_a_key_need_no_cryptography() -> None:
     """A first load imports cryptography while it already reads the ciphertext: nothing before the
     first AES operation may import it (a fresh interpreter, as an installed product starts)."""
     code = (
-        "import sys, io; from hatch_ovcrypt.runtime import _format, _keys, _manifest, _loader, _runtime\n"
-        "k = bytes(32); _format.key_id(k); _format.hkdf(k, b's', b'i')\n"
+        "import sys, io; from hatch_ovcrypt.runtime import _spec, _reader, _keys, _manifest, _loader, _runtime\n"
+        "k = bytes(32); _spec.key_id(k); _spec.hkdf(k, b's', b'i')\n"
         "assert not [m for m in sys.modules if m.startswith('cryptography')], sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -512,7 +501,7 @@ BAD_SEGMENT_SIZES = [0, 4096, MIN_SEGMENT_SIZE - 4096, MIN_SEGMENT_SIZE + 1, MIN
 
 @pytest.mark.parametrize("size", BAD_SEGMENT_SIZES)
 def test_segment_size_out_of_range_rejected(key: bytes, size: int) -> None:
-    assert fmt.validate_segment_size(size) is not None
+    assert _spec.validate_segment_size(size) is not None
     with pytest.raises(ValueError, match="segment size"):
         enc(key, b"x", seg=size)
     if 0 <= size < 1 << 32:  # and a reader rejects a header that claims it
@@ -524,7 +513,7 @@ def test_segment_size_out_of_range_rejected(key: bytes, size: int) -> None:
 
 @pytest.mark.parametrize("size", [MIN_SEGMENT_SIZE, MIN_SEGMENT_SIZE + 4096, 3 << 20, MAX_SEGMENT_SIZE])
 def test_segment_size_in_range_accepted(size: int) -> None:
-    assert fmt.validate_segment_size(size) is None
+    assert _spec.validate_segment_size(size) is None
 
 
 def test_name_limits(key: bytes) -> None:

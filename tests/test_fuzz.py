@@ -20,19 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hatch_ovcrypt.runtime._errors import FormatError, IntegrityError, ManifestError, OvcryptError
-from hatch_ovcrypt.runtime._format import (
-    MAGIC,
-    MIN_SEGMENT_SIZE,
-    BufferSource,
-    Role,
-    SegmentCipher,
-    decrypt_into,
-    encrypt,
-    iter_plaintext,
-    parse_header,
-    read_header,
-)
 from hatch_ovcrypt.runtime._manifest import FileEntry, Manifest, encrypted_file_name, parse_manifest
+from hatch_ovcrypt.runtime._reader import decrypt_into, iter_plaintext, read_header
+from hatch_ovcrypt.runtime._spec import MAGIC, MIN_SEGMENT_SIZE, Role, SegmentCipher, parse_header
+from hatch_ovcrypt.runtime._writer import BufferSource, encrypt
 
 Count = Callable[[str, int], None]
 _BASE = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from hatch_ovcrypt.runtime._errors import OvcryptError
-from hatch_ovcrypt.runtime._format import Role, SegmentCipher, read_header
+from hatch_ovcrypt.runtime._reader import read_header
+from hatch_ovcrypt.runtime._spec import Role, SegmentCipher
 from tests.helpers import (
     encrypted_path,
     make_ir,

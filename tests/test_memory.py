@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime._format import Role
 from hatch_ovcrypt.runtime._loader import WEIGHTS_ATTR
+from hatch_ovcrypt.runtime._spec import Role
 from tests.helpers import (
     REPO,
     encrypted_path,
@@ -80,7 +80,7 @@ def test_compiled_model_pins_the_same_buffer(folder: Path) -> None:
 
 
 def encrypted_plaintext_length(folder: Path, role: Role) -> int:
-    from hatch_ovcrypt.runtime._format import parse_header
+    from hatch_ovcrypt.runtime._spec import parse_header
 
     header, _, _ = parse_header(encrypted_path(folder, "detector", role).read_bytes()[:512], "x")
     return header.plaintext_length

@@ -18,8 +18,8 @@ import pytest
 
 from hatch_ovcrypt.cli import main
 from hatch_ovcrypt.runtime._errors import ManifestError, WrongKeyError
-from hatch_ovcrypt.runtime._format import key_id
 from hatch_ovcrypt.runtime._manifest import parse_manifest
+from hatch_ovcrypt.runtime._spec import key_id
 from tests.helpers import (
     build_wheel,
     make_ir,

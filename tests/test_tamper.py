@@ -34,10 +34,11 @@ from hatch_ovcrypt.runtime._errors import (
     OvcryptError,
     WrongKeyError,
 )
-from hatch_ovcrypt.runtime._format import TAG_SIZE, Header, Role, decrypt_into, read_header
 from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
 from hatch_ovcrypt.runtime._loader import read_locked
 from hatch_ovcrypt.runtime._manifest import encrypted_file_name
+from hatch_ovcrypt.runtime._reader import decrypt_into, read_header
+from hatch_ovcrypt.runtime._spec import TAG_SIZE, Header, Role
 from tests.helpers import (
     build_wheel,
     encrypted_path,
