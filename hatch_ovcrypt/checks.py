@@ -6,18 +6,16 @@ Used by the build hook and by `hatch-ovcrypt check`, so both judge a project the
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import HOOK_NAME, ModelSpec, Options, Problem, hook_location, parse_options
-from .runtime._errors import KeyMissingError, OvcryptError
+from .model_checks import ModelPlan, check_model, load_extensions, runtime_extensions
+from .runtime._errors import OvcryptError
 from .runtime._keys import keys_from_environment
-from .runtime._loader import owning_tensor
-from .runtime._openssl import RECIPE, OpenSSLSource, check_xml, decrypt_openssl_array, parse_hex16
-from .runtime._writer import FileSource, PlaintextSource
+from .sources import plaintext_paths
 
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface
@@ -35,6 +33,8 @@ class Plan:
     options: Options
     package: str
     key: bytes
+    models: dict[str, ModelPlan]
+    extensions: tuple[str, ...]  # modules the runtime imports before reading an IR
 
 
 def is_from_sdist(root: Path) -> bool:
@@ -50,8 +50,8 @@ def check_project(
     location = hook_location(builder.config.target_config, builder.PLUGIN_NAME)
     options, problems = parse_options(raw, root, location)
     from_sdist = is_from_sdist(root)
-    for spec in options.models:
-        problems += check_model(spec, root, environ, from_sdist)
+    plans, found = check_models(options, root, environ, from_sdist)
+    problems += found
     key = _build_key(options, environ, problems)
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
     package = _resolve_package(options, selected.values(), problems)
@@ -60,7 +60,26 @@ def check_project(
         problems += check_plaintext_in_sdist(options, root)
     if problems or package is None or key is None:
         return None, problems
-    return Plan(options, package, key), problems
+    return plan_of(options, package, key, plans), problems
+
+
+def check_models(
+    options: Options, root: Path, environ: Mapping[str, str], from_sdist: bool = False
+) -> tuple[dict[str, ModelPlan], list[Problem]]:
+    """Load the extension modules, then check every model; return the plans of those that passed, and the problems."""
+    problems = [Problem(f"{options.location}.extensions", why) for why in load_extensions(options.extensions)]
+    plans: dict[str, ModelPlan] = {}
+    for spec in options.models:
+        plan, found = check_model(spec, root, environ, from_sdist)
+        problems += found
+        if plan is not None:
+            plans[spec.name] = plan
+    return plans, problems
+
+
+def plan_of(options: Options, package: str, key: bytes, plans: dict[str, ModelPlan]) -> Plan:
+    """The build's plan once every check passed."""
+    return Plan(options, package, key, plans, runtime_extensions(options.extensions, plans))
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -68,71 +87,6 @@ def _rel(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
-
-
-def check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sdist: bool) -> list[Problem]:
-    missing = [path for path in spec.files if not path.is_file()]
-    if missing:
-        what = " and ".join(_rel(p, root) for p in missing)
-        hint = (
-            "; this is an sdist, and hatch-ovcrypt keeps model files out of sdists: build the wheel from the "
-            "source tree (`python -m build --wheel` or `hatch build -t wheel`)"
-            if from_sdist
-            else (" (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else "")
-        )
-        return [Problem(spec.path, f"names {what}, which does not exist{hint}")]
-    try:
-        read_ir(spec, environ)
-    except OvcryptError as exc:
-        return [Problem(spec.path, str(exc))]
-    except Exception as exc:  # openvino raises RuntimeError with multi-line text
-        return [Problem(spec.path, f"OpenVINO cannot read {_rel(spec.xml, root)}: {openvino_message(exc)}")]
-    return []
-
-
-_OV_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S+:\d+:?$")
-
-
-def openvino_message(exc: Exception) -> str:
-    """OpenVINO's errors are lines of C++ source locations around the message: keep only the message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    message = [line for line in lines if not _OV_LOCATION.match(line)]
-    return " ".join(message or lines) or type(exc).__name__
-
-
-def recipe_key_iv(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[bytes, bytes]:
-    values = []
-    for env in (spec.key_hex_env, spec.iv_hex_env):
-        assert env is not None  # parse_options guarantees both for recipe models
-        if not environ.get(env):
-            raise KeyMissingError(f"environment variable {env} is not set (the OpenSSL recipe's hex key or IV)")
-        values.append(parse_hex16(environ[env], f"environment variable {env}"))
-    return values[0], values[1]
-
-
-def model_sources(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[PlaintextSource, PlaintextSource]:
-    """The plaintext .xml and .bin of a model, streamed: from disk, or decrypted from the recipe on the fly."""
-    if spec.source_encryption != RECIPE:
-        return FileSource(spec.xml), FileSource(spec.bin)
-    key, iv = recipe_key_iv(spec, environ)
-    xml = OpenSSLSource(spec.xml, key, iv, spec.xml.name)
-    check_xml(next(iter(xml.chunks(64)), b""), spec.xml.name)
-    return xml, OpenSSLSource(spec.bin, key, iv, spec.bin.name)
-
-
-def read_ir(spec: ModelSpec, environ: Mapping[str, str]) -> None:
-    """Read the model with OpenVINO, as the runtime will; recipe models are decrypted in memory."""
-    import openvino as ov
-
-    core = ov.Core()
-    if spec.source_encryption != RECIPE:
-        core.read_model(str(spec.xml))
-        return
-    key, iv = recipe_key_iv(spec, environ)
-    xml = decrypt_openssl_array(spec.xml, key, iv, spec.xml.name)
-    check_xml(xml.data, spec.xml.name)
-    weights = decrypt_openssl_array(spec.bin, key, iv, spec.bin.name)
-    core.read_model(xml.tobytes(), owning_tensor(weights))
 
 
 def _build_key(options: Options, environ: Mapping[str, str], problems: list[Problem]) -> bytes | None:
@@ -175,7 +129,7 @@ def _resolve_package(options: Options, distribution_paths: Iterable[str], proble
 
 
 def _model_files(options: Options) -> dict[Path, ModelSpec]:
-    return {path.resolve(): spec for spec in options.models for path in spec.files if path.exists()}
+    return {path.resolve(): spec for spec in options.models for path in plaintext_paths(spec)}
 
 
 def _check_plaintext_in_wheel(options: Options, selected: Mapping[Path, str], root: Path) -> list[Problem]:
@@ -189,15 +143,24 @@ def _check_plaintext_in_wheel(options: Options, selected: Mapping[Path, str], ro
 
 
 def check_plaintext_in_sdist(options: Options, root: Path) -> list[Problem]:
+    """One problem per model and folder to exclude (not per file: an exported folder holds many)."""
     from hatchling.builders.sdist import SdistBuilder
 
     in_sdist = {Path(f.path).resolve() for f in SdistBuilder(str(root)).recurse_included_files()}
-    leaks = [(spec, path) for path, spec in _model_files(options).items() if path in in_sdist]
+    leaks: dict[tuple[str, str], list[Path]] = {}
+    for path, spec in _model_files(options).items():
+        if path in in_sdist:
+            folder = spec.source if spec.source.is_dir() else path.parent
+            leaks.setdefault((spec.path, _rel(folder.resolve(), root.resolve())), []).append(path)
     return [
-        Problem(spec.path, f"file {_rel(path, root)} would be packed into the sdist: "
-                + SDIST_FIX.format(dir=_rel(path.parent, root), location=options.location))
-        for spec, path in leaks
+        Problem(toml, f"{_count(paths)} in {folder}/ would be packed into the sdist: "
+                + SDIST_FIX.format(dir=folder, location=options.location))
+        for (toml, folder), paths in leaks.items()
     ]  # fmt: skip
+
+
+def _count(paths: list[Path]) -> str:
+    return f"file {paths[0].name}" if len(paths) == 1 else f"{len(paths)} files"
 
 
 def hook_table(builder: BuilderInterface[Any, Any]) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    DeviceError,
     FormatError,
     IntegrityError,
     KeyFormatError,
@@ -22,6 +23,7 @@ from ._errors import (
     ModelNotFoundError,
     OvcryptError,
     UnsafeConfigError,
+    UnsupportedModelError,
     WrongKeyError,
 )
 
@@ -29,11 +31,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import openvino as ov
+    import openvino_genai
 
     from ._keys import KeyLike, KeyProvider
     from ._runtime import Runtime
 
 __all__ = [
+    "DeviceError",
     "FormatError",
     "IntegrityError",
     "KeyFormatError",
@@ -42,14 +46,21 @@ __all__ = [
     "ModelNotFoundError",
     "OvcryptError",
     "UnsafeConfigError",
+    "UnsupportedModelError",
     "WrongKeyError",
     "compile_model",
+    "generation_config",
+    "llm_pipeline",
     "load_openssl_model",
     "model_names",
+    "read_file",
     "read_model",
     "set_key",
     "set_key_provider",
+    "text2image_pipeline",
+    "tokenizer",
     "unload",
+    "vlm_pipeline",
 ]
 
 # Not named `_runtime`: that is the submodule, and importing it would overwrite a global of that name.
@@ -68,23 +79,73 @@ def _get() -> Runtime:
 
 
 def model_names() -> list[str]:
-    """Names of the encrypted models in this package."""
+    """Names of the encrypted models in this package (single IRs and folder models)."""
     return _get().model_names()
 
 
-def read_model(name: str) -> ov.Model:
-    """Decrypt a model in memory and return it as an openvino.Model."""
-    return _get().read_model(name)
+def read_model(name: str, part: str | None = None) -> ov.Model:
+    """Decrypt a model in memory and return it as an openvino.Model whose weights OpenVINO owns.
+
+    `part` picks one IR of a folder model by its path without `.xml` (for example "openvino_tokenizer");
+    by default the model's main IR. Raises ModelNotFoundError for an unknown model or part.
+    """
+    return _get().read_model(name, part)
 
 
 def compile_model(
-    name: str, device: str = "CPU", config: dict[str, Any] | None = None, cache_dir: str | Path | None = None
+    name: str,
+    device: str = "CPU",
+    config: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    part: str | None = None,
 ) -> ov.CompiledModel:
-    """Decrypt and compile a model; cached per (name, device, config). Thread-safe: one compile per key.
+    """Decrypt and compile a model; cached per (name, part, device, config). Thread-safe: one compile per key.
 
     `cache_dir` (or $OVCRYPT_CACHE_DIR) turns on the encrypted compiled-model cache for warm starts.
+    An unknown or unavailable device raises DeviceError before anything is decrypted.
     """
-    return _get().compile_model(name, device, config, cache_dir)
+    return _get().compile_model(name, device, config, cache_dir, part)
+
+
+def read_file(name: str, path: str) -> bytes:
+    """Any file of a model, by its path inside the model folder (e.g. "tokenizer_config.json"), decrypted in memory."""
+    return _get().read_file(name, path)
+
+
+def tokenizer(name: str) -> openvino_genai.Tokenizer:
+    """The tokenizer of a folder model (its tokenizer and detokenizer IRs), built in memory."""
+    from ._genai import tokenizer as build
+
+    return build(_get(), name)
+
+
+def generation_config(name: str) -> openvino_genai.GenerationConfig:
+    """The folder model's generation_config.json as an openvino_genai.GenerationConfig."""
+    from ._genai import generation_config as build
+
+    return build(_get(), name)
+
+
+def llm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline:
+    """An openvino_genai.LLMPipeline built from the decrypted folder in memory, with its generation_config.json."""
+    from ._genai import llm_pipeline as build
+
+    return build(_get(), name, device, properties)
+
+
+def vlm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline:
+    """An openvino_genai.VLMPipeline built from the decrypted folder in memory (configs in a memory folder)."""
+    from ._genai import vlm_pipeline as build
+
+    return build(_get(), name, device, properties)
+
+
+def text2image_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.Text2ImagePipeline:
+    """An openvino_genai.Text2ImagePipeline built from the decrypted folder's components in memory."""
+    from ._genai import text2image_pipeline as build
+
+    return build(_get(), name, device, properties)
 
 
 def set_key(key: KeyLike) -> str:

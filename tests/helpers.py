@@ -156,15 +156,10 @@ def encrypted_path(folder: Path, model: str, role: Role) -> Path:
 def render_folder(dest: Path, models: Mapping[str, Path], key: bytes, *, segment_size: int | None = None,
                   key_env: str = "OVCRYPT_KEY", package: str = "acme_vision") -> Path:  # fmt: skip
     """Render an `_ovcrypt` folder exactly as the hook does, without a wheel: fast, for tamper tests."""
-    from hatch_ovcrypt.checks import Plan
-    from hatch_ovcrypt.config import parse_options
-    from hatch_ovcrypt.writer import render_runtime_folder
+    from hatch_ovcrypt.writer import render_table
 
     raw: dict[str, object] = {"models": {name: str(xml) for name, xml in models.items()}, "key-env": key_env}
     if segment_size is not None:
         raw["segment-size"] = segment_size
-    options, problems = parse_options(raw, dest, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
-    assert not problems, problems
-    dest.mkdir(parents=True, exist_ok=True)
-    render_runtime_folder(Plan(options, package, key), dest, os.environ)
+    render_table(raw, dest, dest, package=package, key=key, environ=os.environ)
     return dest

@@ -537,7 +537,7 @@ def corrupt(offset: int, value: bytes) -> Callable[[bytearray], None]:
         (corrupt(0, b"X"), "bad magic"),
         (corrupt(8, b"\x02"), "version 2"),
         (corrupt(9, b"\x00"), "corrupt header"),
-        (corrupt(9, b"\x04"), "corrupt header"),
+        (corrupt(9, b"\x05"), "corrupt header"),
         (corrupt(10, b"\x01"), "corrupt header"),
         (corrupt(11, b"\x00"), "corrupt header"),
         (corrupt(72, b"\xff"), "not UTF-8"),
