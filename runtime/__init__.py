@@ -1,7 +1,8 @@
 """Encrypted OpenVINO models of this package, decrypted in memory only (hatch-ovcrypt runtime).
 
     from <package>._ovcrypt import compile_model
-    compiled = compile_model("detector")            # key from $OVCRYPT_KEY (see manifest.json)
+    compiled = compile_model("detector")            # key from $OVCRYPT_KEY (see _settings.py)
+    from <package>._ovcrypt import detector         # the same, compiled once on first access
 
 Importing this module decrypts nothing and imports neither openvino nor cryptography; the work
 happens on first use. It needs only openvino, cryptography and numpy, never hatch-ovcrypt.
@@ -10,6 +11,7 @@ happens on first use. It needs only openvino, cryptography and numpy, never hatc
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -175,5 +177,41 @@ def load_openssl_model(
 
 
 def unload(name: str | None = None) -> None:
-    """Drop cached compiled models (one model's, or all) so their memory can be freed."""
+    """Drop cached compiled models and pipelines (one model's, or all) so their memory can be freed."""
     _get().unload(name)
+    with _attributes_lock:
+        for attribute in [a for a in _attributes if name is None or a == name]:
+            del _attributes[attribute]
+
+
+# `from <package>._ovcrypt import detector`: each model is also an attribute, built once on first access.
+_ATTRIBUTE_BUILDERS: dict[str, Callable[[str], Any]] = {
+    "ir": compile_model, "llm": llm_pipeline, "vlm": vlm_pipeline, "text2image": text2image_pipeline,
+}  # fmt: skip
+_attributes: dict[str, Any] = {}
+_attributes_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """A model by its name, as an attribute of this module: a single IR is its compiled model (CPU, default
+    config), a folder model its GenAI pipeline (kind "files" has none: use read_model or read_file). Built on
+    first access and then kept; importing this module still decrypts nothing. Names of the functions above
+    win over model names, and names starting with `_` are never models here."""
+    if name.startswith("_"):  # submodules (`from . import _settings` asks here first) and dunders
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        known = name in _get().files.manifest.models
+    except ManifestError as exc:  # hasattr() and introspection expect AttributeError
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r} ({exc})") from None
+    if not known:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    kind = _get().files.model(name).kind
+    if kind not in _ATTRIBUTE_BUILDERS:
+        raise AttributeError(
+            f"model {name!r} is a folder of files (kind {kind!r}): reach it with read_model/compile_model(part=...) "
+            "or read_file"
+        )
+    with _attributes_lock:
+        if name not in _attributes:
+            _attributes[name] = _ATTRIBUTE_BUILDERS[kind](name)
+        return _attributes[name]
