@@ -235,18 +235,20 @@ def onnx_external_data(model: Path) -> list[str]:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise ConversionError(f"{model} is empty, so not an ONNX model")
-            with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mapped:
-                view = memoryview(mapped)
-                try:
-                    locations: dict[str, None] = {}
-                    _walk_model(view, locations)
-                    return list(locations)
-                finally:
-                    view.release()
+            mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise ConversionError(f"{model} cannot be read: {exc.strerror or exc}") from None
+    locations: dict[str, None] = {}
+    problem = None
+    try:
+        _walk_model(memoryview(mapped), locations)
     except _ProtobufError as exc:
-        raise ConversionError(f"{model} is not a well-formed ONNX protobuf ({exc})") from None
+        problem = str(exc)  # `exc` goes at the end of this block, and the views its traceback holds with it
+    with contextlib.suppress(BufferError):  # a view still alive somewhere: the mapping goes with it
+        mapped.close()
+    if problem is not None:
+        raise ConversionError(f"{model} is not a well-formed ONNX protobuf ({problem})")
+    return list(locations)
 
 
 class _ProtobufError(ValueError):
@@ -408,7 +410,8 @@ def convert_to_ir(
     """
     import openvino as ov
 
-    source_files(source)  # format known, the source and its external data present
+    _, what = source_format(source)
+    source_files(source)  # the source and its external data present
     libraries = _load_extensions(extensions)
     kwargs: dict[str, Any] = {}
     if options.input is not None:
@@ -421,7 +424,10 @@ def convert_to_ir(
     try:
         model = ov.convert_model(str(source), **kwargs)
     except Exception as exc:  # openvino raises RuntimeError, OVCError, ... with multi-line text
-        raise ConversionError(f"OpenVINO cannot convert {source}: {_openvino_message(exc)}") from None
+        message = _openvino_message(exc)
+        if "Cannot recognize input model" in message:
+            message = f"it is not readable as {what.split(' (')[0]} (corrupt, truncated, or another format)"
+        raise ConversionError(f"OpenVINO cannot convert {source}: {message}") from None
     try:
         return serialize_in_memory(model, compress_to_fp16=options.compress_to_fp16)
     finally:

@@ -475,7 +475,8 @@ def test_unreadable_sources(tmp_path: Path) -> None:
         convert_to_ir(garbage, ConversionOptions())
     text = tmp_path / "text.onnx"
     text.write_bytes(b"\x0a\x03abc")  # a well-formed protobuf, but not a model OpenVINO can read
-    with pytest.raises(ConversionError, match=r"^OpenVINO cannot convert \S*text\.onnx: ") as caught:
+    with pytest.raises(ConversionError, match=r"^OpenVINO cannot convert \S*text\.onnx: it is not readable as ONNX "
+                                              r"\(corrupt, truncated, or another format\)$") as caught:  # fmt: skip
         convert_to_ir(text, ConversionOptions())
     assert "\n" not in str(caught.value) and ".cpp:" not in str(caught.value)
     empty = tmp_path / "empty.onnx"
@@ -484,9 +485,28 @@ def test_unreadable_sources(tmp_path: Path) -> None:
         convert_to_ir(empty, ConversionOptions())
     bad_tflite = tmp_path / "bad.tflite"
     bad_tflite.write_bytes(b"\x10\x00\x00\x00TFL3" + os.urandom(64))
-    with pytest.raises(ConversionError, match=r"^OpenVINO cannot convert \S*bad\.tflite: "):
+    with pytest.raises(ConversionError, match=r"^OpenVINO cannot convert \S*bad\.tflite: .*TensorFlow Lite Frontend: "
+                                              r"the model file .* is corrupted or malformed"):  # fmt: skip
         convert_to_ir(bad_tflite, ConversionOptions())
     assert isinstance(caught.value, OvcryptError)
+
+
+def test_any_truncation_is_an_error_or_a_listing(mlp_external: Path, tmp_path: Path) -> None:
+    """The protobuf walk never fails with anything but ConversionError, wherever the file is cut."""
+    data = mlp_external.read_bytes()
+    cut = tmp_path / "cut.onnx"
+    outcomes = {"error": 0, "listed": 0}
+    for size in range(1, len(data)):
+        cut.write_bytes(data[:size])
+        try:
+            found = onnx_external_data(cut)
+        except ConversionError as exc:
+            assert re.fullmatch(r"\S*cut\.onnx is not a well-formed ONNX protobuf \([^)]+\)", str(exc)), exc
+            outcomes["error"] += 1
+        else:
+            assert set(found) <= {"ext.onnx.data"}
+            outcomes["listed"] += 1
+    assert outcomes["error"] > len(data) // 2
 
 
 def test_unsupported_sources(tmp_path: Path) -> None:
