@@ -3,10 +3,11 @@
     .venv-test/bin/python -m benchmarks.convert_memory               # 64 and 256 MiB; about 2 min on 2 cores
     .venv-test/bin/python -m benchmarks.convert_memory --sizes 64    # one size
 
-Needs the `onnx` package (the test extra). The model is a chain of MatMul layers with random fp32 weights
-(1024x1024, 4 MiB each), saved with its weights in the .onnx ("embedded") or in one external data file
-("external"). Each row converts it in a fresh child process that imports openvino and hatch_ovcrypt.convert,
-then waits; the parent samples the child's /proc every 2 ms while it runs:
+Needs the `onnx` package (the test extra). The model is a chain of layers with random fp32 weights (1024x1024,
+4 MiB each), saved with its weights in the .onnx ("embedded") or in one external data file ("external"):
+MatMul layers (OpenVINO's conversion stores MatMul weights transposed, a new copy of each) and Add + Relu layers
+(whose constants it keeps as they are). Each row converts in a fresh child process that imports openvino and
+hatch_ovcrypt.convert, then waits; the parent samples the child's /proc every 2 ms while it runs:
 
 - held: anonymous memory (RssAnon) + the size of each memfd it has open or mapped (counted once), i.e. what
   the conversion keeps in memory, the IR's memory-backed files included (memfd pages are not in RSS until
@@ -135,7 +136,7 @@ def measure(source: Path, mode: str) -> tuple[int, int, float]:
     return peak_held - base.held, end.hwm - base.hwm, seconds
 
 
-def make_model(folder: Path, mib: int, external: bool) -> Path:
+def make_model(folder: Path, mib: int, external: bool, op: str = "MatMul") -> Path:
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -147,17 +148,21 @@ def make_model(folder: Path, mib: int, external: bool) -> Path:
         w = (rng.standard_normal((LAYER, LAYER), dtype=np.float32) / np.float32(32)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
         out = "y" if i == layers - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [out]))
+        if op == "MatMul":
+            nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [out]))
+        else:  # Relu between the Adds keeps OpenVINO from folding the constants into one
+            nodes += [helper.make_node("Add", [prev, f"w{i}"], [f"a{i}"]), helper.make_node("Relu", [f"a{i}"], [out])]
         prev = out
+    rows = 1 if op == "MatMul" else LAYER  # the first Add broadcasts [1, LAYER] to [LAYER, LAYER] in the first layer
     graph = helper.make_graph(
         nodes,
         "chain",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, LAYER])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, LAYER])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, LAYER])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = folder / f"m{mib}{'x' if external else 'e'}.onnx"
+    path = folder / f"{op}{mib}{'x' if external else 'e'}.onnx"
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
     else:
@@ -168,22 +173,24 @@ def make_model(folder: Path, mib: int, external: bool) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="model sizes in MiB of fp32 weights")
+    parser.add_argument(
+        "--ops", nargs="+", default=["MatMul", "AddRelu"], choices=["MatMul", "AddRelu"], help="layer op"
+    )
     args = parser.parse_args()
-    print(f"{'model':>22} {'output':>12} {'held':>16} {'peak RSS':>16} {'time':>7}")
+    print(f"{'model':>29} {'output':>12} {'held':>16} {'peak RSS':>16} {'time':>7}")
     with tempfile.TemporaryDirectory(prefix="convert-memory-") as tmp:
-        for mib in args.sizes:
-            for external in (False, True):
-                source = make_model(Path(tmp), mib, external)
-                label = f"{mib} MiB {'external' if external else 'embedded'}"
-                for mode, output in (("fp16", "IR fp16"), ("fp32", "IR fp32"), ("ovc-disk", "ovc to disk")):
-                    held, rss, seconds = measure(source, mode)
-                    print(
-                        f"{label:>22} {output:>12} {held / MIB:7.0f} MiB {held / (mib * MIB):4.2f}N "
-                        f"{rss / MIB:7.0f} MiB {rss / (mib * MIB):4.2f}N {seconds:6.1f}s",
-                        flush=True,
-                    )
-                for path in Path(tmp).iterdir():
-                    path.unlink()
+        for op, mib, external in ((o, m, e) for o in args.ops for m in args.sizes for e in (False, True)):
+            source = make_model(Path(tmp), mib, external, op)
+            label = f"{op} {mib} MiB {'external' if external else 'embedded'}"
+            for mode, output in (("fp16", "IR fp16"), ("fp32", "IR fp32"), ("ovc-disk", "ovc to disk")):
+                held, rss, seconds = measure(source, mode)
+                print(
+                    f"{label:>29} {output:>12} {held / MIB:7.0f} MiB {held / (mib * MIB):4.2f}N "
+                    f"{rss / MIB:7.0f} MiB {rss / (mib * MIB):4.2f}N {seconds:6.1f}s",
+                    flush=True,
+                )
+            for path in Path(tmp).iterdir():
+                path.unlink()
     return 0
 
 

@@ -14,9 +14,12 @@ encrypts a hand-made IR. The plaintext IR never lands in a disk-backed file:
 
 (Like any memory, memfd and tmpfs pages can be swapped out; an encrypted swap is the system's business.)
 
-Memory: `convert_model` holds the converted model once (the ONNX frontend maps external data files rather
-than copying them); the serialized .bin is a second copy, in fp16 (half size) with the default
-`compress-to-fp16 = true`. benchmarks/convert_memory.py measures the peak.
+Memory (benchmarks/convert_memory.py measures it): the IR's .bin is held once, in the memory-backed file, N/2
+for N bytes of fp32 weights with the default `compress-to-fp16 = true`, N without; it is mapped, not copied,
+when the writer reads it. On top of that comes what OpenVINO's conversion itself holds, as it does for `ovc`:
+ONNX weights kept in the .onnx are parsed into memory (N) before they become constants (N), so the peak is
+about 2N; weights in external data files are mapped from the page cache, not copied, unless the conversion
+rewrites them (it stores MatMul weights transposed: another N).
 
 Every error this module raises on purpose is a ConversionError: one line, with OpenVINO's C++ source
 locations stripped from its messages.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import glob
 import importlib
 import mmap
 import os
@@ -190,7 +194,8 @@ def source_files(source: Path) -> list[Path]:
     """Every file a conversion of `source` reads, for the plaintext checks of the wheel and the sdist.
 
     - .onnx: the file and each external data file its tensors name (read from the protobuf without loading
-      any weights; paths are relative to the .onnx's folder, as ONNX and OpenVINO take them).
+      any weights). As in OpenVINO, names are relative to the folder of the path given (a symlink's, not its
+      target's) and must resolve inside that folder.
     - .pdmodel: the file, and the .pdiparams (and .pdiparams.info) of the same stem beside it.
     - .meta: the file, and its checkpoint beside it (the stem's .index and .data-* files, and `checkpoint`).
     - a folder (SavedModel, PaddlePaddle `__model__`): every file in it, recursively.
@@ -199,25 +204,28 @@ def source_files(source: Path) -> list[Path]:
     Raises ConversionError if the source, or an external data file it names, does not exist or cannot be read.
     """
     source_format(source)
-    source = source.resolve()
     if source.is_dir():
-        return [source, *sorted(p for p in source.rglob("*") if p.is_file())]
+        return [source.resolve(), *sorted(p.resolve() for p in source.rglob("*") if p.is_file())]
+    folder = source.absolute().parent  # what OpenVINO joins relative names to (a symlinked source: the link's)
     files = [source]
     suffix = source.suffix.lower()
     if suffix == ".onnx":
         for location in onnx_external_data(source):
-            data = (source.parent / location).resolve()
-            if not data.is_file():
+            if not (folder / location).is_file():
                 raise ConversionError(f"{source} keeps weights in {location}, which does not exist beside it")
-            files.append(data)
+            if not (folder / location).resolve().is_relative_to(folder.resolve()):
+                raise ConversionError(
+                    f"{source} keeps weights in {location}, which resolves outside its folder: OpenVINO refuses that"
+                )
+            files.append(folder / location)
     elif suffix == ".pdmodel":
         files += [p for p in (source.with_suffix(".pdiparams"), source.with_suffix(".pdiparams.info")) if p.is_file()]
     elif suffix == ".meta":
-        stem = source.with_suffix("")
-        files += sorted(p for p in source.parent.glob(f"{stem.name}.*") if p.suffix != ".meta" and p.is_file())
-        if (source.parent / "checkpoint").is_file():
-            files.append(source.parent / "checkpoint")
-    return list(dict.fromkeys(files))
+        stem = source.with_suffix("").name
+        files += sorted(p for p in folder.glob(f"{glob.escape(stem)}.*") if p.suffix != ".meta" and p.is_file())
+        if (folder / "checkpoint").is_file():
+            files.append(folder / "checkpoint")
+    return list(dict.fromkeys(p.resolve() for p in files))
 
 
 def onnx_external_data(model: Path) -> list[str]:
@@ -381,7 +389,8 @@ class ConvertedIR:
 
     def close(self) -> None:
         """Unmap the .bin. If a view of it is still held elsewhere, the mapping goes with the last view."""
-        self.bin.release()
+        with contextlib.suppress(BufferError):  # a buffer taken from `bin` itself (np.frombuffer) is still alive
+            self.bin.release()
         if self._mapped is not None:
             with contextlib.suppress(BufferError):
                 self._mapped.close()
@@ -402,8 +411,8 @@ def convert_to_ir(
     `extensions` are module names imported first (e.g. "openvino_tokenizers"), so the ops they register
     convert and validate; a module that names its shared library in `_ext_path` (openvino_tokenizers does)
     also has that library given to convert_model.
-    Memory: the converted model once (external ONNX data is mapped, not copied), plus the serialized .bin
-    (fp16, half the fp32 weights, by default).
+    Memory: the serialized .bin (N/2 for N bytes of fp32 weights by default, N uncompressed), plus what
+    OpenVINO's conversion holds, as for `ovc` (see the module's docstring): about 2N at peak in the worst case.
     Raises ConversionError for a missing or unreadable source, an unknown format, missing external data,
     an `input` that ovc refuses or that does not fit the model, an extension that cannot be imported, and
     a system with no memory-backed file to serialize into.

@@ -590,6 +590,24 @@ def test_missing_external_data(mlp_external: Path) -> None:
         convert_to_ir(mlp_external, ConversionOptions())
 
 
+def test_external_data_is_looked_for_beside_the_path_given(mlp_external: Path, tmp_path: Path) -> None:
+    """As OpenVINO does: a symlinked .onnx finds its data beside the link, not beside the link's target."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "ext.onnx").symlink_to(mlp_external)
+    with pytest.raises(ConversionError, match=r"elsewhere/ext\.onnx keeps weights in ext\.onnx\.data, which does not"):
+        convert_to_ir(elsewhere / "ext.onnx", ConversionOptions())
+    (elsewhere / "ext.onnx.data").symlink_to(mlp_external.parent / "ext.onnx.data")
+    with pytest.raises(ConversionError, match=r"keeps weights in ext\.onnx\.data, which resolves outside its folder: "
+                                              r"OpenVINO refuses that$"):  # fmt: skip
+        source_files(elsewhere / "ext.onnx")
+    (elsewhere / "ext.onnx.data").unlink()
+    (elsewhere / "ext.onnx.data").write_bytes((mlp_external.parent / "ext.onnx.data").read_bytes())
+    assert source_files(elsewhere / "ext.onnx") == [mlp_external.resolve(), (elsewhere / "ext.onnx.data").resolve()]
+    with convert_to_ir(elsewhere / "ext.onnx", ConversionOptions(compress_to_fp16=False)) as ir:
+        assert run_ir(ir, sample()).tobytes() == run_file(mlp_external, sample()).tobytes()
+
+
 def test_unreadable_sources(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(os.urandom(256))
