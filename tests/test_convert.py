@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import re
 import struct
+import sys
 import tempfile
+import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -411,6 +413,26 @@ def test_converted_ir_feeds_the_writer(mlp: Path) -> None:
         assert bin_source.length == ir.bin_size
         assert b"".join(bytes(c) for c in bin_source.chunks(1000)) == bytes(ir.bin)
         assert ir.bin.readonly
+
+
+def test_extension_libraries_go_to_convert_model(mlp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module that names its library in `_ext_path` (as openvino_tokenizers does) has it given to convert_model."""
+    library = tmp_path / "libfake_extension.so"
+    library.write_bytes(b"\x7fELF")
+    module = types.ModuleType("fake_ov_extension")
+    module._ext_path = str(library)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_ov_extension", module)
+    seen: dict[str, Any] = {}
+    real_convert = ov.convert_model
+
+    def spy(source: str, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return real_convert(source, **{k: v for k, v in kwargs.items() if k != "extension"})
+
+    monkeypatch.setattr(ov, "convert_model", spy)
+    with convert_to_ir(mlp, ConversionOptions(), extensions=["json", "fake_ov_extension"]) as ir:
+        assert ir.bin_size
+    assert seen == {"extension": [str(library)]}
 
 
 def test_extension_modules_are_imported_first(mlp: Path) -> None:
