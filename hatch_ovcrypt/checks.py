@@ -70,7 +70,7 @@ def check_models(
     problems = [Problem(f"{options.location}.extensions", why) for why in load_extensions(options.extensions)]
     plans: dict[str, ModelPlan] = {}
     for spec in options.models:
-        plan, found = check_model(spec, root, environ, from_sdist)
+        plan, found = check_model(spec, root, environ, from_sdist, options.extensions)
         problems += found
         if plan is not None:
             plans[spec.name] = plan

@@ -263,14 +263,8 @@ def _parse_folder_table(
 def _parse_source_table(
     name: str, value: Mapping[str, Any], source: Path, path: str, problems: list[Problem]
 ) -> ModelSpec:
-    compress = value.get("compress-to-fp16", True)
-    if not isinstance(compress, bool):
-        problems.append(Problem(f"{path}.compress-to-fp16", "must be a boolean (true, the default, stores fp16)"))
-    shapes = value.get("input")
-    if shapes is not None and (not isinstance(shapes, str) or not shapes.strip()):
-        problems.append(Problem(f"{path}.input", 'must be a string as `ovc --input` takes it, such as "x[1,3,48,-1]"'))
-    return ModelSpec(
-        name, source, path, CONVERT,
-        compress_to_fp16=compress if isinstance(compress, bool) else True,
-        input=shapes if isinstance(shapes, str) else None,
-    )  # fmt: skip
+    from .convert import parse_conversion_options
+
+    options, found = parse_conversion_options(value, path)
+    problems += [Problem(at, message) for at, message in found]
+    return ModelSpec(name, source, path, CONVERT, compress_to_fp16=options.compress_to_fp16, input=options.input)

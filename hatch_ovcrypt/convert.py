@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime._errors import OvcryptError
-from .runtime._format import BufferSource
+from .runtime._errors import OvcryptError, openvino_message
+from .runtime._writer import BufferSource
 
 IR_SUFFIX = ".xml"
 
@@ -153,7 +153,7 @@ def parse_input(text: str) -> list[tuple[str | None, Any]]:
     except AssertionError as exc:
         raise ValueError(f"is not what `ovc --input` accepts: {_first_line(exc)}") from None
     except Exception as exc:  # openvino.tools.ovc.error.Error, or RuntimeError from ov.Dimension
-        reason = "" if "Input should be in the following format" in str(exc) else f" ({_openvino_message(exc)})"
+        reason = "" if "Input should be in the following format" in str(exc) else f" ({openvino_message(exc)})"
         raise ValueError(
             f"is not what `ovc --input` accepts{reason}: write comma-separated input names, each with an "
             'optional shape in brackets, such as "x[1,3,48,-1]" or "ids[1,?],mask[1,?]" (-1 or ? is dynamic)'
@@ -433,7 +433,7 @@ def convert_to_ir(
     try:
         model = ov.convert_model(str(source), **kwargs)
     except Exception as exc:  # openvino raises RuntimeError, OVCError, ... with multi-line text
-        message = _openvino_message(exc)
+        message = openvino_message(exc)
         if "Cannot recognize input model" in message:
             message = f"it is not readable as {what.split(' (')[0]} (corrupt, truncated, or another format)"
         raise ConversionError(f"OpenVINO cannot convert {source}: {message}") from None
@@ -533,7 +533,7 @@ def _save(ov: Any, model: Any, xml: Path, compress_to_fp16: bool) -> None:
     try:
         ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
     except Exception as exc:
-        raise ConversionError(f"OpenVINO cannot serialize the converted model: {_openvino_message(exc)}") from None
+        raise ConversionError(f"OpenVINO cannot serialize the converted model: {openvino_message(exc)}") from None
 
 
 def _expect_only_links(folder: Path, names: set[str]) -> None:
@@ -589,7 +589,3 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _openvino_message(exc: Exception) -> str:
-    from .checks import openvino_message  # not at import time: checks may import this module
-
-    return openvino_message(exc)

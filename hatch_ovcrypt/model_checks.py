@@ -61,7 +61,7 @@ def load_extensions(modules: Iterable[str]) -> list[str]:
 
 
 def check_model(
-    spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sdist: bool
+    spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sdist: bool, extensions: Sequence[str] = ()
 ) -> tuple[ModelPlan | None, list[Problem]]:
     """Check one model; return what the writer needs, or None and the problems (each with its TOML path)."""
     if spec.origin in (FOLDER, CONVERT) and not spec.source.exists():
@@ -71,7 +71,7 @@ def check_model(
         if spec.origin == FOLDER:
             return _check_folder(spec, root)
         if spec.origin == CONVERT:
-            return _check_conversion(spec, root)
+            return _check_conversion(spec, root, extensions)
         return _check_ir(spec, root, environ, from_sdist)
     except OvcryptError as exc:
         return None, [Problem(spec.path, str(exc))]
@@ -152,15 +152,18 @@ def _not_from_memory(spec: ModelSpec, root: Path, what: str) -> str:
     )
 
 
-def _check_conversion(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[Problem]]:
+def _check_conversion(
+    spec: ModelSpec, root: Path, extensions: Sequence[str]
+) -> tuple[ModelPlan | None, list[Problem]]:
+    """Convert the source in memory (convert.py): the plan keeps the IR, so the build converts once."""
     from .convert import ConversionError, ConversionOptions, convert_to_ir
 
     try:
-        converted = convert_to_ir(spec.source, ConversionOptions(spec.compress_to_fp16, spec.input))
+        converted = convert_to_ir(spec.source, ConversionOptions(spec.compress_to_fp16, spec.input), extensions)
     except ConversionError as exc:
-        at = f"{spec.path}.input" if spec.input and "input" in str(exc) else spec.path
-        return None, [Problem(at, f"cannot be converted from {_rel(spec.source, root)}: {exc}")]
-    return ModelPlan(IR_KIND, converted, _EXTENSION_MARK in bytes(converted.xml)), []
+        at = f"{spec.path}.input" if spec.input and str(exc).startswith("input ") else spec.path
+        return None, [Problem(at, str(exc))]
+    return ModelPlan(IR_KIND, converted, _EXTENSION_MARK in converted.xml), []
 
 
 def runtime_extensions(configured: Sequence[str], plans: Mapping[str, ModelPlan]) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from .runtime._errors import KeyMissingError
 from .runtime._manifest import ir_files, relpath_problem
 from .runtime._openssl import OpenSSLSource, check_xml, parse_hex16
 from .runtime._spec import MAX_NAME_BYTES
-from .runtime._writer import BufferSource, FileSource, PlaintextSource
+from .runtime._writer import FileSource, PlaintextSource
 
 if TYPE_CHECKING:
     from .convert import ConvertedIR
@@ -89,7 +89,7 @@ def model_sources(
         return {relpath: FileSource(path) for relpath, path in files.items()}
     if spec.origin == CONVERT:
         assert converted is not None, "a converted model's IR comes from the checks"
-        return {xml_path: BufferSource(converted.xml), bin_path: BufferSource(converted.bin)}
+        return {xml_path: converted.xml_source(), bin_path: converted.bin_source()}
     if spec.origin == OPENSSL:
         key, iv = recipe_key_iv(spec, environ)
         xml = OpenSSLSource(spec.xml, key, iv, spec.xml.name)
@@ -103,7 +103,10 @@ def plaintext_paths(spec: ModelSpec) -> list[Path]:
     if spec.origin == FOLDER:
         return sorted(folder_listing(spec.source, spec.name)[0].values()) if spec.source.is_dir() else []
     if spec.origin == CONVERT:
-        from .convert import source_files
+        from .convert import ConversionError, source_files
 
-        return source_files(spec.source) if spec.source.exists() else []
+        try:
+            return source_files(spec.source) if spec.source.exists() else []
+        except ConversionError:  # unreadable: the checks report it; the file itself still must not leak
+            return [spec.source]
     return [path for path in spec.files if path.exists()]

@@ -19,12 +19,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import flatbuffers  # type: ignore[import-untyped]
+import flatbuffers
 import numpy as np
 import onnx
 import openvino as ov
 import pytest
-import tflite  # type: ignore[import-untyped]
+import tflite
 from onnx import TensorProto, helper, numpy_helper
 
 from hatch_ovcrypt import convert
