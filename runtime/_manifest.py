@@ -36,6 +36,7 @@ _PROVIDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za
 _PATH_PART = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _HEX = re.compile(r"[0-9a-f]*\Z")
 _ENTRY_KEYS = frozenset({"file", "size", "sha256", "salt"})
+_TOP_KEYS = frozenset({"_generated", "format", "generator", "key_id", "models", "mac"})
 
 
 def is_model_name(name: str) -> bool:
@@ -200,6 +201,8 @@ def _hex(value: Any, length: int) -> bool:
 def _parse(doc: Any) -> Manifest:
     _require(isinstance(doc, dict) and doc.get("format") in (FORMAT, FORMAT_V1), f"format is not {FORMAT}")
     v1 = doc["format"] == FORMAT_V1
+    extra = sorted(set(doc) - _TOP_KEYS - ({"key_env", "key_provider"} if v1 else set()))
+    _require(not extra, f"unknown field {extra[0]!r}" if extra else "")
     for name in ("generator", "key_id", "mac", *(("key_env",) if v1 else ())):
         _require(isinstance(doc.get(name), str), f"`{name}` must be a string")
     _require(_hex(doc["key_id"], 2 * KEY_ID_SIZE), "`key_id` is not a key id")
