@@ -106,8 +106,9 @@ class Package:
         resource, label, entry, identity = self._resource(name, path)
         with resource.open("rb") as f:
             return decrypt_file(
-                f, label, self.key_for, name=identity.name, role=identity.role, salt=bytes.fromhex(entry.salt)
-            )
+                f, label, self.key_for, name=identity.name, role=identity.role, salt=bytes.fromhex(entry.salt),
+                expected_size=entry.size,  # the signed size bounds what a forged header can make us allocate
+            )  # fmt: skip
 
     def check_files(self, name: str, paths: list[str]) -> None:
         """Authenticate these files' headers against the signed manifest, without decrypting them.
@@ -118,7 +119,10 @@ class Package:
             resource, label, entry, identity = self._resource(name, path)
             with resource.open("rb") as f:
                 salt = bytes.fromhex(entry.salt)
-                read_locked(f, label, self.key_for, name=identity.name, role=identity.role, salt=salt).unlock()
+                locked = read_locked(
+                    f, label, self.key_for, name=identity.name, role=identity.role, salt=salt, expected_size=entry.size
+                )
+                locked.unlock()
 
 
 def _has_symlink(folder: Path, resource: Path) -> bool:
