@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from .checks import Plan
     from .writer import ProgressFactory
 
-RUNTIME_REQUIREMENTS = ("openvino>=2024.0", "cryptography>=42", "numpy>=1.24")
-
 
 class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "ovcrypt"
@@ -63,6 +61,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         """The runtime's requirements that the product does not already declare itself."""
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
+
+        from .requirements import RUNTIME_REQUIREMENTS
 
         declared = {canonicalize_name(Requirement(r).name) for r in self.metadata.core.dependencies}
         return [r for r in RUNTIME_REQUIREMENTS if canonicalize_name(Requirement(r).name) not in declared]
