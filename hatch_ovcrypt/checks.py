@@ -5,6 +5,7 @@ Used by the build hook and by `hatch-ovcrypt check`, so both judge a project the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import HOOK_NAME, ModelSpec, Options, Problem, hook_location, parse_options
+from .requirements import GENAI_PACKAGES, RUNTIME_REQUIREMENTS, genai_requirements
 from .runtime._errors import KeyMissingError, OvcryptError
 from .runtime._keys import keys_from_environment
 from .runtime._loader import owning_tensor
@@ -56,11 +58,66 @@ def check_project(
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
     package = _resolve_package(options, selected.values(), problems)
     problems += _check_plaintext_in_wheel(options, selected, root)
+    problems += check_runtime_dependencies(
+        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=False, location=location
+    )
     if not from_sdist and not options.allow_plaintext_sdist:
         problems += check_plaintext_in_sdist(options, root)
     if problems or package is None or key is None:
         return None, problems
     return Plan(options, package, key), problems
+
+
+def check_runtime_dependencies(
+    metadata_dependencies: list[str], dynamic: list[str], needs_genai: bool, location: str
+) -> list[Problem]:
+    """The product's static [project] dependencies must name every requirement of the runtime the hook adds.
+
+    The hook also adds them to the wheel's Requires-Dist, but installers that trust static pyproject metadata
+    (uv, as PEP 621 allows) resolve a source tree from [project].dependencies alone, and would install the product
+    without them. With `dependencies` in [project].dynamic nobody trusts the static list, and the hook's are used.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    if "dependencies" in dynamic:
+        return []
+    declared = set()
+    for text in metadata_dependencies:
+        try:
+            declared.add(canonicalize_name(Requirement(text).name))
+        except InvalidRequirement:  # hatchling reports it itself
+            continue
+    needed = list(RUNTIME_REQUIREMENTS)
+    openvino = _installed_version("openvino")
+    if needs_genai:
+        needed += genai_requirements(openvino or "0")
+    missing = [r for r in needed if canonicalize_name(Requirement(r).name) not in declared]
+    if not missing:
+        return []
+    names = ", ".join(Requirement(r).name for r in missing)
+    line = "dependencies = [" + ", ".join(json.dumps(r) for r in [*metadata_dependencies, *missing]) + "]"
+    message = (
+        f"does not list {names}, which the runtime that `{location}` puts into the wheel needs at run time. "
+        "Installers that trust the static [project] metadata (uv, as PEP 621 allows) would install the product "
+        f"without {'it' if len(missing) == 1 else 'them'}. Write `{line}` under [project], "
+        'or list "dependencies" in [project] `dynamic` to take them from the build'
+    )
+    if any(Requirement(r).name in GENAI_PACKAGES for r in missing):
+        message += (
+            ". openvino-genai and openvino-tokenizers are released with openvino: each needs the openvino of its "
+            f"own YYYY.R release, so these name the release of the openvino that checks the models here ({openvino})"
+        )
+    return [Problem("project.dependencies", message)]
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -1,0 +1,118 @@
+"""Fitting the packaging ecosystem: static metadata that installers can trust, and real installs with uv."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hatch_ovcrypt.checks import check_runtime_dependencies
+from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
+from tests.helpers import build_wheel, make_ir, only_wheel, reference_output, run, sample_input, write_product
+
+LOCATION = "tool.hatch.build.targets.wheel.hooks.ovcrypt"
+INFER = """
+import json
+import numpy as np
+from acme_vision._ovcrypt import compile_model
+x = np.random.default_rng(123).standard_normal((1, 64)).astype(np.float32)
+print(json.dumps(compile_model("detector")(x)[0].tolist()))
+"""
+
+
+def suggested_line(message: str) -> list[str]:
+    """The `dependencies = [...]` line a message tells the user to write, parsed (TOML arrays of strings are JSON)."""
+    line = message.split("Write `", 1)[1].split("`", 1)[0]
+    assert line.startswith("dependencies = [")
+    value: list[str] = json.loads(line.split("=", 1)[1])
+    return value
+
+
+def uv() -> str:
+    from uv import find_uv_bin
+
+    return str(find_uv_bin())
+
+
+# --- static metadata must name the runtime's requirements ----------------------------------------
+
+
+def test_missing_runtime_requirements_give_the_exact_line_to_write() -> None:
+    (problem,) = check_runtime_dependencies(["pillow>=10", 'tomli; python_version < "3.11"'], [], False, LOCATION)
+    assert problem.path == "project.dependencies"
+    assert "does not list openvino, cryptography, numpy" in problem.message
+    assert f"the runtime that `{LOCATION}` puts into the wheel" in problem.message
+    assert "uv" in problem.message and 'list "dependencies" in [project] `dynamic`' in problem.message
+    assert suggested_line(problem.message) == ["pillow>=10", 'tomli; python_version < "3.11"', *RUNTIME_REQUIREMENTS]
+
+
+def test_declared_requirements_are_matched_by_normalized_name() -> None:
+    declared = ["OpenVINO==2026.4.1", "Cryptography[ssh]>=44; sys_platform != 'win32'"]
+    (problem,) = check_runtime_dependencies(declared, [], False, LOCATION)
+    assert "does not list numpy, which" in problem.message and "without it." in problem.message
+    assert suggested_line(problem.message) == [*declared, "numpy>=1.24"]
+    assert check_runtime_dependencies([*declared, "numpy"], [], False, LOCATION) == []
+
+
+def test_dynamic_dependencies_are_left_to_the_build() -> None:
+    assert check_runtime_dependencies([], ["version", "dependencies"], True, LOCATION) == []
+
+
+def test_folder_models_also_need_genai_of_openvinos_release() -> None:
+    from importlib.metadata import version
+
+    release = ".".join(version("openvino").split(".")[:3])
+    (problem,) = check_runtime_dependencies(list(RUNTIME_REQUIREMENTS), [], True, LOCATION)
+    assert "does not list openvino-genai, openvino-tokenizers" in problem.message
+    assert suggested_line(problem.message)[-2:] == [f"openvino-genai~={release}", f"openvino-tokenizers~={release}"]
+    assert "own YYYY.R release" in problem.message
+    declared = [*RUNTIME_REQUIREMENTS, "openvino-genai", "openvino_tokenizers[transformers]"]
+    assert check_runtime_dependencies(declared, [], True, LOCATION) == []
+
+
+def test_build_and_check_refuse_incomplete_static_dependencies(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(tmp_path / "p", {"detector": "models/detector.xml"}, dependencies='"numpy"')
+    make_ir(project / "models/detector.xml")
+    result = build_wheel(project, key_env, check=False)
+    assert result.returncode != 0 and not list((project / "dist").glob("*.whl"))
+    expected = '`dependencies = ["numpy", "openvino>=2024.0", "cryptography>=43"]` under [project]'
+    assert "`project.dependencies` does not list openvino, cryptography," in result.stderr + result.stdout
+    assert expected in result.stderr + result.stdout
+    check = run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], env=key_env, check=False)
+    assert check.returncode == 1 and expected in check.stderr
+
+    text = (project / "pyproject.toml").read_text().replace('dependencies = ["numpy"]', 'dynamic = ["dependencies"]')
+    (project / "pyproject.toml").write_text(text)
+    build_wheel(project, key_env)
+    with zipfile.ZipFile(only_wheel(project / "dist")) as zf:
+        metadata = zf.read("acme_vision-1.0.0.dist-info/METADATA").decode()
+    assert [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")] == [
+        f"Requires-Dist: {r}" for r in RUNTIME_REQUIREMENTS
+    ]
+
+
+# --- real uv ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_uv_installs_a_product_from_source_into_a_fresh_venv_and_it_runs(
+    plugin_wheel_dir: Path, tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    """`uv pip install -e DIR`: uv resolves the product's requirements from its static pyproject metadata."""
+    project = write_product(tmp_path / "p", {"detector": "models/detector.xml"})
+    xml = make_ir(project / "models/detector.xml", 64 << 10, seed=6)
+    env = tmp_path / "venv"
+    run([uv(), "venv", "--quiet", "--python", sys.executable, str(env)])
+    python = str(env / "bin" / "python")
+    uv_env = {**key_env, "UV_FIND_LINKS": str(plugin_wheel_dir), "UV_NO_PROGRESS": "1"}
+    run([uv(), "pip", "install", "--python", python, "-e", str(project)], env=uv_env)
+    freeze = run([uv(), "pip", "freeze", "--python", python]).stdout
+    for name in ("openvino==", "cryptography==", "numpy==", f"-e file://{project}"):
+        assert any(line.lower().startswith(name.lower()) for line in freeze.splitlines()), (name, freeze)
+    assert "hatch-ovcrypt" not in freeze, "the product must not need the plugin at run time"
+    out = run([python, "-c", INFER], env=key_env, cwd=tmp_path)
+    got = json.loads(out.stdout)
+    assert got == reference_output(xml, sample_input()).tolist()
