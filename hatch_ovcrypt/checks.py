@@ -37,6 +37,7 @@ class Plan:
     options: Options
     package: str
     key: bytes
+    new_package: bool = False  # the wheel has no such package: the hook creates it (single-module projects)
 
 
 def is_from_sdist(root: Path) -> bool:
@@ -55,9 +56,12 @@ def check_project(
     for spec in options.models:
         problems += check_model(spec, root, environ, from_sdist)
     key = _build_key(options, environ, problems)
+    # Files the wheel selects, and the user's force-include (hatchling applies no `exclude` to those).
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
-    package = _resolve_package(options, selected.values(), problems)
-    problems += _check_plaintext_in_wheel(options, selected, root)
+    forced = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_forced_files(
+        builder.config.get_force_include())}  # fmt: skip
+    package, new_package = _resolve_package(options, [*selected.values(), *forced.values()], problems)
+    problems += _check_plaintext_in_wheel(options, selected, forced, root)
     problems += check_runtime_dependencies(
         builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=False, location=location
     )
@@ -65,7 +69,7 @@ def check_project(
         problems += check_plaintext_in_sdist(options, root)
     if problems or package is None or key is None:
         return None, problems
-    return Plan(options, package, key), problems
+    return Plan(options, package, key, new_package), problems
 
 
 def check_runtime_dependencies(
@@ -209,40 +213,96 @@ def _build_key(options: Options, environ: Mapping[str, str], problems: list[Prob
     return keys[0]
 
 
-def _resolve_package(options: Options, distribution_paths: Iterable[str], problems: list[Problem]) -> str | None:
-    packages = sorted(
-        {
-            p.split("/")[0]
-            for p in (d.replace(os.sep, "/") for d in distribution_paths)
-            if p.count("/") == 1 and p.endswith("/__init__.py")
-        }
-    )
+@dataclass(frozen=True)
+class WheelContents:
+    """What a wheel would import: its packages (regular and namespace) and its top-level modules."""
+
+    regular: frozenset[str]  # dotted names of folders with an __init__.py
+    namespace: frozenset[str]  # dotted names of folders above Python code without an __init__.py (PEP 420)
+    modules: frozenset[str]  # top-level single-file modules (`acme_vision.py`)
+
+    @classmethod
+    def of(cls, distribution_paths: Iterable[str]) -> WheelContents:
+        regular: set[str] = set()
+        code_dirs: set[tuple[str, ...]] = set()
+        modules: set[str] = set()
+        for path in distribution_paths:
+            parts = tuple(path.replace(os.sep, "/").split("/"))
+            if not parts[-1].endswith(".py") or not all(p.isidentifier() for p in parts[:-1]):
+                continue
+            if len(parts) == 1:
+                modules.add(parts[0][:-3])
+                continue
+            code_dirs.add(parts[:-1])
+            if parts[-1] == "__init__.py":
+                regular.add(".".join(parts[:-1]))
+        namespace = {".".join(d[:i]) for d in code_dirs for i in range(1, len(d) + 1)} - regular
+        return cls(frozenset(regular), frozenset(namespace), frozenset(modules))
+
+    @property
+    def roots(self) -> list[str]:
+        """The outermost regular packages: top-level ones, and those directly inside a namespace package."""
+        return sorted(p for p in self.regular if p.rpartition(".")[0] not in self.regular)
+
+
+def _resolve_package(
+    options: Options, distribution_paths: Iterable[str], problems: list[Problem]
+) -> tuple[str | None, bool]:
+    """The package that gets `_ovcrypt`, and whether the hook creates it (a single-module project's runtime)."""
+    wheel = WheelContents.of(distribution_paths)
+    packages = sorted(wheel.regular | wheel.namespace)
     listed = ", ".join(packages) or "no packages"
+    modules = ", ".join(f"{m}.py" for m in sorted(wheel.modules))
+    location = f"{options.location}.package"
     if options.package is not None:
-        if options.package.split(".")[0] in packages:
-            return options.package
-        message = f"names {options.package!r}, which the wheel does not contain (it has: {listed})"
-    elif len(packages) == 1:
-        return packages[0]
+        if options.package in packages:
+            return options.package, False
+        top = options.package.split(".")[0]
+        if not packages and "." not in options.package and top not in wheel.modules:
+            return options.package, True  # a new top-level (namespace) package beside the project's modules
+        if top in wheel.modules:
+            message = f"names {options.package!r}, but {top}.py is a module of the wheel; choose a new name"
+        else:
+            message = f"names {options.package!r}, which the wheel does not contain (it has: {listed})"
+    elif len(wheel.roots) == 1:
+        return wheel.roots[0], False
+    elif wheel.roots:
+        message = (
+            f"is needed: the wheel has several packages ({', '.join(wheel.roots)}); "
+            "say which one gets the `_ovcrypt` runtime"
+        )
+    elif wheel.modules:
+        name = f"{sorted(wheel.modules)[0]}_models"
+        message = (
+            f"is needed: the wheel has no package, only {modules}; name a new package for the runtime, "
+            f'such as `package = "{name}"` (then `from {name}._ovcrypt import compile_model`)'
+        )
     else:
-        found = f"several top-level packages ({listed})" if packages else "no top-level package"
-        message = f"is needed: the wheel has {found}; say which one gets the `_ovcrypt` runtime"
-    problems.append(Problem(f"{options.location}.package", message))
-    return None
+        message = "is needed: the wheel has no package and no module; check the wheel target's file selection"
+    problems.append(Problem(location, message))
+    return None, False
 
 
 def _model_files(options: Options) -> dict[Path, ModelSpec]:
     return {path.resolve(): spec for spec in options.models for path in spec.files if path.exists()}
 
 
-def _check_plaintext_in_wheel(options: Options, selected: Mapping[Path, str], root: Path) -> list[Problem]:
-    leaks = [(spec, path) for path, spec in _model_files(options).items() if path in selected]
-    return [
-        Problem(spec.path, f"file {_rel(path, root)} would be packed into the wheel as {selected[path]}: "
-                f'add `exclude = ["/{_rel(path.parent, root)}"]` under [tool.hatch.build.targets.wheel], '
-                "or move the models out of the package folder")
-        for spec, path in leaks
-    ]  # fmt: skip
+def _check_plaintext_in_wheel(
+    options: Options, selected: Mapping[Path, str], forced: Mapping[Path, str], root: Path
+) -> list[Problem]:
+    problems = []
+    for path, spec in _model_files(options).items():
+        if path in forced:
+            fix = ("force-include maps it there, and `exclude` does not apply to forced files: force-include only "
+                   "the code, or move the models out of the force-included folder")  # fmt: skip
+        elif path in selected:
+            fix = (f'add `exclude = ["/{_rel(path.parent, root)}"]` under [tool.hatch.build.targets.wheel], '
+                   "or move the models out of the package folder")  # fmt: skip
+        else:
+            continue
+        where = forced.get(path) or selected[path]
+        problems.append(Problem(spec.path, f"file {_rel(path, root)} would be packed into the wheel as {where}: {fix}"))
+    return problems
 
 
 def check_plaintext_in_sdist(options: Options, root: Path) -> list[Problem]:

@@ -77,7 +77,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         folder = self._staging / "_ovcrypt"
         folder.mkdir()
         manifest = render_runtime_folder(plan, folder, os.environ, progress=_terminal_progress())
-        if version == "editable":
+        if version == "editable" and not plan.new_package:
+            # The source tree's package shadows site-packages: install under a private name, found by a finder.
             dest = private_folder(plan.package)
             mapping = render_editable_loader(plan.package, self._staging)
         else:

@@ -173,7 +173,7 @@ def test_ambiguous_package_must_be_named(tmp_path: Path, key_env: dict[str, str]
     text = (project / "pyproject.toml").read_text()
     (project / "pyproject.toml").write_text(text.replace('"src/acme_vision"]', '"src/acme_vision", "src/other"]'))
     out = output_of_failed_build(project, key_env)
-    assert f"`{LOCATION}.package` is needed: the wheel has several top-level packages (acme_vision, other)" in out
+    assert f"`{LOCATION}.package` is needed: the wheel has several packages (acme_vision, other)" in out
     add_hook_option(project, 'package = "other"')
     build_wheel(project, key_env)
     (wheel,) = (project / "dist").glob("*.whl")
