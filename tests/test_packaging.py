@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.checks import check_runtime_dependencies
+from hatch_ovcrypt.checks import check_runtime_dependencies, uv_cache_keys_hint
 from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
 from tests.helpers import build_wheel, make_ir, only_wheel, reference_output, run, sample_input, write_product
 
@@ -116,3 +116,95 @@ def test_uv_installs_a_product_from_source_into_a_fresh_venv_and_it_runs(
     out = run([python, "-c", INFER], env=key_env, cwd=tmp_path)
     got = json.loads(out.stdout)
     assert got == reference_output(xml, sample_input()).tolist()
+
+
+# --- uv's cache of editable builds ----------------------------------------------------------------
+
+
+def model_files(project: Path, *xmls: str) -> list[Path]:
+    return [project / p for xml in xmls for p in (xml, xml.replace(".xml", ".bin"))]
+
+
+def apply_hint(project: Path, hint: str) -> None:
+    pyproject = project / "pyproject.toml"
+    if hint.startswith("[tool.uv]"):
+        pyproject.write_text(pyproject.read_text() + "\n" + hint + "\n")
+    else:
+        text = pyproject.read_text()
+        head, table, tail = text.partition("[tool.uv]\n")
+        tail = "\n".join(line for line in tail.splitlines() if not line.startswith("cache-keys"))
+        pyproject.write_text(head + table + hint + "\n" + tail + "\n")
+
+
+def test_uv_cache_keys_hint_covers_the_model_files(tmp_path: Path) -> None:
+    project = write_product(tmp_path, {"d": "models/d.xml", "c": "models/cls/c.xml"})
+    files = model_files(project, "models/d.xml", "models/cls/c.xml")
+    hint = uv_cache_keys_hint(project, files)
+    assert hint == '[tool.uv]\ncache-keys = [{ file = "pyproject.toml" }, { file = "models/**" }]'
+    apply_hint(project, hint)
+    assert uv_cache_keys_hint(project, files) is None
+
+
+@pytest.mark.parametrize(
+    ("uv_table", "expected"),
+    [
+        (
+            "[tool.uv]\npackage = true\n",
+            'cache-keys = [{ file = "pyproject.toml" }, { file = "models/**" }, { file = "top.xml" }, '
+            '{ file = "top.bin" }]  # in the existing [tool.uv]',
+        ),
+        (
+            '[tool.uv]\ncache-keys = [{ git = { commit = true } }, "setup.cfg", { file = "models/*.xml" }]\n',
+            'cache-keys = [{ git = { commit = true } }, "setup.cfg", { file = "models/*.xml" }, '
+            '{ file = "models/**" }, { file = "top.xml" }, { file = "top.bin" }]  # replaces cache-keys in the '
+            "existing [tool.uv]",
+        ),
+        ('[tool.uv]\ncache-keys = ["pyproject.toml", { file = "**/*.xml" }, { file = "**/*.bin" }]\n', None),
+        ('[tool.uv]\ncache-keys = [{ file = "*.[xb][mi][ln]" }, { file = "models/**/*" }]\n', None),
+        ('[tool.uv]\ncache-keys = [{ dir = "models" }, { file = "*.xml" }, { file = "*.bin" }]\n', "models/**"),
+    ],
+)
+def test_uv_cache_keys_hint_keeps_what_is_there(tmp_path: Path, uv_table: str, expected: str | None) -> None:
+    project = write_product(tmp_path, {"d": "models/d.xml", "t": "top.xml"}, extra_toml=uv_table)
+    files = model_files(project, "models/d.xml", "top.xml")
+    hint = uv_cache_keys_hint(project, files)
+    if expected is None or hint is None:
+        assert hint == expected
+        return
+    assert expected in hint
+    apply_hint(project, hint)
+    assert uv_cache_keys_hint(project, files) is None, (project / "pyproject.toml").read_text()
+
+
+@pytest.mark.slow
+def test_uv_sync_rebuilds_changed_models_only_with_the_hint(
+    plugin_wheel_dir: Path, tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    """`uv run`/`uv sync` keep a stale encrypted snapshot until [tool.uv] cache-keys covers the models."""
+    project = write_product(tmp_path / "p", {"detector": "models/detector.xml"})
+    xml = project / "models/detector.xml"
+    env = {**key_env, "UV_FIND_LINKS": str(plugin_wheel_dir), "UV_PYTHON": sys.executable, "UV_NO_PROGRESS": "1"}
+
+    def model(seed: int) -> list[object]:
+        """Write a new model; return what plain OpenVINO computes from it."""
+        make_ir(xml, 64 << 10, seed=seed)
+        value: list[object] = reference_output(xml, sample_input()).tolist()
+        return value
+
+    def product() -> list[object]:
+        """What the product computes under `uv run`."""
+        out = run([uv(), "run", "--quiet", "python", "-c", INFER], cwd=project, env=env).stdout
+        value: list[object] = json.loads(out)
+        return value
+
+    first = model(1)
+    run([uv(), "sync", "--quiet"], cwd=project, env=env)
+    assert product() == first
+    assert model(4) != first and product() == first, "uv rebuilt without cache-keys: is the stale snapshot gone?"
+    hint = uv_cache_keys_hint(project, model_files(project, "models/detector.xml"))
+    assert hint is not None
+    apply_hint(project, hint)
+    second = model(2)
+    assert product() == second  # pyproject changed: rebuilt
+    third = model(3)
+    assert product() == third  # only the model changed: rebuilt, thanks to the cache keys
