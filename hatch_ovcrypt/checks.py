@@ -207,11 +207,12 @@ def check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sd
         what = " and ".join(_rel(p, root) for p in missing)
         hint = (
             "; this is an sdist, and hatch-ovcrypt keeps model files out of sdists: build the wheel from the "
-            "source tree (`python -m build --wheel` or `hatch build -t wheel`)"
+            "source tree (`python -m build --wheel`, `uv build --wheel`, `hatch build` or `pip wheel .`)"
             if from_sdist
             else (" (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else "")
         )
-        return [Problem(spec.path, f"names {what}, which does not exist{hint}")]
+        verb = "does" if len(missing) == 1 else "do"
+        return [Problem(spec.path, f"names {what}, which {verb} not exist{hint}")]
     try:
         read_ir(spec, environ)
     except OvcryptError as exc:

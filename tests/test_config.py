@@ -162,7 +162,7 @@ def test_wheel_from_the_sdist_fails_clearly(tmp_path: Path, key_env: dict[str, s
     out = result.stdout + result.stderr
     assert result.returncode != 0
     assert "this is an sdist, and hatch-ovcrypt keeps model files out of sdists" in out
-    assert "python -m build --wheel" in out
+    assert "python -m build --wheel" in out and "uv build --wheel" in out
 
 
 def test_ambiguous_package_must_be_named(tmp_path: Path, key_env: dict[str, str]) -> None:
@@ -197,7 +197,7 @@ def test_check_command_reports_like_the_build(tmp_path: Path, key_env: dict[str,
     check = [sys.executable, "-m", "hatch_ovcrypt", "check", str(project)]
     result = run(check, env=key_env, check=False)
     assert result.returncode == 1
-    assert f"`{LOCATION}.models.gone` names models/gone.xml and models/gone.bin, which does not exist" in result.stderr
+    assert f"`{LOCATION}.models.gone` names models/gone.xml and models/gone.bin, which do not exist" in result.stderr
     assert "Traceback" not in result.stderr
     make_ir(project / "models/gone.xml")
     ok = run(check, env=key_env)

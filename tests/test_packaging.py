@@ -208,3 +208,33 @@ def test_uv_sync_rebuilds_changed_models_only_with_the_hint(
     assert product() == second  # pyproject changed: rebuilt
     third = model(3)
     assert product() == third  # only the model changed: rebuilt, thanks to the cache keys
+
+
+# --- front ends ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_front_ends_hatch_build_and_uv_build(plugin_wheel_dir: Path, tmp_path: Path, key_env: dict[str, str]) -> None:
+    """`hatch build` (its build environments come from uv: UV_FIND_LINKS finds a local plugin wheel) and `uv build`."""
+    project = write_product(tmp_path / "p", {"detector": "models/detector.xml"})
+    make_ir(project / "models/detector.xml")
+    hatch = str(Path(sys.executable).parent / "hatch")
+    env = {
+        **key_env,
+        "UV_FIND_LINKS": str(plugin_wheel_dir),
+        "UV_NO_PROGRESS": "1",
+        "HATCH_DATA_DIR": str(tmp_path / "hatch-data"),  # a fresh build environment, made by uv
+    }
+    run([hatch, "build", str(tmp_path / "hatch-dist")], cwd=project, env=env)
+    names = sorted(p.name for p in (tmp_path / "hatch-dist").iterdir())
+    assert names == ["acme_vision-1.0.0-py2.py3-none-any.whl", "acme_vision-1.0.0.tar.gz"]
+    assert "acme_vision/_ovcrypt/manifest.json" in zipfile.ZipFile(tmp_path / "hatch-dist" / names[0]).namelist()
+
+    uv_build = [uv(), "build", "--python", sys.executable]
+    run([*uv_build, "--wheel", "--out-dir", str(tmp_path / "uv-dist")], cwd=project, env=env)
+    assert "acme_vision/_ovcrypt/manifest.json" in zipfile.ZipFile(only_wheel(tmp_path / "uv-dist")).namelist()
+    # Plain `uv build` makes the wheel from the sdist, which holds no models: refused, naming the way out.
+    sdist_first = run([*uv_build, "--out-dir", str(tmp_path / "uv-both")], cwd=project, env=env, check=False)
+    assert sdist_first.returncode != 0
+    assert "this is an sdist, and hatch-ovcrypt keeps model files out of sdists" in sdist_first.stderr
+    assert "`uv build --wheel`" in sdist_first.stderr
