@@ -11,7 +11,7 @@ import pytest
 
 from hatch_ovcrypt.checks import check_runtime_dependencies, uv_cache_keys_hint
 from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
-from tests.helpers import build_wheel, make_ir, only_wheel, reference_output, run, sample_input, write_product
+from tests.helpers import REPO, build_wheel, make_ir, only_wheel, reference_output, run, sample_input, write_product
 
 LOCATION = "tool.hatch.build.targets.wheel.hooks.ovcrypt"
 INFER = """
@@ -238,3 +238,22 @@ def test_front_ends_hatch_build_and_uv_build(plugin_wheel_dir: Path, tmp_path: P
     assert sdist_first.returncode != 0
     assert "this is an sdist, and hatch-ovcrypt keeps model files out of sdists" in sdist_first.stderr
     assert "`uv build --wheel`" in sdist_first.stderr
+
+
+# --- the plugin's own checkout and wheel -----------------------------------------------------------
+
+
+def test_the_repository_holds_no_symlinks() -> None:
+    """A checkout without symlink support (the Windows default) must work: one copy of the runtime, no links."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listing = run(["git", "ls-files", "-s"], cwd=REPO).stdout.splitlines()
+    assert [line.split("\t", 1)[1] for line in listing if line.startswith("120000 ")] == []
+
+
+def test_the_plugin_wheel_ships_the_runtime_sources(plugin_wheel_dir: Path) -> None:
+    names = zipfile.ZipFile(only_wheel(plugin_wheel_dir)).namelist()
+    sources = sorted(p.name for p in (REPO / "hatch_ovcrypt" / "runtime").glob("*.py"))
+    assert "_keys.py" in sources and "__init__.py" in sources
+    shipped = [n for n in names if n.startswith("hatch_ovcrypt/runtime/")]
+    assert shipped == [f"hatch_ovcrypt/runtime/{name}" for name in sources]
