@@ -301,8 +301,8 @@ def decrypt_throughput(path: Path, key: bytes, threads: int, reps: int, *, fresh
     (as the loader does: includes faulting the pages in), or into one buffer already faulted in."""
     import numpy as np
 
-    from runtime._reader import decrypt_into, read_header
-    from runtime._spec import SegmentCipher
+    from hatch_ovcrypt.runtime._reader import decrypt_into, read_header
+    from hatch_ovcrypt.runtime._spec import SegmentCipher
 
     times = []
     buf = None
@@ -326,8 +326,8 @@ def decrypt_in_place_throughput(path: Path, key: bytes, threads: int, reps: int)
     decrypted in place segment by segment on `threads` workers (what `openssl speed` measures)."""
     import numpy as np
 
-    from runtime._reader import decrypt_in_place, read_header
-    from runtime._spec import TAG_SIZE, SegmentCipher
+    from hatch_ovcrypt.runtime._reader import decrypt_in_place, read_header
+    from hatch_ovcrypt.runtime._spec import TAG_SIZE, SegmentCipher
 
     data = path.read_bytes()
     header, raw, tag = read_header(io.BytesIO(data), "bench")
@@ -345,8 +345,8 @@ def decrypt_in_place_throughput(path: Path, key: bytes, threads: int, reps: int)
 
 
 def encrypt_throughput(path: Path, key: bytes, *, derive_salt: bool) -> float:
-    from runtime._spec import Role
-    from runtime._writer import FileSource, encrypt
+    from hatch_ovcrypt.runtime._spec import Role
+    from hatch_ovcrypt.runtime._writer import FileSource, encrypt
 
     class Null(io.RawIOBase):
         def write(self, b: Any) -> int:

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from .checks import Plan
     from .writer import ProgressFactory
 
-RUNTIME_REQUIREMENTS = ("openvino>=2024.0", "cryptography>=42", "numpy>=1.24")
-
 
 class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "ovcrypt"
@@ -64,6 +62,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
 
+        from .requirements import RUNTIME_REQUIREMENTS
+
         declared = {canonicalize_name(Requirement(r).name) for r in self.metadata.core.dependencies}
         return [r for r in RUNTIME_REQUIREMENTS if canonicalize_name(Requirement(r).name) not in declared]
 
@@ -77,7 +77,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         folder = self._staging / "_ovcrypt"
         folder.mkdir()
         manifest = render_runtime_folder(plan, folder, os.environ, progress=_terminal_progress())
-        if version == "editable":
+        if version == "editable" and not plan.new_package:
+            # The source tree's package shadows site-packages: install under a private name, found by a finder.
             dest = private_folder(plan.package)
             mapping = render_editable_loader(plan.package, self._staging)
         else:

@@ -6,7 +6,9 @@
 2. a throwaway demo key is made with `hatch-ovcrypt keygen`;
 3. the example product's wheel is built with hatchling and the ovcrypt hook;
 4. the wheel is installed into a fresh venv, imported, and run; the result is compared with plain OpenVINO;
-5. the wheel is scanned: no .xml/.bin, and no 32-byte window of the plaintext IR anywhere in it.
+5. the wheel is scanned: no .xml/.bin, and no 32-byte window of the plaintext IR anywhere in it;
+6. uv installs the example from source into another fresh venv (its build environment takes hatch-ovcrypt
+   from a local wheel through UV_FIND_LINKS), with the requirements in its static [project] metadata, and runs it.
 """
 
 from __future__ import annotations
@@ -112,6 +114,16 @@ def main() -> int:
 
     step(f"what {wheel.name} holds")
     scan_wheel(wheel, project / "models")
+
+    step("uv: install the example from source into a fresh venv, as `uv pip install DIR` does, and run it")
+    uv = bin_dir / "uv"
+    plugin = DEMO / "plugin-wheel"
+    sh(python, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", REPO, "-w", plugin)
+    uv_product = DEMO / "venv-uv"
+    sh(uv, "venv", "--quiet", "--python", sys.executable, uv_product)
+    uv_python = uv_product / "bin" / "python"
+    sh(uv, "pip", "install", "--python", uv_python, project, env={**key_env, "UV_FIND_LINKS": str(plugin)})
+    sh(uv_python, "-c", RUN_PRODUCT, project / "models", env=key_env)
     print("\ndemo ok")
     return 0
 

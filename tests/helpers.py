@@ -13,10 +13,13 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
 from hatch_ovcrypt.runtime._runtime import Runtime
 from hatch_ovcrypt.runtime._spec import Role
 
 REPO = Path(__file__).resolve().parent.parent
+# What a product declares in [project] dependencies: everything the runtime needs (the build refuses less).
+RUNTIME_DEPENDENCIES = ", ".join(f'"{r}"' for r in RUNTIME_REQUIREMENTS)
 WINDOW = 32  # a plaintext leak is any 32-byte window of the plaintext found elsewhere
 
 
@@ -55,6 +58,7 @@ def write_product(
     extra_hook_options: str = "",
     extra_toml: str = "",
     requires: str = '"hatchling", "hatch-ovcrypt"',
+    dependencies: str = RUNTIME_DEPENDENCIES,
 ) -> Path:
     """A product project as a user writes it: src/<package>, plaintext models in models/ (kept out of the sdist)."""
     pkg = root / "src" / package
@@ -75,6 +79,7 @@ build-backend = "hatchling.build"
 [project]
 name = "{package.replace("_", "-")}"
 version = "1.0.0"
+dependencies = [{dependencies}]
 
 [tool.hatch.build.targets.wheel]
 packages = ["src/{package}"]

@@ -76,8 +76,10 @@ def test_rekey_refuses_a_rolled_back_folder_file_and_writes_nothing(
     rolled = Path("models/assistant/generation_config.json.ovc")
     shutil.copy(old / rolled, folder / rolled)
     before = plain_files(folder)
-    for verb in (["verify", folder, "--key-file", keys[0]],
-                 ["rekey", folder, "--new-key-file", keys[1], "--key-file", keys[0]]):  # fmt: skip
+    verbs: list[list[str | Path]] = [
+        ["verify", folder, "--key-file", keys[0]], ["rekey", folder, "--new-key-file", keys[1], "--key-file", keys[0]]
+    ]
+    for verb in verbs:
         code, _, err = cli(capsys, *verb)
         assert code == 1 and "assistant/generation_config.json.ovc is not the file it was signed with" in err, err
     assert plain_files(folder) == before

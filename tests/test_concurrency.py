@@ -209,7 +209,7 @@ print("OK")
 
 @pytest.mark.slow
 def test_processes_sharing_one_cache_folder(package: Path, key: bytes, tmp_path: Path) -> None:
-    if not (REPO / "runtime" / "_cache.py").exists():
+    if not (REPO / "hatch_ovcrypt" / "runtime" / "_cache.py").exists():
         pytest.skip("the encrypted compiled-model cache (runtime/_cache.py) does not exist yet")
     cache = tmp_path / "cache"
     x = sample_input(256)
