@@ -33,9 +33,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from hatchling.builders.wheel import WheelBuilder
 
-    from ..checks import check_project, hook_table
+    from ..checks import check_project, hook_table, uv_cache_keys_hint
     from ..config import HOOK_NAME, ConfigurationError
     from ..runtime._spec import key_id
+    from ..sources import plaintext_paths
 
     root = Path(args.project_dir).resolve()
     if not (root / "pyproject.toml").is_file():
@@ -65,6 +66,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name, value in settings.items():
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
     print(f"key: from {source}, key id {key_id(plan.key).hex()}")
+    model_files = [path for spec in options.models for path in plaintext_paths(spec)]
+    if hint := uv_cache_keys_hint(root, model_files):
+        print(
+            "editable installs: uv caches them and would keep running the old encrypted snapshot after the models "
+            f"change; add to pyproject.toml:\n{hint}\n(with pip, run `pip install -e .` again after the models change)"
+        )
     return EXIT_OK
 
 
