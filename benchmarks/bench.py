@@ -129,7 +129,6 @@ if os.environ.get("BENCH_THP_OFF"):
 runtime = importlib.import_module(sys.argv[1] + "._ovcrypt")
 from importlib import import_module
 fmt = import_module(sys.argv[1] + "._ovcrypt._reader")
-spec = import_module(sys.argv[1] + "._ovcrypt._spec")
 loader = import_module(sys.argv[1] + "._ovcrypt._loader")
 if os.environ.get("BENCH_THREADS"):
     fmt.default_threads = lambda: int(os.environ["BENCH_THREADS"])
@@ -137,8 +136,8 @@ rt = runtime._get()
 name = sys.argv[2]
 t = [time.perf_counter()]
 core = rt.core; t.append(time.perf_counter())
-xml = rt.decrypt(name, spec.Role.XML); t.append(time.perf_counter())
-weights = rt.decrypt(name, spec.Role.BIN); t.append(time.perf_counter())
+xml = rt.files.decrypt(name, name + ".xml"); t.append(time.perf_counter())
+weights = rt.files.decrypt(name, name + ".bin"); t.append(time.perf_counter())
 model = loader.model_from_memory(core, xml, weights); t.append(time.perf_counter())
 compiled = core.compile_model(model, "CPU"); t.append(time.perf_counter())
 names = ["core", "xml", "bin", "read_model", "compile"]
@@ -268,18 +267,14 @@ def compile_bytecode(target: Path) -> None:
 
 def render_installed(target: Path, package: str, models: Mapping[str, Path], key: bytes) -> None:
     """What installing the product wheel yields, rendered directly (used for 2 GiB: skips zipping 2 GiB)."""
-    from hatch_ovcrypt.checks import Plan
-    from hatch_ovcrypt.config import parse_options
-    from hatch_ovcrypt.writer import render_runtime_folder
+    from hatch_ovcrypt.writer import render_table
 
     shutil.rmtree(target, ignore_errors=True)
     pkg = target / package
     (pkg / "_ovcrypt").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     raw: dict[str, object] = {"models": {name: str(xml) for name, xml in models.items()}}
-    options, problems = parse_options(raw, target, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
-    assert not problems, problems
-    render_runtime_folder(Plan(options, package, key), pkg / "_ovcrypt", os.environ)
+    render_table(raw, target, pkg / "_ovcrypt", package=package, key=key, environ=os.environ)
     compile_bytecode(target)
 
 

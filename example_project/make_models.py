@@ -1,8 +1,14 @@
-"""Make the example's two IR models with openvino's opset API (no downloads): a detector and a classifier."""
+"""Make the example's models without downloading anything: a detector and a classifier with openvino's opset API,
+and the tiny assistant: an LLM folder as `optimum-cli export openvino` writes it, copied from the random test
+fixture that hatch-ovcrypt's repository commits (tests/fixtures/tiny_llm, made by make_genai_fixtures.py).
+
+    python make_models.py [PROJECT_DIR] [--assistant-from FOLDER]
+"""
 
 from __future__ import annotations
 
-import sys
+import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +42,12 @@ def classifier(seed: int = 2, classes: int = 10) -> ov.Model:
     return ov.Model([ops.softmax(logits, 1)], [image], "classifier")
 
 
-def main(root: Path) -> None:
+def main(root: Path, assistant: Path | None) -> None:
+    if assistant is not None:
+        target = root / "models" / "assistant"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(assistant, target)
+        print(f"copied the assistant's exported folder to {target}")
     for model, path in ((detector(), root / "models/detector.xml"), (classifier(), root / "models/cls/classifier.xml")):
         path.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(model, path, compress_to_fp16=False)
@@ -44,4 +55,8 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("project_dir", nargs="?", type=Path, default=Path(__file__).parent, help="where models/ goes")
+    parser.add_argument("--assistant-from", type=Path, help="an exported LLM folder to ship as the assistant")
+    args = parser.parse_args()
+    main(args.project_dir, args.assistant_from)

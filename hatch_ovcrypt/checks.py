@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import HOOK_NAME, ModelSpec, Options, Problem, hook_location, parse_options
+from .model_checks import ModelPlan, check_model, load_extensions, runtime_extensions
 from .requirements import GENAI_PACKAGES, RUNTIME_REQUIREMENTS, genai_requirements
-from .runtime._errors import KeyMissingError, OvcryptError
+from .runtime._errors import OvcryptError
 from .runtime._keys import keys_from_environment
-from .runtime._loader import owning_tensor
-from .runtime._openssl import RECIPE, OpenSSLSource, check_xml, decrypt_openssl_array, parse_hex16
-from .runtime._writer import FileSource, PlaintextSource
+from .sources import plaintext_paths
 
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface
@@ -37,6 +36,8 @@ class Plan:
     options: Options
     package: str
     key: bytes
+    models: dict[str, ModelPlan]
+    extensions: tuple[str, ...]  # modules the runtime imports before reading an IR
     new_package: bool = False  # the wheel has no such package: the hook creates it (single-module projects)
 
 
@@ -53,8 +54,8 @@ def check_project(
     location = hook_location(builder.config.target_config, builder.PLUGIN_NAME)
     options, problems = parse_options(raw, root, location)
     from_sdist = is_from_sdist(root)
-    for spec in options.models:
-        problems += check_model(spec, root, environ, from_sdist)
+    plans, found = check_models(options, root, environ, from_sdist)
+    problems += found
     key = _build_key(options, environ, problems)
     # Files the wheel selects, and the user's force-include (hatchling applies no `exclude` to those).
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
@@ -63,13 +64,43 @@ def check_project(
     package, new_package = _resolve_package(options, [*selected.values(), *forced.values()], problems)
     problems += _check_plaintext_in_wheel(options, selected, forced, root)
     problems += check_runtime_dependencies(
-        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=False, location=location
+        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai(plans), location
     )
     if not from_sdist and not options.allow_plaintext_sdist:
         problems += check_plaintext_in_sdist(options, root)
     if problems or package is None or key is None:
         return None, problems
-    return Plan(options, package, key, new_package), problems
+    return plan_of(options, package, key, plans, new_package=new_package), problems
+
+
+def check_models(
+    options: Options, root: Path, environ: Mapping[str, str], from_sdist: bool = False
+) -> tuple[dict[str, ModelPlan], list[Problem]]:
+    """Load the extension modules, then check every model; return the plans of those that passed, and the problems."""
+    problems = [Problem(f"{options.location}.extensions", why) for why in load_extensions(options.extensions)]
+    plans: dict[str, ModelPlan] = {}
+    for spec in options.models:
+        plan, found = check_model(spec, root, environ, from_sdist, options.extensions)
+        problems += found
+        if plan is not None:
+            plans[spec.name] = plan
+    return plans, problems
+
+
+def plan_of(
+    options: Options, package: str, key: bytes, plans: dict[str, ModelPlan], *, new_package: bool = False
+) -> Plan:
+    """The build's plan once every check passed."""
+    return Plan(options, package, key, plans, runtime_extensions(options.extensions, plans), new_package)
+
+
+# Folder kinds whose runtime builds an openvino-genai pipeline (a `files` folder only reads IRs and files).
+GENAI_KINDS = frozenset({"llm", "vlm", "text2image"})
+
+
+def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
+    """Whether the runtime of these models imports openvino_genai (and so openvino_tokenizers)."""
+    return any(plan.kind in GENAI_KINDS for plan in plans.values())
 
 
 def check_runtime_dependencies(
@@ -201,72 +232,6 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def check_model(spec: ModelSpec, root: Path, environ: Mapping[str, str], from_sdist: bool) -> list[Problem]:
-    missing = [path for path in spec.files if not path.is_file()]
-    if missing:
-        what = " and ".join(_rel(p, root) for p in missing)
-        hint = (
-            "; this is an sdist, and hatch-ovcrypt keeps model files out of sdists: build the wheel from the "
-            "source tree (`python -m build --wheel`, `uv build --wheel`, `hatch build` or `pip wheel .`)"
-            if from_sdist
-            else (" (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else "")
-        )
-        verb = "does" if len(missing) == 1 else "do"
-        return [Problem(spec.path, f"names {what}, which {verb} not exist{hint}")]
-    try:
-        read_ir(spec, environ)
-    except OvcryptError as exc:
-        return [Problem(spec.path, str(exc))]
-    except Exception as exc:  # openvino raises RuntimeError with multi-line text
-        return [Problem(spec.path, f"OpenVINO cannot read {_rel(spec.xml, root)}: {openvino_message(exc)}")]
-    return []
-
-
-_OV_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S+:\d+:?$")
-
-
-def openvino_message(exc: Exception) -> str:
-    """OpenVINO's errors are lines of C++ source locations around the message: keep only the message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    message = [line for line in lines if not _OV_LOCATION.match(line)]
-    return " ".join(message or lines) or type(exc).__name__
-
-
-def recipe_key_iv(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[bytes, bytes]:
-    values = []
-    for env in (spec.key_hex_env, spec.iv_hex_env):
-        assert env is not None  # parse_options guarantees both for recipe models
-        if not environ.get(env):
-            raise KeyMissingError(f"environment variable {env} is not set (the OpenSSL recipe's hex key or IV)")
-        values.append(parse_hex16(environ[env], f"environment variable {env}"))
-    return values[0], values[1]
-
-
-def model_sources(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[PlaintextSource, PlaintextSource]:
-    """The plaintext .xml and .bin of a model, streamed: from disk, or decrypted from the recipe on the fly."""
-    if spec.source_encryption != RECIPE:
-        return FileSource(spec.xml), FileSource(spec.bin)
-    key, iv = recipe_key_iv(spec, environ)
-    xml = OpenSSLSource(spec.xml, key, iv, spec.xml.name)
-    check_xml(next(iter(xml.chunks(64)), b""), spec.xml.name)
-    return xml, OpenSSLSource(spec.bin, key, iv, spec.bin.name)
-
-
-def read_ir(spec: ModelSpec, environ: Mapping[str, str]) -> None:
-    """Read the model with OpenVINO, as the runtime will; recipe models are decrypted in memory."""
-    import openvino as ov
-
-    core = ov.Core()
-    if spec.source_encryption != RECIPE:
-        core.read_model(str(spec.xml))
-        return
-    key, iv = recipe_key_iv(spec, environ)
-    xml = decrypt_openssl_array(spec.xml, key, iv, spec.xml.name)
-    check_xml(xml.data, spec.xml.name)
-    weights = decrypt_openssl_array(spec.bin, key, iv, spec.bin.name)
-    core.read_model(xml.tobytes(), owning_tensor(weights))
-
-
 def _build_key(options: Options, environ: Mapping[str, str], problems: list[Problem]) -> bytes | None:
     """The build encrypts under the first key of $key-env (a list there means: rotating, first is new)."""
     try:
@@ -355,7 +320,7 @@ def _resolve_package(
 
 
 def _model_files(options: Options) -> dict[Path, ModelSpec]:
-    return {path.resolve(): spec for spec in options.models for path in spec.files if path.exists()}
+    return {path.resolve(): spec for spec in options.models for path in plaintext_paths(spec)}
 
 
 def _check_plaintext_in_wheel(
@@ -377,15 +342,24 @@ def _check_plaintext_in_wheel(
 
 
 def check_plaintext_in_sdist(options: Options, root: Path) -> list[Problem]:
+    """One problem per model and folder to exclude (not per file: an exported folder holds many)."""
     from hatchling.builders.sdist import SdistBuilder
 
     in_sdist = {Path(f.path).resolve() for f in SdistBuilder(str(root)).recurse_included_files()}
-    leaks = [(spec, path) for path, spec in _model_files(options).items() if path in in_sdist]
+    leaks: dict[tuple[str, str], list[Path]] = {}
+    for path, spec in _model_files(options).items():
+        if path in in_sdist:
+            folder = spec.source if spec.source.is_dir() else path.parent
+            leaks.setdefault((spec.path, _rel(folder.resolve(), root.resolve())), []).append(path)
     return [
-        Problem(spec.path, f"file {_rel(path, root)} would be packed into the sdist: "
-                + SDIST_FIX.format(dir=_rel(path.parent, root), location=options.location))
-        for spec, path in leaks
+        Problem(toml, f"{_count(paths)} in {folder}/ would be packed into the sdist: "
+                + SDIST_FIX.format(dir=folder, location=options.location))
+        for (toml, folder), paths in leaks.items()
     ]  # fmt: skip
+
+
+def _count(paths: list[Path]) -> str:
+    return f"file {paths[0].name}" if len(paths) == 1 else f"{len(paths)} files"
 
 
 def hook_table(builder: BuilderInterface[Any, Any]) -> dict[str, Any] | None:

@@ -1,17 +1,23 @@
 """The `ovcrypt` hook table: parsing and checking its shape. Every problem is collected, none raised early.
 
     [tool.hatch.build.targets.wheel.hooks.ovcrypt]
-    models = { detector = "models/detector.xml" }   # name -> IR .xml; the .bin beside it, same stem
+    models = { detector = "models/detector.xml",    # an IR .xml; the .bin beside it, same stem
+               assistant = "models/assistant",       # a folder: an exported model (LLM, VLM, image generation)
+               det = "models/det.onnx" }             # any other file: converted to IR by openvino.convert_model
     package = "acme_vision"                          # default: the wheel's only top-level package
     key-env = "OVCRYPT_KEY"                          # variable holding the key, at build and at run time
     key-provider = "acme_vision.keys:get_key"        # optional: called with a key id at run time
     segment-size = 1048576                           # 1 MiB .. 4 MiB
     allow-plaintext-sdist = false                    # true only if the sdist may ship plaintext IR
 
-A model may also be a table, for models that are already encrypted with the OpenSSL recipe:
+    extensions = ["openvino_tokenizers"]            # modules imported before OpenVINO reads an IR
+
+A model may also be a table with exactly one of `xml`, `folder` or `source`:
 
     legacy = { xml = "models/legacy_enc.xml", source-encryption = "openssl-aes-128-cbc",
-               key-hex-env = "LEGACY_KEY_HEX", iv-hex-env = "LEGACY_IV_HEX" }
+               key-hex-env = "LEGACY_KEY_HEX", iv-hex-env = "LEGACY_IV_HEX" }   # OpenSSL-recipe files
+    assistant = { folder = "models/assistant", kind = "llm" }                   # `kind` overrides detection
+    rec = { source = "models/rec.onnx", compress-to-fp16 = false, input = "x[1,3,48,-1]" }
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime._manifest import is_env_name, is_model_name, is_provider_ref
+from .runtime._manifest import FOLDER_KINDS, is_env_name, is_model_name, is_provider_ref
 from .runtime._openssl import RECIPE
 from .runtime._spec import DEFAULT_SEGMENT_SIZE, validate_segment_size
 
@@ -31,9 +37,19 @@ DEFAULT_KEY_ENV = "OVCRYPT_KEY"
 RESERVED_KEYS = frozenset(
     {"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"}
 )
-KNOWN_KEYS = frozenset({"models", "package", "key-env", "key-provider", "segment-size", "allow-plaintext-sdist"})
-MODEL_KEYS = frozenset({"xml", "source-encryption", "key-hex-env", "iv-hex-env"})
+KNOWN_KEYS = frozenset(
+    {"models", "package", "key-env", "key-provider", "segment-size", "allow-plaintext-sdist", "extensions"}
+)
+# A model table names exactly one of these; each takes its own further options.
+MODEL_SOURCES = {
+    "xml": frozenset({"source-encryption", "key-hex-env", "iv-hex-env"}),
+    "folder": frozenset({"kind"}),
+    "source": frozenset({"compress-to-fp16", "input"}),
+}
+MODEL_KEYS = frozenset(MODEL_SOURCES).union(*MODEL_SOURCES.values())
 SOURCE_ENCRYPTIONS = ("none", RECIPE)
+# How a model reaches the build: an IR, OpenSSL-recipe IR files, an exported folder, or a file to convert.
+IR, OPENSSL, FOLDER, CONVERT = "ir", "openssl", "folder", "convert"
 
 
 @dataclass(frozen=True)
@@ -61,19 +77,29 @@ class ConfigurationError(Exception):
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One entry of `models`: where the model comes from, and how it reaches the build."""
+
     name: str
-    xml: Path
-    source_encryption: str  # "none" or RECIPE
-    key_hex_env: str | None
-    iv_hex_env: str | None
+    source: Path  # the IR .xml, the exported folder, or the file for openvino.convert_model
     path: str  # TOML path, for messages
+    origin: str = IR  # IR, OPENSSL, FOLDER or CONVERT
+    kind: str | None = None  # a folder's kind when the table sets it; None: detected from its files
+    key_hex_env: str | None = None
+    iv_hex_env: str | None = None
+    compress_to_fp16: bool = True  # what `ovc` and `ov.save_model` do by default
+    input: str | None = None  # shapes as `ovc --input` takes them
+
+    @property
+    def xml(self) -> Path:
+        return self.source
 
     @property
     def bin(self) -> Path:
-        return self.xml.with_suffix(".bin")
+        return self.source.with_suffix(".bin")
 
     @property
     def files(self) -> tuple[Path, Path]:
+        """The IR pair of an IR or OpenSSL-recipe model."""
         return self.xml, self.bin
 
 
@@ -86,6 +112,7 @@ class Options:
     segment_size: int
     allow_plaintext_sdist: bool
     location: str
+    extensions: tuple[str, ...] = ()
 
 
 def hook_location(target_config: Mapping[str, Any], target: str) -> str:
@@ -133,6 +160,13 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
         problem("allow-plaintext-sdist", f"for build hook `{HOOK_NAME}` must be a boolean")
         allow_sdist = False
 
+    extensions = raw.get("extensions", [])
+    if not isinstance(extensions, list) or not all(
+        isinstance(e, str) and all(is_model_name(p) for p in e.split(".")) for e in extensions
+    ):
+        problem("extensions", 'must be a list of importable module names, such as ["openvino_tokenizers"]')
+        extensions = []
+
     models: list[ModelSpec] = []
     raw_models = raw.get("models")
     if raw_models is None:
@@ -151,7 +185,7 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
                 models.append(spec)
 
     options = Options(
-        tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location
+        tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location, tuple(extensions)
     )  # fmt: skip
     return options, problems
 
@@ -160,19 +194,44 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
     found = len(problems)
     if not is_model_name(name):
         problems.append(Problem(path, "is not a valid model name: use a Python identifier, such as `detector`"))
-    xml_at = path  # the TOML path that holds the .xml path
     if isinstance(value, str):
-        value = {"xml": value}
-    elif isinstance(value, Mapping) and "xml" in value:
-        xml_at = f"{path}.xml"
-    if not isinstance(value, Mapping):
-        problems.append(Problem(path, "must be a path to an IR .xml, or a table with `xml` and options"))
+        return _model_from_path(name, value, root, path) if len(problems) == found else None
+    sources = [key for key in MODEL_SOURCES if isinstance(value, Mapping) and key in value]
+    if not isinstance(value, Mapping) or len(sources) != 1:
+        problems.append(Problem(path, "must be a path (an IR .xml, a model folder, or a file to convert), or a table "
+                                      "with exactly one of `xml`, `folder` or `source`"))  # fmt: skip
         return None
-    for key in sorted(set(value) - MODEL_KEYS):
-        problems.append(Problem(f"{path}.{key}", f"is not a model option (options: {', '.join(sorted(MODEL_KEYS))})"))
-    xml = value.get("xml")
-    if not isinstance(xml, str) or not xml.endswith(".xml"):
-        problems.append(Problem(xml_at, "must be a path to an IR .xml file"))
+    (source,) = sources
+    allowed = MODEL_SOURCES[source]
+    for key in sorted(set(value) - {source} - allowed):
+        why = "is not a model option" if key not in MODEL_KEYS else f"does not apply to a model given by `{source}`"
+        problems.append(Problem(f"{path}.{key}", f"{why} (options with `{source}`: {', '.join(sorted(allowed))})"))
+    location = value[source]
+    if not isinstance(location, str) or (source == "xml" and not location.endswith(".xml")):
+        problems.append(Problem(f"{path}.{source}", "must be a path to an IR .xml file" if source == "xml" else
+                                "must be a path"))  # fmt: skip
+        return None
+    spec = {"xml": _parse_ir_table, "folder": _parse_folder_table, "source": _parse_source_table}[source](
+        name, value, _resolve(root, location), path, problems
+    )
+    return spec if len(problems) == found else None
+
+
+def _resolve(root: Path, location: str) -> Path:
+    return Path(location) if Path(location).is_absolute() else root / location
+
+
+def _model_from_path(name: str, location: str, root: Path, path: str) -> ModelSpec:
+    """A bare path: `.xml` is an IR, a directory is an exported model folder, any other file is converted."""
+    source = _resolve(root, location)
+    if location.endswith(".xml"):
+        return ModelSpec(name, source, path)
+    if source.is_dir() or not source.suffix:
+        return ModelSpec(name, source, path, FOLDER)
+    return ModelSpec(name, source, path, CONVERT)
+
+
+def _parse_ir_table(name: str, value: Mapping[str, Any], xml: Path, path: str, problems: list[Problem]) -> ModelSpec:
     source = value.get("source-encryption", "none")
     if source not in SOURCE_ENCRYPTIONS:
         problems.append(
@@ -188,7 +247,24 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
             )
         elif source != RECIPE and env is not None:
             problems.append(Problem(f"{path}.{key}", f"only applies with source-encryption = {RECIPE!r}"))
-    if len(problems) != found or not isinstance(xml, str):
-        return None
-    xml_path = Path(xml) if Path(xml).is_absolute() else root / xml
-    return ModelSpec(name, xml_path, str(source), envs["key-hex-env"], envs["iv-hex-env"], path)
+    origin = OPENSSL if source == RECIPE else IR
+    return ModelSpec(name, xml, path, origin, key_hex_env=envs["key-hex-env"], iv_hex_env=envs["iv-hex-env"])
+
+
+def _parse_folder_table(
+    name: str, value: Mapping[str, Any], folder: Path, path: str, problems: list[Problem]
+) -> ModelSpec:
+    kind = value.get("kind")
+    if kind is not None and kind not in FOLDER_KINDS:
+        problems.append(Problem(f"{path}.kind", f"must be one of {', '.join(map(repr, FOLDER_KINDS))}"))
+    return ModelSpec(name, folder, path, FOLDER, kind=kind if isinstance(kind, str) else None)
+
+
+def _parse_source_table(
+    name: str, value: Mapping[str, Any], source: Path, path: str, problems: list[Problem]
+) -> ModelSpec:
+    from .convert import parse_conversion_options
+
+    options, found = parse_conversion_options(value, path)
+    problems += [Problem(at, message) for at, message in found]
+    return ModelSpec(name, source, path, CONVERT, compress_to_fp16=options.compress_to_fp16, input=options.input)

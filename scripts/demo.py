@@ -43,6 +43,14 @@ for name, xml in (("classifier", "cls/classifier.xml"), ("detector", "detector.x
     same = np.array_equal(compile_model(name)(image)[0], plain)
     print(f"{name}: encrypted-wheel output bit-identical to plain OpenVINO on the plaintext IR: {same}")
     assert same
+import openvino_genai
+plain = openvino_genai.LLMPipeline(f"{models}/assistant", "CPU")
+for question in ("hello", "What do you see?"):
+    answer = acme_vision.ask(question)
+    print(f"acme_vision.ask({question!r}) -> {answer!r}")
+    same = answer == plain.generate(question)
+    print(f"assistant: answer from the encrypted wheel equals LLMPipeline on the plain folder: {same}")
+    assert same
 """
 
 
@@ -55,13 +63,14 @@ def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def scan_wheel(wheel: Path, models: Path) -> None:
-    plaintext = sorted(p for p in models.rglob("*") if p.suffix in {".xml", ".bin"})
+    plaintext = sorted(p for p in models.rglob("*") if p.is_file())
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         blob = b"".join(zf.read(n) for n in names)
     for name in names:
         print("  ", name)
     assert not [n for n in names if n.endswith((".xml", ".bin"))], "plaintext IR file in the wheel"
+    assert not [n for n in names if n.endswith(".json") and not n.endswith("/manifest.json")], "a config in the wheel"
     windows = 0
     for path in plaintext:
         data = path.read_bytes()
@@ -70,7 +79,7 @@ def scan_wheel(wheel: Path, models: Path) -> None:
             if len(window) == 32 and len(set(window)) > 4:
                 windows += 1
                 assert window not in blob, f"plaintext of {path.name} found in the wheel"
-    print(f"no plaintext: 0 of {windows} 32-byte windows of {len(plaintext)} plaintext IR files found in the wheel")
+    print(f"no plaintext: 0 of {windows} 32-byte windows of {len(plaintext)} plaintext model files found in the wheel")
 
 
 def main() -> int:
@@ -81,8 +90,8 @@ def main() -> int:
     project = DEMO / "acme-vision"
     shutil.copytree(REPO / "example_project", project, ignore=shutil.ignore_patterns("models", "dist"))
 
-    step("generate the example's IR models with openvino's opset API")
-    sh(python, project / "make_models.py", project)
+    step("generate the example's IR models with openvino's opset API; copy the tiny LLM folder")
+    sh(python, project / "make_models.py", project, "--assistant-from", REPO / "tests" / "fixtures" / "tiny_llm")
 
     step("make a throwaway demo key (in real use: a CI secret)")
     key_file = DEMO / "demo.key"

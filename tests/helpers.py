@@ -13,13 +13,15 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
+from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS, genai_requirements
 from hatch_ovcrypt.runtime._runtime import Runtime
 from hatch_ovcrypt.runtime._spec import Role
 
 REPO = Path(__file__).resolve().parent.parent
-# What a product declares in [project] dependencies: everything the runtime needs (the build refuses less).
+# What a product declares in [project] dependencies: everything the runtime needs (the build refuses less),
+# and for folder models openvino-genai and openvino-tokenizers of the installed openvino's release.
 RUNTIME_DEPENDENCIES = ", ".join(f'"{r}"' for r in RUNTIME_REQUIREMENTS)
+GENAI_DEPENDENCIES = ", ".join(f'"{r}"' for r in genai_requirements(ov.__version__))
 WINDOW = 32  # a plaintext leak is any 32-byte window of the plaintext found elsewhere
 
 
@@ -58,7 +60,7 @@ def write_product(
     extra_hook_options: str = "",
     extra_toml: str = "",
     requires: str = '"hatchling", "hatch-ovcrypt"',
-    dependencies: str = RUNTIME_DEPENDENCIES,
+    dependencies: str | None = None,
 ) -> Path:
     """A product project as a user writes it: src/<package>, plaintext models in models/ (kept out of the sdist)."""
     pkg = root / "src" / package
@@ -71,6 +73,9 @@ def write_product(
         return "{ " + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + " }"
 
     table = ", ".join(f"{name} = {toml_value(value)}" for name, value in models.items())
+    if dependencies is None:
+        folders = [v for v in models.values() if (not Path(v).suffix if isinstance(v, str) else "folder" in v)]
+        dependencies = RUNTIME_DEPENDENCIES + (f", {GENAI_DEPENDENCIES}" if folders else "")
     (root / "pyproject.toml").write_text(
         f"""[build-system]
 requires = [{requires}]
@@ -154,6 +159,21 @@ def find_leaks(windows: set[bytes], blobs: Iterable[tuple[str, bytes]]) -> list[
     return [name for name, blob in blobs if any(w in blob for w in windows)]
 
 
+def assert_no_plaintext_left(out: bytes | memoryview | np.ndarray, data: bytes, fill: int = 0) -> None:
+    """After a failed decryption of the encrypted file `data` into `out` (filled with `fill` before): every
+    segment of `out` is zeroed, untouched or still ciphertext. Plaintext was wiped, and nothing else had to be."""
+    from hatch_ovcrypt.runtime._spec import parse_header
+
+    header = parse_header(data, "t")[0]
+    view = np.frombuffer(out, np.uint8).tobytes()
+    for index in range(header.segment_count):
+        start, end = header.segment_span(index)
+        segment = view[start:end]
+        ciphertext = data[header.header_size + start : header.header_size + end]
+        allowed = (bytes(end - start), bytes([fill]) * (end - start), ciphertext)
+        assert segment in allowed, f"segment {index} holds something other than zeros, {fill:#x} or its ciphertext"
+
+
 def encrypted_path(folder: Path, model: str, role: Role) -> Path:
     return folder / "models" / f"{model}.{role.label}.ovc"
 
@@ -161,15 +181,10 @@ def encrypted_path(folder: Path, model: str, role: Role) -> Path:
 def render_folder(dest: Path, models: Mapping[str, Path], key: bytes, *, segment_size: int | None = None,
                   key_env: str = "OVCRYPT_KEY", package: str = "acme_vision") -> Path:  # fmt: skip
     """Render an `_ovcrypt` folder exactly as the hook does, without a wheel: fast, for tamper tests."""
-    from hatch_ovcrypt.checks import Plan
-    from hatch_ovcrypt.config import parse_options
-    from hatch_ovcrypt.writer import render_runtime_folder
+    from hatch_ovcrypt.writer import render_table
 
     raw: dict[str, object] = {"models": {name: str(xml) for name, xml in models.items()}, "key-env": key_env}
     if segment_size is not None:
         raw["segment-size"] = segment_size
-    options, problems = parse_options(raw, dest, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
-    assert not problems, problems
-    dest.mkdir(parents=True, exist_ok=True)
-    render_runtime_folder(Plan(options, package, key), dest, os.environ)
+    render_table(raw, dest, dest, package=package, key=key, environ=os.environ)
     return dest

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hatch_ovcrypt.cli import main
-from hatch_ovcrypt.cli_common import Keys
+from hatch_ovcrypt.cli.common import Keys
 from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, key_id
 from hatch_ovcrypt.runtime._writer import FileSource
 from hatch_ovcrypt.writer import encrypt_file
@@ -329,7 +329,7 @@ def test_compile_output_matches_plain_inference(setup: Setup) -> None:
     """What `compile` loads from DIR/<name>.xml.ovc is the model itself, bit for bit."""
     import openvino as ov
 
-    from hatch_ovcrypt.cli_common import load_keys
+    from hatch_ovcrypt.cli.common import load_keys
     from hatch_ovcrypt.runtime._loader import decrypt_file, model_from_memory
     from tests.helpers import reference_output, sample_input
 
@@ -436,5 +436,5 @@ def test_verify_a_package_folder_checks_its_manifest(setup: Setup, cli: Cli) -> 
     r = cli("verify", folder, "--key-file", setup.file_a)
     assert_one_line_error(r, 1, "det.bin.ovc is not the file it was signed with")
     manifest = folder / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"OVCRYPT_KEY"', '"OTHER_KEY"'))
+    manifest.write_text(manifest.read_text().replace('"generator": "hatch-ovcrypt', '"generator": "edited'))
     assert_one_line_error(cli("verify", folder, "--key-file", setup.file_a), 1, "manifest.json failed authentication")

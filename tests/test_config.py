@@ -64,8 +64,13 @@ def test_every_problem_is_reported_at_once_with_its_toml_path(tmp_path: Path, ke
     [
         ('"not a table"', f"`{LOCATION}.models` for build hook `ovcrypt` must be a table"),
         ("{}", f"`{LOCATION}.models` must name at least one model"),
-        ("{ m = 3 }", f"`{LOCATION}.models.m` must be a path to an IR .xml"),
-        ('{ m = "models/m.onnx" }', f"`{LOCATION}.models.m` must be a path to an IR .xml file"),
+        ("{ m = 3 }", f"`{LOCATION}.models.m` must be a path (an IR .xml, a model folder, or a file to convert)"),
+        ('{ m = "models/m.onnx" }', f"`{LOCATION}.models.m` names models/m.onnx, which does not exist"),
+        ('{ m = { xml = "models/m.onnx" } }', f"`{LOCATION}.models.m.xml` must be a path to an IR .xml file"),
+        ('{ m = { folder = "models", kind = "tts" } }', f"`{LOCATION}.models.m.kind` must be one of"),
+        ('{ m = { xml = "a.xml", folder = "b" } }', "with exactly one of `xml`, `folder` or `source`"),
+        ('{ m = { folder = "models", input = "x" } }', "m.input` does not apply to a model given by `folder`"),
+        ('{ m = { source = "m.onnx", compress-to-fp16 = "no" } }', "compress-to-fp16` must be true or false"),
         ('{ m = { xml = "models/m.xml", source-encryption = "rot13" } }', "source-encryption` must be one of"),
         (
             '{ m = { xml = "models/m.xml", source-encryption = "openssl-aes-128-cbc" } }',
@@ -143,7 +148,7 @@ def test_sdist_never_ships_plaintext_by_default(tmp_path: Path, key_env: dict[st
         text.replace('[tool.hatch.build.targets.sdist]\nexclude = ["/models"]\n', "")
     )
     out = output_of_failed_build(project, key_env)
-    assert "file models/m.xml would be packed into the sdist" in out
+    assert "2 files in models/ would be packed into the sdist" in out and out.count("would be packed") == 1
     assert 'add `exclude = ["/models"]` under [tool.hatch.build.targets.sdist]' in out
     assert "allow-plaintext-sdist = true" in out
     add_hook_option(project, "allow-plaintext-sdist = true")
@@ -215,5 +220,5 @@ def test_global_table_stops_a_plaintext_sdist_before_it_is_written(tmp_path: Pat
     result = run([sys.executable, "-m", "build", "--no-isolation", "--sdist", str(project)], env=key_env, check=False)
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "`tool.hatch.build.hooks.ovcrypt.models.m` file models/m.xml would be packed into the sdist" in out
+    assert "`tool.hatch.build.hooks.ovcrypt.models.m` 2 files in models/ would be packed into the sdist" in out
     assert not list((project / "dist").glob("*.tar.gz")), "a plaintext sdist was written"

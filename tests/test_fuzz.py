@@ -8,6 +8,7 @@ error is exactly the original plaintext. Example counts go to the suite summary 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hatch_ovcrypt.runtime._errors import FormatError, IntegrityError, ManifestError, OvcryptError
-from hatch_ovcrypt.runtime._manifest import FileEntry, Manifest, encrypted_file_name, parse_manifest
+from hatch_ovcrypt.runtime._manifest import FileEntry, Manifest, ModelEntry, file_identity, ir_files, parse_manifest
 from hatch_ovcrypt.runtime._reader import decrypt_into, iter_plaintext, read_header
 from hatch_ovcrypt.runtime._spec import MAGIC, MIN_SEGMENT_SIZE, Role, SegmentCipher, parse_header
 from hatch_ovcrypt.runtime._writer import BufferSource, encrypt
@@ -213,19 +214,26 @@ HEX32 = st.binary(min_size=16, max_size=16).map(bytes.hex)
 HEX64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 
 
+RELPATH = st.lists(st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True).filter(lambda s: s not in (".", "..")),
+                   min_size=1, max_size=3).map("/".join)  # fmt: skip
+
+
+@st.composite
+def model_entries(draw: st.DrawFn, name: str) -> ModelEntry:
+    kind = draw(st.sampled_from(["ir", "llm", "vlm", "text2image", "files"]))
+    paths = list(ir_files(name)) if kind == "ir" else draw(st.lists(RELPATH, min_size=1, max_size=4, unique=True))
+    files = {
+        path: FileEntry(file_identity(name, kind, path).file, draw(st.integers(0, 1 << 40)), draw(HEX64), draw(HEX64))
+        for path in paths
+    }
+    return ModelEntry(kind, files)
+
+
 @st.composite
 def manifests(draw: st.DrawFn) -> Manifest:
     names = draw(st.lists(IDENT, max_size=4, unique=True))
-    models = {
-        name: {
-            role: FileEntry(encrypted_file_name(name, role), draw(st.integers(0, 1 << 40)), draw(HEX64), draw(HEX64))
-            for role in (Role.XML, Role.BIN)
-        }
-        for name in names
-    }
-    module = st.lists(IDENT, min_size=1, max_size=3).map(".".join)
-    provider = draw(st.none() | st.builds(lambda m, f: f"{m}:{f}", module, IDENT))
-    return Manifest(draw(st.text(max_size=30)), draw(IDENT), provider, draw(HEX32), models)
+    models = {name: draw(model_entries(name)) for name in names}
+    return Manifest(draw(st.text(max_size=30)), draw(HEX32), models)
 
 
 def check_manifest_bytes(data: bytes) -> None:
@@ -295,14 +303,15 @@ def test_fuzz_manifest_round_trip(suite_count: Count) -> None:
     suite_count("fuzz examples: manifest (valid round trip)", run_counted(FUZZ_JSON, manifests(), check))
 
 
+def _one_ir_manifest() -> Manifest:
+    det = ModelEntry("ir", {path: FileEntry(file_identity("det", "ir", path).file, 10, "a" * 64, "b" * 64)
+                            for path in ir_files("det")})  # fmt: skip
+    return Manifest("gen", "0" * 32, {"det": det}).signed(KEY)
+
+
 def test_fuzz_manifest_mac_covers_every_body_field() -> None:
-    manifest = Manifest("gen", "OVCRYPT_KEY", None, "0" * 32, {
-        "det": {r: FileEntry(encrypted_file_name("det", r), 10, "a" * 64, "b" * 64) for r in (Role.XML, Role.BIN)}
-    }).signed(KEY)  # fmt: skip
-    changed: list[dict[str, Any]] = [
-        {"generator": "gen2"}, {"key_env": "OTHER"}, {"key_provider": "m:f"}, {"key_id": "1" * 32},
-        {"models": {}},
-    ]  # fmt: skip
+    manifest = _one_ir_manifest()
+    changed: list[dict[str, Any]] = [{"generator": "gen2"}, {"key_id": "1" * 32}, {"models": {}}]
     for change in changed:
         doc = {**json.loads(manifest.to_json()), **change}
         with pytest.raises(ManifestError):
@@ -310,8 +319,48 @@ def test_fuzz_manifest_mac_covers_every_body_field() -> None:
     doc = json.loads(manifest.to_json())
     doc["_generated"] = "anything"  # informational only: not covered by the MAC
     parse_manifest(json.dumps(doc).encode()).verify(KEY)
-    del doc["key_provider"]  # a missing key_provider reads as null (it used to raise KeyError)
-    parsed = parse_manifest(json.dumps(doc).encode())
-    assert parsed.key_provider is None
-    parsed.verify(KEY)
     assert issubclass(ManifestError, IntegrityError) and issubclass(IntegrityError, OvcryptError)
+
+
+BAD_VALUES: list[Any] = [None, 0, -1, 1.5, True, "", "x", "0" * 63, "g" * 64, "A" * 64, [], {}, [1], {"a": 1}, 10**40]
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path of a JSON document, objects included."""
+    out = [prefix] if prefix else []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            out += _paths(value, (*prefix, key))
+    return out
+
+
+def _replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    return {**doc, path[0]: _replaced(doc[path[0]], path[1:], value)}
+
+
+def test_every_manifest_field_malformed_is_a_manifest_error(suite_count: Count) -> None:
+    """Issue 9: each field of a manifest (v2 with a single IR and a folder model, and v1), set to each malformed
+    value, gives ManifestError from parsing or from the MAC check, never a TypeError or any other exception."""
+    folder = ModelEntry("llm", {p: FileEntry(file_identity("chat", "llm", p).file, 5, "c" * 64, "d" * 64)
+                                for p in ("openvino_model.xml", "sub/tokenizer.json")})  # fmt: skip
+    v2 = Manifest("gen", "0" * 32, {**_one_ir_manifest().models, "chat": folder}).signed(KEY)
+    v1_body = {"format": "hatch-ovcrypt-manifest/1", "generator": "gen", "key_env": "OVCRYPT_KEY", "key_provider": None,
+               "key_id": "0" * 32, "models": {"det": {r: {"file": f"det.{r}.ovc", "size": 1, "sha256": "a" * 64,
+                                                           "salt": "b" * 64} for r in ("xml", "bin")}}}  # fmt: skip
+    from hatch_ovcrypt.runtime._manifest import compute_mac
+
+    tried = 0
+    for doc in (json.loads(v2.to_json()), {**v1_body, "mac": compute_mac(KEY, v1_body)}):
+        parse_manifest(json.dumps(doc).encode()).verify(KEY)  # the unmodified document is valid
+        for path in _paths(doc):
+            if path == ("_generated",):
+                continue
+            for value in BAD_VALUES:
+                data = json.dumps(_replaced(doc, path, value)).encode()
+                with contextlib.suppress(ManifestError):
+                    parse_manifest(data).verify(KEY)
+                tried += 1
+    assert tried > 500
+    suite_count("manifest fields malformed (field x value)", tried)

@@ -261,7 +261,7 @@ def _objects_holding_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tu
     with path.open("rb") as f:
         header, raw, tag = read_header(f, path.name)
     cipher = SegmentCipher.open(key, header, raw, tag, path.name)
-    return key, [runtime, runtime.keyring, runtime.manifest, header, cipher, compiled]
+    return key, [runtime, runtime.keyring, runtime.files.manifest, header, cipher, compiled]
 
 
 def test_repr_and_messages_hold_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

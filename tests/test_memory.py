@@ -89,10 +89,10 @@ def encrypted_plaintext_length(folder: Path, role: Role) -> int:
 def test_decryption_allocates_one_buffer(folder: Path) -> None:
     """The ciphertext is read straight into the final buffer: no bytes object, no second array."""
     rt = runtime_for(folder)
-    rt.decrypt("detector", Role.XML)  # key lookup, manifest check and imports out of the way
+    rt.files.decrypt("detector", "detector.xml")  # key lookup, manifest check and imports out of the way
     tracemalloc.start()
     try:
-        weights = rt.decrypt("detector", Role.BIN)
+        weights = rt.files.decrypt("detector", "detector.bin")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -36,10 +36,10 @@ from hatch_ovcrypt.runtime._errors import (
 )
 from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
 from hatch_ovcrypt.runtime._loader import read_locked
-from hatch_ovcrypt.runtime._manifest import encrypted_file_name
 from hatch_ovcrypt.runtime._reader import decrypt_into, read_header
 from hatch_ovcrypt.runtime._spec import TAG_SIZE, Header, Role
 from tests.helpers import (
+    assert_no_plaintext_left,
     build_wheel,
     encrypted_path,
     make_ir,
@@ -137,7 +137,7 @@ def flip(path: Path, offset: int, mask: int) -> None:
 
 
 def label_of(model: str, role: Role) -> tuple[str, str]:
-    return f"{model!r}", encrypted_file_name(model, role)
+    return f"{model!r}", f"{model}.{role.label}.ovc"
 
 
 def assert_refused(
@@ -159,16 +159,16 @@ def assert_refused(
 
 
 def assert_wiped_on_failure(folder: Path, model: str, role: Role) -> None:
-    """Decrypt as the loader does, into a buffer we keep: on failure every byte of it must be zero."""
+    """Decrypt as the loader does, into a buffer we keep: on failure no segment of it may hold plaintext."""
     runtime = runtime_for(folder)
     path = encrypted_path(folder, model, role)
     label = f"model {model!r} file {path.name}"
     with path.open("rb") as f:
-        cipher = read_locked(f, label, runtime._key_for, name=model, role=role).unlock()
+        cipher = read_locked(f, label, runtime.files.key_for, name=model, role=role).unlock()
         buf = np.full(cipher.header.plaintext_length, 0xA5, dtype=np.uint8)
         with pytest.raises(IntegrityError):
             decrypt_into(f, cipher, buf.data)
-    assert not buf.any(), "a failed decryption left plaintext (or anything) in its buffer"
+    assert_no_plaintext_left(buf, path.read_bytes(), 0xA5)
 
 
 def all_files() -> list[tuple[str, Role]]:
@@ -383,21 +383,25 @@ def manifest_edits(doc: dict[str, Any], other_key_id: str) -> dict[str, bytes]:
     def drop(field: str) -> Callable[[dict[str, Any]], None]:
         return lambda d: d.pop(field)
 
-    entry = doc["models"]["medium"]["bin"]
+    entry = doc["models"]["medium"]["files"]["medium.bin"]
+    medium = ("models", "medium", "files", "medium.bin")
     return {
         "generator edited": _edit(doc, setter("generator", "hatch-ovcrypt 0.0.0")),
-        "size edited": _edit(doc, setter("models", "medium", "bin", "size", entry["size"] + 1)),
-        "sha256 edited": _edit(doc, setter("models", "medium", "bin", "sha256", "0" * 64)),
+        "size edited": _edit(doc, setter(*medium, "size", entry["size"] + 1)),
+        "sha256 edited": _edit(doc, setter(*medium, "sha256", "0" * 64)),
         "mac edited": _edit(doc, setter("mac", ("0" if doc["mac"][0] != "0" else "1") + doc["mac"][1:])),
         "mac removed": _edit(doc, drop("mac")),
         "key id of another key": _edit(doc, setter("key_id", other_key_id)),
-        "key variable renamed": _edit(doc, setter("key_env", "OTHER_KEY")),
+        "kind changed": _edit(doc, setter("models", "medium", "kind", "files")),
+        "key variable added (v1 field)": _edit(doc, setter("key_env", "OTHER_KEY")),
         "model removed": _edit(doc, lambda d: d["models"].pop("small")),
-        "format changed": _edit(doc, setter("format", "hatch-ovcrypt-manifest/2")),
-        "file ../ outside the package": _edit(doc, setter("models", "medium", "bin", "file", "../../medium.bin.ovc")),
-        "file absolute path": _edit(doc, setter("models", "medium", "bin", "file", "/etc/passwd")),
-        "file in a subfolder": _edit(doc, setter("models", "medium", "bin", "file", "sub/medium.bin.ovc")),
-        "file of another model": _edit(doc, setter("models", "medium", "bin", "file", "large.bin.ovc")),
+        "format changed": _edit(doc, setter("format", "hatch-ovcrypt-manifest/3")),
+        "file ../ outside the package": _edit(doc, setter(*medium, "file", "../../medium.bin.ovc")),
+        "file absolute path": _edit(doc, setter(*medium, "file", "/etc/passwd")),
+        "file in a subfolder": _edit(doc, setter(*medium, "file", "sub/medium.bin.ovc")),
+        "file of another model": _edit(doc, setter(*medium, "file", "large.bin.ovc")),
+        "path ../ outside the model": _edit(doc, lambda d: d["models"]["medium"]["files"].update(
+            {"../medium.bin": d["models"]["medium"]["files"].pop("medium.bin")})),
         "model name with ../": _edit(doc, lambda d: d["models"].update({"../medium": d["models"]["medium"]})),
         "not an object": b"[]",
         "not JSON": b"\x00\xff garbage",

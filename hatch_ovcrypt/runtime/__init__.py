@@ -1,7 +1,8 @@
 """Encrypted OpenVINO models of this package, decrypted in memory only (hatch-ovcrypt runtime).
 
     from <package>._ovcrypt import compile_model
-    compiled = compile_model("detector")            # key from $OVCRYPT_KEY (see manifest.json)
+    compiled = compile_model("detector")            # key from $OVCRYPT_KEY (see _settings.py)
+    from <package>._ovcrypt import detector         # the same, compiled once on first access
 
 Importing this module decrypts nothing and imports neither openvino nor cryptography; the work
 happens on first use. It needs only openvino, cryptography and numpy, never hatch-ovcrypt.
@@ -10,10 +11,12 @@ happens on first use. It needs only openvino, cryptography and numpy, never hatc
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    DeviceError,
     FormatError,
     IntegrityError,
     KeyFormatError,
@@ -22,6 +25,7 @@ from ._errors import (
     ModelNotFoundError,
     OvcryptError,
     UnsafeConfigError,
+    UnsupportedModelError,
     WrongKeyError,
 )
 
@@ -29,11 +33,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import openvino as ov
+    import openvino_genai
 
     from ._keys import KeyLike, KeyProvider
     from ._runtime import Runtime
 
 __all__ = [
+    "DeviceError",
     "FormatError",
     "IntegrityError",
     "KeyFormatError",
@@ -42,14 +48,21 @@ __all__ = [
     "ModelNotFoundError",
     "OvcryptError",
     "UnsafeConfigError",
+    "UnsupportedModelError",
     "WrongKeyError",
     "compile_model",
+    "generation_config",
+    "llm_pipeline",
     "load_openssl_model",
     "model_names",
+    "read_file",
     "read_model",
     "set_key",
     "set_key_provider",
+    "text2image_pipeline",
+    "tokenizer",
     "unload",
+    "vlm_pipeline",
 ]
 
 # Not named `_runtime`: that is the submodule, and importing it would overwrite a global of that name.
@@ -68,23 +81,73 @@ def _get() -> Runtime:
 
 
 def model_names() -> list[str]:
-    """Names of the encrypted models in this package."""
+    """Names of the encrypted models in this package (single IRs and folder models)."""
     return _get().model_names()
 
 
-def read_model(name: str) -> ov.Model:
-    """Decrypt a model in memory and return it as an openvino.Model."""
-    return _get().read_model(name)
+def read_model(name: str, part: str | None = None) -> ov.Model:
+    """Decrypt a model in memory and return it as an openvino.Model whose weights OpenVINO owns.
+
+    `part` picks one IR of a folder model by its path without `.xml` (for example "openvino_tokenizer");
+    by default the model's main IR. Raises ModelNotFoundError for an unknown model or part.
+    """
+    return _get().read_model(name, part)
 
 
 def compile_model(
-    name: str, device: str = "CPU", config: dict[str, Any] | None = None, cache_dir: str | Path | None = None
+    name: str,
+    device: str = "CPU",
+    config: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    part: str | None = None,
 ) -> ov.CompiledModel:
-    """Decrypt and compile a model; cached per (name, device, config). Thread-safe: one compile per key.
+    """Decrypt and compile a model; cached per (name, part, device, config). Thread-safe: one compile per key.
 
     `cache_dir` (or $OVCRYPT_CACHE_DIR) turns on the encrypted compiled-model cache for warm starts.
+    An unknown or unavailable device raises DeviceError before anything is decrypted.
     """
-    return _get().compile_model(name, device, config, cache_dir)
+    return _get().compile_model(name, device, config, cache_dir, part)
+
+
+def read_file(name: str, path: str) -> bytes:
+    """Any file of a model, by its path inside the model folder (e.g. "tokenizer_config.json"), decrypted in memory."""
+    return _get().read_file(name, path)
+
+
+def tokenizer(name: str) -> openvino_genai.Tokenizer:
+    """The tokenizer of a folder model (its tokenizer and detokenizer IRs), built in memory."""
+    from ._genai import tokenizer as build
+
+    return build(_get(), name)
+
+
+def generation_config(name: str) -> openvino_genai.GenerationConfig:
+    """The folder model's generation_config.json as an openvino_genai.GenerationConfig."""
+    from ._genai import generation_config as build
+
+    return build(_get(), name)
+
+
+def llm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline:
+    """An openvino_genai.LLMPipeline built from the decrypted folder in memory, with its generation_config.json."""
+    from ._genai import llm_pipeline as build
+
+    return build(_get(), name, device, properties)
+
+
+def vlm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline:
+    """An openvino_genai.VLMPipeline built from the decrypted folder in memory (configs in a memory folder)."""
+    from ._genai import vlm_pipeline as build
+
+    return build(_get(), name, device, properties)
+
+
+def text2image_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.Text2ImagePipeline:
+    """An openvino_genai.Text2ImagePipeline built from the decrypted folder's components in memory."""
+    from ._genai import text2image_pipeline as build
+
+    return build(_get(), name, device, properties)
 
 
 def set_key(key: KeyLike) -> str:
@@ -114,5 +177,41 @@ def load_openssl_model(
 
 
 def unload(name: str | None = None) -> None:
-    """Drop cached compiled models (one model's, or all) so their memory can be freed."""
+    """Drop cached compiled models and pipelines (one model's, or all) so their memory can be freed."""
     _get().unload(name)
+    with _attributes_lock:
+        for attribute in [a for a in _attributes if name is None or a == name]:
+            del _attributes[attribute]
+
+
+# `from <package>._ovcrypt import detector`: each model is also an attribute, built once on first access.
+_ATTRIBUTE_BUILDERS: dict[str, Callable[[str], Any]] = {
+    "ir": compile_model, "llm": llm_pipeline, "vlm": vlm_pipeline, "text2image": text2image_pipeline,
+}  # fmt: skip
+_attributes: dict[str, Any] = {}
+_attributes_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """A model by its name, as an attribute of this module: a single IR is its compiled model (CPU, default
+    config), a folder model its GenAI pipeline (kind "files" has none: use read_model or read_file). Built on
+    first access and then kept; importing this module still decrypts nothing. Names of the functions above
+    win over model names, and names starting with `_` are never models here."""
+    if name.startswith("_"):  # submodules (`from . import _settings` asks here first) and dunders
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        known = name in _get().files.manifest.models
+    except ManifestError as exc:  # hasattr() and introspection expect AttributeError
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r} ({exc})") from None
+    if not known:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    kind = _get().files.model(name).kind
+    if kind not in _ATTRIBUTE_BUILDERS:
+        raise AttributeError(
+            f"model {name!r} is a folder of files (kind {kind!r}): reach it with read_model/compile_model(part=...) "
+            "or read_file"
+        )
+    with _attributes_lock:
+        if name not in _attributes:
+            _attributes[name] = _ATTRIBUTE_BUILDERS[kind](name)
+        return _attributes[name]

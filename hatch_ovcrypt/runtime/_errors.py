@@ -5,6 +5,8 @@ Messages never contain key material: they name environment variables, files and 
 
 from __future__ import annotations
 
+import re
+
 
 class OvcryptError(Exception):
     """Base class of every error this runtime raises on purpose."""
@@ -43,3 +45,21 @@ class ModelNotFoundError(OvcryptError, KeyError):
 
 class UnsafeConfigError(OvcryptError, ValueError):
     """A compile option that would write decrypted weights to disk (OpenVINO's CACHE_DIR)."""
+
+
+class DeviceError(OvcryptError, RuntimeError):
+    """The OpenVINO device is unknown or unavailable here, or compiling on it failed; names the devices there are."""
+
+
+class UnsupportedModelError(OvcryptError):
+    """The model cannot be built the way it was asked for (a missing package, a part it does not have)."""
+
+
+_OV_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S+:\d+:?$")
+
+
+def openvino_message(exc: BaseException) -> str:
+    """OpenVINO's errors are lines of C++ source locations around the message: keep only the message, on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = [line for line in lines if not _OV_LOCATION.match(line)]
+    return " ".join(message or lines) or type(exc).__name__

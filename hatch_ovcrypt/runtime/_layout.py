@@ -7,8 +7,3 @@ MANIFEST_NAME = "manifest.json"
 # Turns the encrypted compiled-model cache on for a deployment (a folder path).
 CACHE_DIR_ENV = "OVCRYPT_CACHE_DIR"
 MODELS_DIR = "models"
-
-
-def encrypted_file_name(model: str, role_label: str) -> str:
-    """`<model>.<role>.ovc`: the only name the manifest may give a model's file (so it cannot point elsewhere)."""
-    return f"{model}.{role_label}.ovc"

@@ -1,8 +1,13 @@
-"""manifest.json: what a package's _ovcrypt folder holds. Written by the build, read by the runtime.
+"""manifest.json: which models a package's _ovcrypt folder holds, and exactly which files make each one.
 
-The manifest is public (it is readable without the key) but not trusted: every file name must be
-exactly `<model>.<role>.ovc` inside `models/` (so it can never point elsewhere), and its HMAC
-under a key derived from the master key is checked before any model from it is used.
+Written by the build, read by the runtime and the tools (docs/FORMAT.md §5). A model is a set of files
+by relative path: a single IR is the smallest case (kind "ir": `<model>.xml` and `<model>.bin`), an
+exported folder (an LLM, a VLM, an image-generation pipeline) is the general one.
+
+The manifest is public (readable without the key) and untrusted until its HMAC verifies. So it holds
+data only: nothing in it chooses code to import or environment variables to read (those are rendered
+into the generated `_settings` module). Every file path is derived from the model name and relative
+path, never taken from the manifest, so a manifest cannot point outside `models/`.
 """
 
 from __future__ import annotations
@@ -11,21 +16,27 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ManifestError
 from ._layout import MANIFEST_NAME
-from ._layout import encrypted_file_name as layout_file_name
-from ._spec import KEY_ID_SIZE, Role, hkdf
+from ._spec import KEY_ID_SIZE, MAX_NAME_BYTES, Role, hkdf
 
-FORMAT = "hatch-ovcrypt-manifest/1"
-MODEL_ROLES = (Role.XML, Role.BIN)
+FORMAT = "hatch-ovcrypt-manifest/2"
+FORMAT_V1 = "hatch-ovcrypt-manifest/1"  # still read: key_env/key_provider in the body, models as xml/bin pairs
+IR_KIND = "ir"
+# Folder kinds whose pipelines the runtime builds from memory, and "files": any folder, reached file by file.
+FOLDER_KINDS = ("llm", "vlm", "text2image", "files")
+KINDS = (IR_KIND, *FOLDER_KINDS)
+ENCRYPTED_SUFFIX = ".ovc"
 _INFO_MAC = b"hatch-ovcrypt/v1/manifest-mac"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_ENV_NAME = _IDENTIFIER
 _PROVIDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*\Z")
+_PATH_PART = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _HEX = re.compile(r"[0-9a-f]*\Z")
+_ENTRY_KEYS = frozenset({"file", "size", "sha256", "salt"})
+_TOP_KEYS = frozenset({"_generated", "format", "generator", "key_id", "models", "mac"})
 
 
 def is_model_name(name: str) -> bool:
@@ -33,49 +44,114 @@ def is_model_name(name: str) -> bool:
 
 
 def is_env_name(name: str) -> bool:
-    return bool(_ENV_NAME.match(name))
+    return bool(_IDENTIFIER.match(name))
 
 
 def is_provider_ref(ref: str) -> bool:
     return bool(_PROVIDER.match(ref))
 
 
-def encrypted_file_name(model: str, role: Role) -> str:
-    return layout_file_name(model, role.label)
+def relpath_problem(relpath: str) -> str | None:
+    """Why a file's path inside a folder model is refused, or None: POSIX, relative, no `..`, plain names."""
+    parts = relpath.split("/")
+    if relpath.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return "must be a relative path without `.`, `..` or empty parts"
+    if not all(_PATH_PART.match(part) for part in parts):
+        return "may only use letters, digits, `_`, `.` and `-` in its names"
+    return None
+
+
+def role_of(relpath: str) -> Role:
+    """What a file of a model holds, from its suffix; bound into its header (docs/FORMAT.md §3.1)."""
+    if relpath.endswith(".xml"):
+        return Role.XML
+    if relpath.endswith(".bin"):
+        return Role.BIN
+    return Role.DATA
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Where one file of a model is stored, and the header name and role its encrypted file must carry."""
+
+    file: str  # path under models/
+    name: str  # header name
+    role: Role
+
+
+def file_identity(model: str, kind: str, relpath: str) -> FileIdentity:
+    """Kind "ir" keeps version 1's names (`<model>.xml.ovc`, header name `<model>`), so its bytes are unchanged;
+    a folder's file is `<model>/<relpath>.ovc` with header name `<model>/<relpath>`."""
+    role = role_of(relpath)
+    if kind == IR_KIND:
+        return FileIdentity(f"{model}.{role.label}{ENCRYPTED_SUFFIX}", model, role)
+    name = f"{model}/{relpath}"
+    return FileIdentity(name + ENCRYPTED_SUFFIX, name, role)
+
+
+def ir_files(model: str) -> tuple[str, str]:
+    """The relative paths of a single-IR model's two files."""
+    return f"{model}.xml", f"{model}.bin"
 
 
 @dataclass(frozen=True)
 class FileEntry:
     file: str
-    size: int
+    size: int  # of the encrypted file, bytes: a reader refuses a file of another size before reading it
     sha256: str  # of the encrypted file: public, and the cache key's notion of "this model"
     salt: str  # the file header's salt: binds this entry to exactly one encrypted file (no mix-and-match)
 
 
 @dataclass(frozen=True)
+class Part:
+    """One IR of a model: its graph and, when it has one, its weights (relative paths)."""
+
+    xml: str
+    bin: str | None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    kind: str
+    files: dict[str, FileEntry]  # relative path -> entry
+
+    def parts(self, model: str) -> dict[str, Part]:
+        """Every IR of the model by part name: the relative path without `.xml` (kind "ir": the model name)."""
+        if self.kind == IR_KIND:
+            xml, weights = ir_files(model)
+            return {model: Part(xml, weights)}
+        parts = {}
+        for path in sorted(self.files):
+            if path.endswith(".xml"):
+                stem = path[: -len(".xml")]
+                parts[stem] = Part(path, f"{stem}.bin" if f"{stem}.bin" in self.files else None)
+        return parts
+
+
+@dataclass(frozen=True)
 class Manifest:
     generator: str
-    key_env: str
-    key_provider: str | None
     key_id: str
-    models: dict[str, dict[Role, FileEntry]]
+    models: dict[str, ModelEntry]
     mac: str = ""
+    # A version 1 manifest is verified against the body exactly as it was signed.
+    signed_body: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def body(self) -> dict[str, Any]:
+        if self.signed_body is not None:
+            return self.signed_body
         return {
             "format": FORMAT,
             "generator": self.generator,
-            "key_env": self.key_env,
-            "key_provider": self.key_provider,
             "key_id": self.key_id,
             "models": {
-                name: {role.label: vars(entry) for role, entry in files.items()}
-                for name, files in sorted(self.models.items())
+                name: {"kind": model.kind, "files": {path: vars(e) for path, e in sorted(model.files.items())}}
+                for name, model in sorted(self.models.items())
             },
         }
 
     def signed(self, key: bytes) -> Manifest:
-        return Manifest(**{**vars(self), "mac": compute_mac(key, self.body())})
+        return Manifest(self.generator, self.key_id, self.models, compute_mac(key, self.body()))
 
     def to_json(self) -> bytes:
         doc = {"_generated": f"generated by {self.generator} - do not edit", **self.body(), "mac": self.mac}
@@ -95,51 +171,87 @@ def compute_mac(key: bytes, body: dict[str, Any]) -> str:
 
 
 def parse_manifest(data: bytes) -> Manifest:
-    """Parse and validate the structure; the MAC is checked later, once a key is at hand."""
+    """Parse and validate the structure; the MAC is checked later, once a key is at hand.
+
+    Raises ManifestError, and only ManifestError, for anything that is not a valid manifest.
+    """
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digit limit, deep nesting
         raise ManifestError(f"{MANIFEST_NAME} is not valid JSON (truncated or edited); reinstall the package") from None
-    problem = _problem(doc)
-    if problem:
-        raise ManifestError(f"{MANIFEST_NAME} is invalid: {problem}; reinstall the package")
-    models = {
-        name: {role: FileEntry(**files[role.label]) for role in MODEL_ROLES} for name, files in doc["models"].items()
-    }
-    return Manifest(doc["generator"], doc["key_env"], doc.get("key_provider"), doc["key_id"], models, doc["mac"])
+    try:
+        return _parse(doc)
+    except _Invalid as exc:
+        raise ManifestError(f"{MANIFEST_NAME} is invalid: {exc}; reinstall the package") from None
 
 
-def _problem(doc: Any) -> str | None:
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        return f"format is not {FORMAT}"
-    for field in ("generator", "key_env", "key_id", "mac"):
-        if not isinstance(doc.get(field), str):
-            return f"`{field}` must be a string"
-    if not is_env_name(doc["key_env"]):
-        return "`key_env` is not an environment variable name"
-    if doc.get("key_provider") is not None and not (
-        isinstance(doc["key_provider"], str) and is_provider_ref(doc["key_provider"])
-    ):
-        return "`key_provider` must be null or 'module:function'"
-    if len(doc["key_id"]) != 2 * KEY_ID_SIZE or not _HEX.match(doc["key_id"]):
-        return "`key_id` is not a key id"
-    if not isinstance(doc.get("models"), dict):
-        return "`models` must be an object"
-    for name, files in doc["models"].items():
-        if not is_model_name(name):
-            return f"model name {name!r} is not an identifier"
-        if not isinstance(files, dict) or set(files) != {role.label for role in MODEL_ROLES}:
-            return f"model {name!r} must list exactly its xml and bin files"
-        for role in MODEL_ROLES:
-            entry = files[role.label]
-            if not isinstance(entry, dict) or set(entry) != {"file", "size", "sha256", "salt"}:
-                return f"model {name!r} {role.label} entry must have file, size, sha256 and salt"
-            if entry["file"] != encrypted_file_name(name, role):
-                return f"model {name!r} {role.label} file must be {encrypted_file_name(name, role)!r}"
-            if type(entry["size"]) is not int or entry["size"] < 0:
-                return f"model {name!r} {role.label} size must be a non-negative integer"
-            if not isinstance(entry["sha256"], str) or len(entry["sha256"]) != 64 or not _HEX.match(entry["sha256"]):
-                return f"model {name!r} {role.label} sha256 must be 64 hex characters"
-            if not isinstance(entry["salt"], str) or len(entry["salt"]) != 64 or not _HEX.match(entry["salt"]):
-                return f"model {name!r} {role.label} salt must be 64 hex characters"
-    return None
+class _Invalid(Exception):
+    pass
+
+
+def _require(ok: bool, problem: str) -> None:
+    if not ok:
+        raise _Invalid(problem)
+
+
+def _hex(value: Any, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and bool(_HEX.match(value))
+
+
+def _parse(doc: Any) -> Manifest:
+    _require(isinstance(doc, dict) and doc.get("format") in (FORMAT, FORMAT_V1), f"format is not {FORMAT}")
+    v1 = doc["format"] == FORMAT_V1
+    extra = sorted(set(doc) - _TOP_KEYS - ({"key_env", "key_provider"} if v1 else set()))
+    _require(not extra, f"unknown field {extra[0]!r}" if extra else "")
+    for name in ("generator", "key_id", "mac", *(("key_env",) if v1 else ())):
+        _require(isinstance(doc.get(name), str), f"`{name}` must be a string")
+    _require(_hex(doc["key_id"], 2 * KEY_ID_SIZE), "`key_id` is not a key id")
+    _require(_hex(doc["mac"], 64), "`mac` must be 64 hex characters")
+    _require(isinstance(doc.get("models"), dict), "`models` must be an object")
+    models = {}
+    for name, model in doc["models"].items():
+        _require(is_model_name(name), f"model name {name!r} is not an identifier")
+        models[name] = _parse_v1_model(name, model) if v1 else _parse_model(name, model)
+    signed_body = None
+    if v1:
+        _require(is_env_name(doc["key_env"]), "`key_env` is not an environment variable name")
+        provider = doc.get("key_provider")
+        _require(provider is None or (isinstance(provider, str) and is_provider_ref(provider)),
+                 "`key_provider` must be null or 'module:function'")  # fmt: skip
+        keys = ("format", "generator", "key_env", "key_provider", "key_id", "models")
+        signed_body = {key: doc.get(key) for key in keys}
+    return Manifest(doc["generator"], doc["key_id"], models, doc["mac"], signed_body)
+
+
+def _parse_model(name: str, model: Any) -> ModelEntry:
+    _require(isinstance(model, dict) and set(model) == {"kind", "files"}, f"model {name!r} must have kind and files")
+    kind, files = model["kind"], model["files"]
+    _require(kind in KINDS, f"model {name!r} kind must be one of {', '.join(KINDS)}")
+    _require(isinstance(files, dict) and bool(files), f"model {name!r} files must be a non-empty object")
+    if kind == IR_KIND:
+        _require(set(files) == set(ir_files(name)), f"model {name!r} must list exactly {' and '.join(ir_files(name))}")
+    entries = {}
+    for path, entry in files.items():
+        _require(relpath_problem(path) is None, f"model {name!r} file path {path!r} is invalid")
+        identity = file_identity(name, kind, path)
+        _require(len(identity.name.encode()) <= MAX_NAME_BYTES, f"model {name!r} file path {path!r} is too long")
+        entries[path] = _parse_entry(entry, identity.file, f"model {name!r} file {path!r}")
+    return ModelEntry(kind, entries)
+
+
+def _parse_v1_model(name: str, model: Any) -> ModelEntry:
+    _require(isinstance(model, dict) and set(model) == {"xml", "bin"}, f"model {name!r} must list its xml and bin")
+    entries = {}
+    for path in ir_files(name):
+        identity = file_identity(name, IR_KIND, path)
+        entries[path] = _parse_entry(model[identity.role.label], identity.file, f"model {name!r} {identity.role.label}")
+    return ModelEntry(IR_KIND, entries)
+
+
+def _parse_entry(entry: Any, expected_file: str, label: str) -> FileEntry:
+    _require(isinstance(entry, dict) and set(entry) == _ENTRY_KEYS, f"{label} entry must have file, size, sha256, salt")
+    _require(entry["file"] == expected_file, f"{label} file must be {expected_file!r}")
+    _require(type(entry["size"]) is int and entry["size"] >= 0, f"{label} size must be a non-negative integer")
+    _require(_hex(entry["sha256"], 64), f"{label} sha256 must be 64 hex characters")
+    _require(_hex(entry["salt"], 64), f"{label} salt must be 64 hex characters")
+    return FileEntry(entry["file"], entry["size"], entry["sha256"], entry["salt"])

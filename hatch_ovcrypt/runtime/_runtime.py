@@ -1,27 +1,24 @@
-"""One package's encrypted models: the manifest, the key ring and the compiled-model cache."""
+"""What is built from one package's models: OpenVINO models and compiled models, and the compiled-model cache.
+
+Which files and keys a model has is `_package`'s concern; GenAI pipelines are built in `_genai`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _cache
-from ._errors import (
-    IntegrityError,
-    KeyMissingError,
-    ManifestError,
-    ModelNotFoundError,
-    UnsafeConfigError,
-)
-from ._keys import KeyRing
-from ._layout import CACHE_DIR_ENV, MANIFEST_NAME, MODELS_DIR
-from ._loader import decrypt_file, model_from_memory, pin_weights, read_locked
-from ._manifest import MODEL_ROLES, FileEntry, Manifest, parse_manifest
-from ._spec import Role
+from . import _cache, _settings
+from ._errors import DeviceError, ModelNotFoundError, UnsafeConfigError, UnsupportedModelError, openvino_message
+from ._layout import CACHE_DIR_ENV
+from ._loader import model_from_memory, pin_weights
+from ._manifest import IR_KIND, Part
+from ._package import Package
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -29,16 +26,21 @@ if TYPE_CHECKING:
     else:
         from importlib.abc import Traversable
 
-    import numpy as np
     import openvino as ov
+
+    from ._keys import KeyRing
 
 # OpenVINO's own cache writes decrypted weights to disk in plaintext (on CPU, even with its
 # cache-encryption callbacks), so these options are refused whatever their spelling.
 _UNSAFE_OPTIONS = {"CACHE_DIR", "CACHE_ENCRYPTION_CALLBACKS"}
+# Devices that stand for others; OpenVINO resolves them itself.
+_VIRTUAL_DEVICES = {"AUTO", "MULTI", "HETERO", "BATCH"}
+# The main IR of a folder model when the caller names no part.
+DEFAULT_PARTS = {"llm": "openvino_model"}
 
 
 def config_key(config: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    """A hashable, order-independent form of a compile config."""
+    """A hashable, order-independent form of a compile config; refuses OpenVINO's plaintext cache options."""
     if not config:
         return ()
     unsafe = sorted(k for k in config if str(k).upper() in _UNSAFE_OPTIONS)
@@ -54,92 +56,23 @@ class Runtime:
     """The models of one `_ovcrypt` folder. Thread-safe; decrypts nothing until asked."""
 
     def __init__(self, root: Traversable, package: str) -> None:
-        self._root = root
+        self.files = Package(root, package)
         self.package = package
         self._lock = threading.Lock()
-        self._manifest: Manifest | None = None
-        self._keyring: KeyRing | None = None
-        self._verified = False
         self._core: ov.Core | None = None
+        self._extensions_loaded = False
         self._compiled: dict[tuple[Any, ...], ov.CompiledModel] = {}
         self._compile_locks: dict[tuple[Any, ...], threading.Lock] = {}
 
     def __repr__(self) -> str:
         return f"<hatch-ovcrypt runtime for {self.package!r}>"
 
-    # --- manifest and keys ---------------------------------------------------------------------
-
-    @property
-    def manifest(self) -> Manifest:
-        with self._lock:
-            if self._manifest is None:
-                resource = self._root / MANIFEST_NAME
-                if not resource.is_file():
-                    raise ManifestError(f"{self.package}: {MANIFEST_NAME} is missing; reinstall the package")
-                self._manifest = parse_manifest(resource.read_bytes())
-            return self._manifest
-
     @property
     def keyring(self) -> KeyRing:
-        manifest = self.manifest
-        with self._lock:
-            if self._keyring is None:
-                self._keyring = KeyRing(manifest.key_env, _import_provider(manifest.key_provider))
-            return self._keyring
-
-    def _key_for(self, wanted: bytes, label: str) -> bytes:
-        manifest = self.manifest
-        if wanted.hex() != manifest.key_id:
-            raise IntegrityError(
-                f"{label}: encrypted under key id {wanted.hex()}, but this package was built under "
-                f"{manifest.key_id}; the file comes from another build"
-            )
-        key = self.keyring.key_for(wanted, label)
-        if not self._verified:
-            manifest.verify(key)
-            self._verified = True
-        return key
-
-    # --- models --------------------------------------------------------------------------------
+        return self.files.keyring
 
     def model_names(self) -> list[str]:
-        return sorted(self.manifest.models)
-
-    def _entries(self, name: str) -> dict[Role, FileEntry]:
-        """The manifest's entries for a model's files, or ModelNotFoundError."""
-        models = self.manifest.models
-        if name not in models:
-            known = ", ".join(sorted(models)) or "none"
-            raise ModelNotFoundError(f"{self.package} has no model {name!r} (models: {known})")
-        return models[name]
-
-    def _resource(self, name: str, role: Role) -> tuple[Traversable, str, bytes]:
-        """The model file, a label for messages, and the header salt the signed manifest expects of it."""
-        entry = self._entries(name)[role]
-        folder = self._root / MODELS_DIR
-        resource = folder / entry.file
-        label = f"model {name!r} file {entry.file}"
-        # The manifest cannot name another folder; a symlink could still lead outside the package.
-        if isinstance(resource, Path) and isinstance(folder, Path) and (folder.is_symlink() or resource.is_symlink()):
-            raise ManifestError(f"{label}: is a symbolic link; encrypted files must be regular files in the package")
-        if not resource.is_file():
-            raise IntegrityError(f"{label}: is missing from the package; reinstall it")
-        return resource, label, bytes.fromhex(entry.salt)
-
-    def _check_files(self, name: str) -> None:
-        """Authenticate both headers of a model against the signed manifest, without decrypting.
-
-        A few hundred bytes per file: cheap enough for every warm start from the compiled-model cache.
-        """
-        for role in MODEL_ROLES:
-            resource, label, salt = self._resource(name, role)
-            with resource.open("rb") as f:
-                read_locked(f, label, self._key_for, name=name, role=role, salt=salt).unlock()
-
-    def decrypt(self, name: str, role: Role) -> np.ndarray:
-        resource, label, salt = self._resource(name, role)
-        with resource.open("rb") as f:
-            return decrypt_file(f, label, self._key_for, name=name, role=role, salt=salt)
+        return sorted(self.files.manifest.models)
 
     @property
     def core(self) -> ov.Core:
@@ -150,16 +83,66 @@ class Runtime:
                 self._core = ov.Core()
             return self._core
 
-    def read_model(self, name: str) -> ov.Model:
+    # --- files and parts -----------------------------------------------------------------------
+
+    def read_file(self, name: str, path: str) -> bytes:
+        """Any file of a model, decrypted in memory (for a single-IR model: `<name>.xml` or `<name>.bin`)."""
+        data = self.files.decrypt(name, path)
+        try:
+            return data.tobytes()
+        finally:
+            data.fill(0)
+
+    def part(self, name: str, part: str | None) -> tuple[str, Part]:
+        """The IR `part` of a model (its path without `.xml`), or the model's main IR when `part` is None."""
+        model = self.files.model(name)
+        parts = model.parts(name)
+        chosen = part
+        if chosen is None:
+            chosen = DEFAULT_PARTS.get(model.kind, next(iter(parts)) if len(parts) == 1 else None)
+        if chosen is None or chosen not in parts:
+            known = ", ".join(sorted(parts)) or "none"
+            what = f"has no IR part {chosen!r}" if chosen is not None else "has several IRs: pass part="
+            raise ModelNotFoundError(f"model {name!r} of {self.package} {what} (parts: {known})")
+        return chosen, parts[chosen]
+
+    def load_extensions(self) -> None:
+        """Import the extension modules the build named (openvino_tokenizers for tokenizer IRs), once."""
+        if self._extensions_loaded:
+            return
+        for module in _settings.EXTENSIONS:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise UnsupportedModelError(
+                    f"{self.package}'s models need the OpenVINO extension module {module!r}, which cannot be "
+                    f"imported ({exc}); install it (pip install {module.replace('_', '-')})"
+                ) from None
+        self._extensions_loaded = True
+
+    def read_model(self, name: str, part: str | None = None) -> ov.Model:
+        """Decrypt one IR of a model in memory into an openvino.Model whose weights OpenVINO owns."""
+        import numpy as np
+
+        _, chosen = self.part(name, part)
+        self.load_extensions()
         # Weights first: a process's first load imports cryptography while the weights are being read.
-        weights = self.decrypt(name, Role.BIN)
-        xml = self.decrypt(name, Role.XML)
+        weights = self.files.decrypt(name, chosen.bin) if chosen.bin else np.zeros(0, np.uint8)
+        xml = self.files.decrypt(name, chosen.xml)
         return model_from_memory(self.core, xml, weights)
 
+    # --- compiling -----------------------------------------------------------------------------
+
     def compile_model(
-        self, name: str, device: str = "CPU", config: dict[str, Any] | None = None, cache_dir: str | Path | None = None
+        self,
+        name: str,
+        device: str = "CPU",
+        config: dict[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
+        part: str | None = None,
     ) -> ov.CompiledModel:
-        key = (name, device, config_key(config), str(cache_dir) if cache_dir else None)
+        part_name, _ = self.part(name, part)
+        key = (name, part_name, device, config_key(config), str(cache_dir) if cache_dir else None)
         with self._lock:
             if key in self._compiled:
                 return self._compiled[key]
@@ -168,47 +151,73 @@ class Runtime:
             with self._lock:
                 if key in self._compiled:
                     return self._compiled[key]
-            compiled = self._compile(name, device, dict(config or {}), cache_dir)
+            compiled = self._compile(name, part_name, device, dict(config or {}), cache_dir)
             with self._lock:
                 self._compiled[key] = compiled
             return compiled
 
+    def check_device(self, device: str) -> None:
+        """Refuse a device OpenVINO does not have here, before anything is decrypted (DeviceError)."""
+        base = device.split(":", 1)[0].split(",", 1)[0].upper()
+        if base.split(".", 1)[0] in _VIRTUAL_DEVICES:
+            return
+        available = list(self.core.available_devices)
+        if base not in available and base not in {d.split(".", 1)[0] for d in available}:
+            example = available[0] if available else "CPU"
+            raise DeviceError(
+                f"OpenVINO device {device!r} is not available on this machine (available devices: "
+                f"{', '.join(available) or 'none'}); pass one of them, for example device={example!r}"
+            )
+
     def _compile(
-        self, name: str, device: str, config: dict[str, Any], cache_dir: str | Path | None = None
+        self, name: str, part: str, device: str, config: dict[str, Any], cache_dir: str | Path | None
     ) -> ov.CompiledModel:
+        self.check_device(device)
         folder = cache_dir or os.environ.get(CACHE_DIR_ENV) or None
-        entry = self._cache_entry(name, device, config, Path(folder)) if folder else None
+        entry = self._cache_entry(name, part, device, config, Path(folder)) if folder else None
         if entry is not None:
             compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config)
             if compiled is not None:
                 # A warm cache must not hide a replaced or missing model file. Checked after the entry
                 # is loaded, so that loading it (not this check) is what first imports cryptography,
                 # overlapping the read when the entry comes from the disk; it is never returned unchecked.
-                self._check_files(name)
+                _, chosen = self.part(name, part)
+                self.files.check_files(name, [p for p in (chosen.xml, chosen.bin) if p])
                 return compiled
         plugin = _load_plugin_meanwhile(self.core, device)
         try:
-            model = self.read_model(name)
+            model = self.read_model(name, part)
         finally:
             plugin.join()
-        compiled = self.core.compile_model(model, device, config)
+        try:
+            compiled = self.core.compile_model(model, device, config)
+        except RuntimeError as exc:
+            raise DeviceError(
+                f"OpenVINO could not compile model {name!r} on {device}: {openvino_message(exc)} "
+                f"(available devices: {', '.join(self.core.available_devices)})"
+            ) from None
         pin_weights(compiled, model._ovcrypt_weights)
         if entry is not None:
             _cache.store(entry[0], entry[1], compiled)
         return compiled
 
-    def _cache_entry(self, name: str, device: str, config: dict[str, Any], folder: Path) -> tuple[Path, bytes]:
+    def _cache_entry(
+        self, name: str, part: str, device: str, config: dict[str, Any], folder: Path
+    ) -> tuple[Path, bytes]:
         """The encrypted cache file for this compile, and the key it is encrypted under."""
         import openvino as ov
 
-        entries = self._entries(name)
-        kid = bytes.fromhex(self.manifest.key_id)
-        key = self._key_for(kid, f"compiled-model cache of {name!r}")
+        _, chosen = self.part(name, part)
+        files = self.files.model(name).files
+        kid = bytes.fromhex(self.files.manifest.key_id)
+        key = self.files.key_for(kid, f"compiled-model cache of {name!r}")
         try:
             device_name = str(self.core.get_property(device, "FULL_DEVICE_NAME"))
         except RuntimeError:  # a virtual device (AUTO, MULTI...) may not report one
             device_name = ""
-        digests = [name, *(entries[role].sha256 for role in MODEL_ROLES)]
+        # A single IR keeps its first-round cache names: the part is only named for folder models.
+        ident = [name] if self.files.model(name).kind == IR_KIND else [name, part]
+        digests = [*ident, *(files[p].sha256 for p in (chosen.xml, chosen.bin) if p)]
         entry = _cache.entry_name(kid, digests, device, config_key(config), ov.get_version(), device_name)
         return _cache.entry_path(folder.expanduser(), entry), key
 
@@ -226,8 +235,8 @@ def _load_plugin_meanwhile(core: ov.Core, device: str) -> threading.Thread:
     From a cold disk, loading the CPU plugin (a 64 MB library) takes 40-60 ms here; plain
     compile_model(path) pays that before it reads any weights, and so did this runtime until the
     load overlapped it: 512 MiB from a cold cache, 7 alternating runs each, median 0.80 s serially
-    and 0.62 s overlapped, against 0.55 s for plain OpenVINO. Best effort: an unknown device fails
-    here silently and then, with OpenVINO's own message, in compile_model.
+    and 0.62 s overlapped, against 0.55 s for plain OpenVINO. Best effort: a failure here is silent
+    and then reported, with OpenVINO's own message, by compile_model.
     """
 
     def load() -> None:
@@ -237,17 +246,3 @@ def _load_plugin_meanwhile(core: ov.Core, device: str) -> threading.Thread:
     thread = threading.Thread(target=load, name="ovcrypt-plugin", daemon=True)
     thread.start()
     return thread
-
-
-def _import_provider(ref: str | None) -> Any:
-    if ref is None:
-        return None
-    import importlib
-
-    module, _, attr = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise KeyMissingError(
-            f"key-provider {ref!r} named in {MANIFEST_NAME} cannot be loaded: {type(exc).__name__}: {exc}"
-        ) from None

@@ -64,6 +64,7 @@ class Role(enum.IntEnum):
     XML = 1
     BIN = 2
     COMPILED = 3  # an exported compiled model in the warm-start cache
+    DATA = 4  # any other file of a folder model (configs, tokenizer files, templates)
 
     @property
     def label(self) -> str:

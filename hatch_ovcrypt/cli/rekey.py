@@ -7,8 +7,10 @@ rekey can simply be run again.
 
 When the files are an installed package's `_ovcrypt` folder, its manifest.json names the key id
 and the files' digests, and the runtime refuses files under any other key id; so once every file
-the manifest lists is under the new key, the manifest is rewritten and signed under it. Its MAC is
-checked under the old key first, so a rekey never launders an edited manifest.
+the manifest lists is under the new key, the manifest is rewritten and signed under it. Before anything
+is written, the manifest's MAC is checked under the old key and every file against its entry (size,
+SHA-256, header salt), so a rekey never launders an edited manifest or a file rolled back to another
+release into a validly signed folder.
 """
 
 from __future__ import annotations
@@ -18,18 +20,17 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_common import EXIT_OK, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
-from .cli_files import file_entry, header_of, packages_of
-from .progress import progress_for
-from .runtime._layout import MANIFEST_NAME, MODELS_DIR
-from .runtime._loader import read_locked
-from .runtime._manifest import FileEntry, Manifest
-from .runtime._reader import DecryptingSource
-from .runtime._spec import Role, key_id
+from ..progress import progress_for
+from ..runtime._loader import read_locked
+from ..runtime._manifest import FileEntry, Manifest, ModelEntry
+from ..runtime._reader import DecryptingSource
+from ..runtime._spec import key_id
+from .common import EXIT_OK, Keys, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
+from .package import PackageFolder, file_entry, header_of, package_folders
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
-    from .writer import encrypt_file
+    from ..writer import encrypt_file
 
     files = encrypted_files(args.paths)
     old = load_keys(args.key_file, args.key_env)
@@ -37,12 +38,9 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     if len(new.ids) != 1:
         raise UsageError(f"--new-key-file {args.new_key_file} must hold exactly one key, not {len(new.ids)}")
     new_key, new_id = new.first, key_id(new.first)
-    packages = packages_of(files)
-    for folder, manifest in packages.items():  # before anything is written: its own key must vouch for it
-        label = str(folder / MANIFEST_NAME)
-        manifest.verify(
-            new_key if manifest.key_id == new_id.hex() else old.key_for(bytes.fromhex(manifest.key_id), label)
-        )
+    packages = package_folders(files)
+    for folder in packages.values():  # before anything is written: its own key must vouch for it and every file
+        folder.check(_either(old, new_key).key_for, new_key)
     headers = {path: header_of(path) for path in files}
     for path, header in headers.items():  # every key must be at hand before the first file changes
         if header.key_id != new_id:
@@ -63,30 +61,34 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         os.chmod(path, mode)  # the temporary file was private; keep the file readable as it was
         done += 1
         print(f"rekeyed {path}: key id {header.key_id_hex} -> {new_id.hex()}")
-    for folder, manifest in packages.items():
-        _resign(folder, manifest, new_key)
+    for folder in packages.values():
+        _resign(folder, new_key)
     print(f"{done} file(s) rekeyed, {len(files) - done} already under the new key", file=sys.stderr)
     return EXIT_OK
 
 
-def _resign(folder: Path, manifest: Manifest, new_key: bytes) -> None:
-    from .runtime._atomic import atomic_writer
+def _either(old: Keys, new_key: bytes) -> Keys:
+    """The old keys and the new one: a folder rekeyed before (an interrupted run) is checked under the new key."""
+    return Keys([new_key, *old.all()], f"{old.source} or --new-key-file")
 
-    models: dict[str, dict[Role, FileEntry]] = {}
-    for name, entries in manifest.models.items():
-        for role, entry in entries.items():
-            path = folder / MODELS_DIR / entry.file
-            if header_of(path).key_id != key_id(new_key):
-                sys.stderr.write(
-                    f"hatch-ovcrypt: warning: {folder / MANIFEST_NAME} left as it was: {path} is not under the new "
-                    "key yet; rekey the whole folder so the runtime accepts it\n"
-                )
-                return
-            models.setdefault(name, {})[role] = file_entry(path)
-    resigned = Manifest(
-        manifest.generator, manifest.key_env, manifest.key_provider, key_id(new_key).hex(), models
-    ).signed(new_key)
-    target = folder / MANIFEST_NAME
+
+def _resign(folder: PackageFolder, new_key: bytes) -> None:
+    from ..runtime._atomic import atomic_writer
+
+    manifest = folder.manifest
+    models: dict[str, dict[str, FileEntry]] = {}
+    for model, relpath, _, identity in folder.files():
+        path = folder.path(identity)
+        if header_of(path).key_id != key_id(new_key):
+            sys.stderr.write(
+                f"hatch-ovcrypt: warning: {folder.label} left as it was: {path} is not under the new "
+                "key yet; rekey the whole folder so the runtime accepts it\n"
+            )
+            return
+        models.setdefault(model, {})[relpath] = file_entry(path, identity.file)
+    entries = {name: ModelEntry(manifest.models[name].kind, files) for name, files in models.items()}
+    resigned = Manifest(manifest.generator, key_id(new_key).hex(), entries).signed(new_key)
+    target = Path(folder.label)
     mode = target.stat().st_mode & 0o777
     with atomic_writer(target) as f:
         f.write(resigned.to_json())
@@ -96,6 +98,6 @@ def _resign(folder: Path, manifest: Manifest, new_key: bytes) -> None:
 
 def register(make: VerbFactory) -> None:
     sub = make("rekey", cmd_rekey, "re-encrypt files under a new key, atomically (an _ovcrypt folder's manifest too)")
-    sub.add_argument("paths", nargs="+", metavar="PATH")
+    sub.add_argument("paths", nargs="+", metavar="PATH", help="encrypted files, or folders holding them")
     sub.add_argument("--new-key-file", metavar="FILE", required=True, help="file holding the one new key")
     add_key_options(sub)

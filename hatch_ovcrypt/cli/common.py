@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .runtime._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from .runtime._keys import keys_from_environment, read_key_file
-from .runtime._manifest import is_env_name
-from .runtime._spec import key_id
+from ..runtime._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from ..runtime._keys import keys_from_environment, read_key_file
+from ..runtime._manifest import is_env_name
+from ..runtime._spec import key_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"
@@ -45,7 +45,7 @@ class CheckFailed(Exception):
 
 def fail(message: str) -> None:
     """An error report on stderr: one line (only `check` lists several problems, one per line)."""
-    sys.stderr.write(f"hatch-ovcrypt: error: {message}\n")
+    sys.stderr.write(f"hatch-ovcrypt: error: {message.removeprefix('hatch-ovcrypt: ')}\n")
 
 
 def refuse_inline_keys(argv: Sequence[str]) -> None:
@@ -87,6 +87,9 @@ class Keys:
     @property
     def ids(self) -> list[str]:
         return [kid.hex() for kid in self._keys]
+
+    def all(self) -> list[bytes]:
+        return list(self._keys.values())
 
     @property
     def first(self) -> bytes:

@@ -1,0 +1,142 @@
+"""Encrypted files and the `_ovcrypt` folders that hold them, as the verbs see them.
+
+A file inside `<_ovcrypt>/models/` belongs to that folder's signed manifest: `verify` and `rekey` check
+the manifest's MAC and then every file against its entry (size, SHA-256, header salt) before they
+trust or write anything, so a file rolled back to another release is named, never re-signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..progress import progress_for
+from ..runtime._errors import ManifestError
+from ..runtime._layout import MANIFEST_NAME, MODELS_DIR
+from ..runtime._loader import KeyLookup, read_locked
+from ..runtime._manifest import FileEntry, FileIdentity, Manifest, file_identity, parse_manifest
+from ..runtime._reader import iter_plaintext, read_header
+from ..runtime._spec import SALT_SIZE, Header, derive_salt, key_id
+
+
+def header_of(path: Path) -> Header:
+    with path.open("rb") as f:
+        header, _, _ = read_header(f, str(path))
+    return header
+
+
+def authenticate(path: Path, key_for: KeyLookup) -> Header:
+    """Authenticate the header and every segment of one file, streaming; returns its header."""
+    with path.open("rb") as f:
+        cipher = read_locked(f, str(path), key_for).unlock()
+        report = progress_for(f"verifying {path.name}", cipher.header.plaintext_length)
+        done = 0
+        for segment in iter_plaintext(f, cipher, os.fstat(f.fileno()).st_size):
+            done += len(segment)
+            if report:
+                report(done)
+    return cipher.header
+
+
+def file_entry(path: Path, file: str) -> FileEntry:
+    """What the manifest records of an encrypted file: its size, SHA-256 and header salt."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        header, _, _ = read_header(f, path.name)
+        f.seek(0)
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return FileEntry(file, size, digest.hexdigest(), header.salt.hex())
+
+
+@dataclass(frozen=True)
+class PackageFolder:
+    """An `_ovcrypt` folder: its manifest (parsed, not yet authenticated) beside `models/`."""
+
+    root: Path
+    manifest: Manifest
+
+    @property
+    def label(self) -> str:
+        return str(self.root / MANIFEST_NAME)
+
+    def files(self) -> Iterator[tuple[str, str, FileEntry, FileIdentity]]:
+        """(model, relative path, entry, identity) for every file the manifest lists."""
+        for model, entry in sorted(self.manifest.models.items()):
+            for relpath, file in sorted(entry.files.items()):
+                yield model, relpath, file, file_identity(model, entry.kind, relpath)
+
+    def path(self, identity: FileIdentity) -> Path:
+        return self.root / MODELS_DIR / identity.file
+
+    def check(self, key_for: KeyLookup, new_key: bytes | None = None) -> None:
+        """The manifest's MAC under its key, then every file it lists: present, regular, and exactly the file
+        it was signed with (size, SHA-256, header salt). ManifestError names the first file that is not.
+
+        With `new_key` (an interrupted rekey being run again), a file already under that key passes when its
+        plaintext is exactly the one signed: the salt recorded for it is recomputed from that plaintext.
+        """
+        manifest_key = key_for(bytes.fromhex(self.manifest.key_id), self.label)
+        self.manifest.verify(manifest_key)
+        for _, _, entry, identity in self.files():
+            path = self.path(identity)
+            if path.is_symlink() or not path.is_file():
+                raise ManifestError(f"{self.label}: lists {identity.file}, which is missing from {path.parent}")
+            if new_key is not None and new_key != manifest_key and header_of(path).key_id == key_id(new_key):
+                if _signed_salt(path, new_key, manifest_key) != entry.salt:
+                    raise ManifestError(f"{self.label}: {identity.file} is not the file it was signed with (salt "
+                                        "differs); it was replaced or rolled back: restore it, or rebuild")  # fmt: skip
+                continue
+            actual = file_entry(path, identity.file)
+            if actual != entry:
+                what = [f for f in ("size", "sha256", "salt") if getattr(actual, f) != getattr(entry, f)]
+                raise ManifestError(
+                    f"{self.label}: {identity.file} is not the file it was signed with ({', '.join(what)} differ); "
+                    "it was replaced or rolled back: restore it from the release, or rebuild"
+                )
+
+
+def _signed_salt(path: Path, key: bytes, signed_under: bytes) -> str:
+    """The salt the writer derives for this file's plaintext under `signed_under` (docs/FORMAT.md §2), the file
+    being under `key`: what the manifest recorded before a rekey moved it to `key`."""
+    from ..runtime._reader import DecryptingSource
+    from ..runtime._writer import plaintext_fingerprint
+
+    with path.open("rb") as f:
+        cipher = read_locked(f, str(path), lambda _kid, _label: key).unlock()
+    header = cipher.header
+    fields = Header(
+        header.role, header.name, header.segment_size, header.plaintext_length, key_id(signed_under), bytes(SALT_SIZE)
+    )
+    fingerprint = plaintext_fingerprint(signed_under, DecryptingSource(path, cipher), header.segment_size)
+    return derive_salt(signed_under, fields.fields(), fingerprint).hex()
+
+
+def package_folder_of(path: Path) -> PackageFolder | None:
+    """The `_ovcrypt` folder whose `models/` holds `path`, when there is one with a manifest."""
+    for parent in path.resolve().parents:
+        if parent.name == MODELS_DIR and (parent.parent / MANIFEST_NAME).is_file():
+            root = parent.parent
+            return PackageFolder(root, parse_manifest((root / MANIFEST_NAME).read_bytes()))
+    return None
+
+
+def package_folders(files: list[Path]) -> dict[Path, PackageFolder]:
+    """The `_ovcrypt` folders that hold any of these files, each once, by root."""
+    found: dict[Path, PackageFolder] = {}
+    for path in files:
+        folder = package_folder_of(path)
+        if folder is not None and folder.root not in found:
+            listed = {folder.path(identity).resolve() for *_, identity in folder.files()}
+            if path.resolve() in listed:
+                found[folder.root] = folder
+    return found
+
+
+def is_package_folder(path: Path) -> bool:
+    return (path / MANIFEST_NAME).is_file() and (path / MODELS_DIR).is_dir()

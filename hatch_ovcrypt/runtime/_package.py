@@ -1,0 +1,154 @@
+"""Which files and which keys: one package's `_ovcrypt` folder, its signed manifest and its key ring.
+
+This is the only module that turns a (model, relative path) into an encrypted file and decrypts it; what
+is built from the plaintext (an OpenVINO model, a GenAI pipeline) is `_runtime`'s and `_genai`'s job.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _settings
+from ._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFoundError
+from ._keys import KeyLike, KeyRing
+from ._layout import MANIFEST_NAME, MODELS_DIR
+from ._loader import decrypt_file, read_locked
+from ._manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
+
+    import numpy as np
+
+
+class Package:
+    """The encrypted models of one `_ovcrypt` folder. Thread-safe; reads nothing until asked."""
+
+    def __init__(self, root: Traversable, package: str) -> None:
+        self._root = root
+        self.package = package
+        self._lock = threading.Lock()
+        self._manifest: Manifest | None = None
+        self._verified = False
+        # Which variable and which provider come from the generated settings, never from the manifest.
+        provider = _provider_from_settings if _settings.KEY_PROVIDER else None
+        self.keyring = KeyRing(_settings.KEY_ENV, provider)
+
+    def __repr__(self) -> str:
+        return f"<hatch-ovcrypt models of {self.package!r}>"
+
+    @property
+    def manifest(self) -> Manifest:
+        with self._lock:
+            if self._manifest is None:
+                resource = self._root / MANIFEST_NAME
+                if not resource.is_file():
+                    raise ManifestError(f"{self.package}: {MANIFEST_NAME} is missing; reinstall the package")
+                self._manifest = parse_manifest(resource.read_bytes())
+            return self._manifest
+
+    def key_for(self, wanted: bytes, label: str) -> bytes:
+        """The master key of key id `wanted`; on first use, the manifest's MAC is checked under it."""
+        manifest = self.manifest
+        if wanted.hex() != manifest.key_id:
+            raise IntegrityError(
+                f"{label}: encrypted under key id {wanted.hex()}, but this package was built under "
+                f"{manifest.key_id}; the file comes from another build"
+            )
+        key = self.keyring.key_for(wanted, label)
+        if not self._verified:
+            manifest.verify(key)
+            self._verified = True
+        return key
+
+    def model(self, name: str) -> ModelEntry:
+        """The manifest's entry for a model, or ModelNotFoundError naming the models there are."""
+        models = self.manifest.models
+        if name not in models:
+            known = ", ".join(sorted(models)) or "none"
+            raise ModelNotFoundError(f"{self.package} has no model {name!r} (models: {known})")
+        return models[name]
+
+    def entry(self, name: str, path: str) -> FileEntry:
+        files = self.model(name).files
+        if path not in files:
+            known = ", ".join(sorted(files))
+            raise ModelNotFoundError(f"model {name!r} of {self.package} has no file {path!r} (files: {known})")
+        return files[path]
+
+    def _resource(self, name: str, path: str) -> tuple[Traversable, str, FileEntry, FileIdentity]:
+        """The encrypted file of one model file, a label for messages, its entry and the identity it must carry."""
+        entry = self.entry(name, path)
+        identity = file_identity(name, self.model(name).kind, path)
+        folder = self._root / MODELS_DIR
+        resource: Traversable = folder
+        for part in identity.file.split("/"):
+            resource = resource / part
+        label = f"model {name!r} file {identity.file}"
+        # The manifest cannot name another folder; a symlink could still lead outside the package.
+        if isinstance(resource, Path) and isinstance(folder, Path) and _has_symlink(folder, resource):
+            raise ManifestError(f"{label}: is a symbolic link; encrypted files must be regular files in the package")
+        if not resource.is_file():
+            raise IntegrityError(f"{label}: is missing from the package; reinstall it")
+        return resource, label, entry, identity
+
+    def decrypt(self, name: str, path: str) -> np.ndarray:
+        """Decrypt one file of a model into a new writable uint8 array that an OpenVINO tensor owns.
+
+        Raises the runtime's errors: ModelNotFoundError, KeyMissingError/WrongKeyError, IntegrityError.
+        """
+        resource, label, entry, identity = self._resource(name, path)
+        with resource.open("rb") as f:
+            return decrypt_file(
+                f, label, self.key_for, name=identity.name, role=identity.role, salt=bytes.fromhex(entry.salt),
+                expected_size=entry.size,  # the signed size bounds what a forged header can make us allocate
+            )  # fmt: skip
+
+    def check_files(self, name: str, paths: list[str]) -> None:
+        """Authenticate these files' headers against the signed manifest, without decrypting them.
+
+        A few hundred bytes per file: cheap enough for every warm start from the compiled-model cache.
+        """
+        for path in paths:
+            resource, label, entry, identity = self._resource(name, path)
+            with resource.open("rb") as f:
+                salt = bytes.fromhex(entry.salt)
+                locked = read_locked(
+                    f, label, self.key_for, name=identity.name, role=identity.role, salt=salt, expected_size=entry.size
+                )
+                locked.unlock()
+
+
+def _has_symlink(folder: Path, resource: Path) -> bool:
+    """True when the file or any folder between `folder` and it is a symbolic link."""
+    path = resource
+    while True:
+        if path.is_symlink():
+            return True
+        if path in (folder, path.parent):
+            return False
+        path = path.parent
+
+
+def _provider_from_settings(wanted: str) -> KeyLike | None:
+    """The key provider that the build rendered into `_settings`, imported on first use only."""
+    return _import_provider(_settings.KEY_PROVIDER)(wanted)  # type: ignore[no-any-return]
+
+
+def _import_provider(ref: str | None) -> Any:
+    import importlib
+
+    assert ref is not None
+    module, _, attr = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise KeyMissingError(
+            f"key-provider {ref!r} of this package cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None

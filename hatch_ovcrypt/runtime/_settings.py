@@ -1,0 +1,18 @@
+"""How this package finds its key: rendered by the build from the product's hook table.
+
+These settings are code, not manifest data, on purpose: the manifest can only be authenticated once a
+key is found, so nothing in it may choose which environment variable is read or which module is
+imported to find that key (docs/SECURITY.md). The integrity of this file, like that of every other
+installed module, is the platform's job (hash-pinned installs, signed images).
+
+The values below are the defaults, for the runtime as it sits in the hatch-ovcrypt source tree.
+"""
+
+from __future__ import annotations
+
+# Environment variable holding the key (one, or a comma-separated list); `<KEY_ENV>_FILE` may name a file.
+KEY_ENV: str = "OVCRYPT_KEY"
+# `module:function` called with a key id (hex) when no other source has the key, or None.
+KEY_PROVIDER: str | None = None
+# Modules imported before OpenVINO reads an IR, so extension ops (tokenizers) are known.
+EXTENSIONS: tuple[str, ...] = ()
