@@ -64,13 +64,18 @@ def check_project(
     package, new_package = _resolve_package(options, [*selected.values(), *forced.values()], problems)
     problems += _check_plaintext_in_wheel(options, selected, forced, root)
     problems += check_runtime_dependencies(
-        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai(plans), location
+        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=_needs_genai(plans), location=location
     )
     if not from_sdist and not options.allow_plaintext_sdist:
         problems += check_plaintext_in_sdist(options, root)
     if problems or package is None or key is None:
         return None, problems
-    return plan_of(options, package, key, plans, new_package=new_package), problems
+    return plan_of(options, package, key, plans, new_package), problems
+
+
+def _needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
+    """Whether the runtime builds GenAI pipelines: then the product needs openvino-genai and openvino-tokenizers."""
+    return any(plan.kind in ("llm", "vlm", "text2image") for plan in plans.values())
 
 
 def check_models(
@@ -88,19 +93,10 @@ def check_models(
 
 
 def plan_of(
-    options: Options, package: str, key: bytes, plans: dict[str, ModelPlan], *, new_package: bool = False
+    options: Options, package: str, key: bytes, plans: dict[str, ModelPlan], new_package: bool = False
 ) -> Plan:
     """The build's plan once every check passed."""
     return Plan(options, package, key, plans, runtime_extensions(options.extensions, plans), new_package)
-
-
-# Folder kinds whose runtime builds an openvino-genai pipeline (a `files` folder only reads IRs and files).
-GENAI_KINDS = frozenset({"llm", "vlm", "text2image"})
-
-
-def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
-    """Whether the runtime of these models imports openvino_genai (and so openvino_tokenizers)."""
-    return any(plan.kind in GENAI_KINDS for plan in plans.values())
 
 
 def check_runtime_dependencies(

@@ -65,7 +65,7 @@ def check_model(
 ) -> tuple[ModelPlan | None, list[Problem]]:
     """Check one model; return what the writer needs, or None and the problems (each with its TOML path)."""
     if spec.origin in (FOLDER, CONVERT) and not spec.source.exists():
-        hint = SDIST_HINT if from_sdist else ""
+        hint = SDIST_HINT if from_sdist else _maker_hint(root)
         return None, [Problem(spec.path, f"names {_rel(spec.source, root)}, which does not exist{hint}")]
     try:
         if spec.origin == FOLDER:
@@ -83,7 +83,7 @@ def _check_ir(
     missing = [path for path in spec.files if not path.is_file()]
     if missing:
         what = " and ".join(_rel(p, root) for p in missing)
-        beside = " (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else ""
+        beside = " (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else _maker_hint(root)
         hint = SDIST_HINT if from_sdist else beside
         verb = "do" if len(missing) > 1 else "does"
         return None, [Problem(spec.path, f"names {what}, which {verb} not exist{hint}")]
@@ -141,6 +141,14 @@ def _check_folder(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[P
     if problems:
         return None, problems
     return ModelPlan(kind, uses_extensions=uses, files=files), []
+
+
+MODEL_MAKER = "make_models.py"
+
+
+def _maker_hint(root: Path) -> str:
+    """How to make missing models, when the project says: a `make_models.py` at its root (the example's)."""
+    return f"; this project makes its models with `python {MODEL_MAKER}`" if (root / MODEL_MAKER).is_file() else ""
 
 
 def _not_from_memory(spec: ModelSpec, root: Path, what: str) -> str:

@@ -438,3 +438,31 @@ def test_verify_a_package_folder_checks_its_manifest(setup: Setup, cli: Cli) -> 
     manifest = folder / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"generator": "hatch-ovcrypt', '"generator": "edited'))
     assert_one_line_error(cli("verify", folder, "--key-file", setup.file_a), 1, "manifest.json failed authentication")
+
+
+def test_every_argument_has_help_text() -> None:
+    """Issue 12: `hatch-ovcrypt VERB --help` explains every argument."""
+    import argparse
+
+    from hatch_ovcrypt.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {action.dest}"
+        for name, sub in verbs.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert len(verbs.choices) == 10 and not missing, missing
+
+
+def test_check_says_how_to_make_the_example_models(tmp_path: Path) -> None:
+    """Issue 12: `check` in example_project/ (models not made yet) says how to make them."""
+    from tests.helpers import REPO, run
+
+    project = tmp_path / "acme-vision"
+    shutil.copytree(REPO / "example_project", project, ignore=shutil.ignore_patterns("models", "dist"))
+    result = run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], check=False,
+                 env={"OVCRYPT_KEY": "00" * 32})  # fmt: skip
+    assert result.returncode == 1 and "this project makes its models with `python make_models.py`" in result.stderr

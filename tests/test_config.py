@@ -207,6 +207,16 @@ def test_check_command_reports_like_the_build(tmp_path: Path, key_env: dict[str,
     make_ir(project / "models/gone.xml")
     ok = run(check, env=key_env)
     assert ok.stdout.startswith("ok: 2 model(s)")
+    for line in ("  key-env                OVCRYPT_KEY (default)", "key: from $OVCRYPT_KEY, key id",
+                 "  segment-size           1048576 (default)", "  package                acme_vision"):  # fmt: skip
+        assert line in ok.stdout, ok.stdout
+    key_file = tmp_path / "k"
+    key_file.write_text(key_env["OVCRYPT_KEY"])
+    via_file = run(check, env={"OVCRYPT_KEY_FILE": str(key_file)})  # the key source actually used is named
+    assert f"key: from $OVCRYPT_KEY_FILE ({key_file})" in via_file.stdout, via_file.stdout
+    flags = run([*check, "--key-file", str(key_file), "--key-env", "ACME_KEY"], env={})
+    assert f"key: from --key-file {key_file}" in flags.stdout and "  key-env                ACME_KEY\n" in flags.stdout
+    assert "hatch-ovcrypt: error: hatch-ovcrypt:" not in result.stderr  # no doubled prefix
 
 
 def test_global_table_stops_a_plaintext_sdist_before_it_is_written(tmp_path: Path, key_env: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .common import EXIT_OK, CheckFailed, UsageError, VerbFactory
 
@@ -32,8 +33,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from hatchling.builders.wheel import WheelBuilder
 
-    from ..checks import check_project, hook_table
+    from ..checks import check_project, hook_table, uv_cache_keys_hint
     from ..config import HOOK_NAME, ConfigurationError
+    from ..runtime._spec import key_id
+    from ..sources import plaintext_paths
 
     root = Path(args.project_dir).resolve()
     if not (root / "pyproject.toml").is_file():
@@ -42,15 +45,62 @@ def cmd_check(args: argparse.Namespace) -> int:
     table = hook_table(builder)
     if table is None:
         raise CheckFailed(f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table")
-    plan, problems = check_project(table, root, builder)
+    environ, source = _key_environment(table, args)
+    plan, problems = check_project(table, root, builder, environ)
     if plan is None:
         raise CheckFailed(str(ConfigurationError(problems)))
-    names = ", ".join(spec.name for spec in plan.options.models)
-    count = len(plan.options.models)
-    print(f"ok: {count} model(s) ({names}) into {plan.package}._ovcrypt, key from ${plan.options.key_env}")
+    options = plan.options
+    names = ", ".join(spec.name for spec in options.models)
+    print(f"ok: {len(options.models)} model(s) ({names}) into {plan.package}._ovcrypt")
+    for spec in options.models:
+        model = plan.models[spec.name]
+        files = f" ({len(model.files)} files)" if model.files else ""
+        print(f"  {spec.name:<16} {model.kind:<11} {_rel(spec.source, root)}{files}")
+    print("settings:")
+    written = set(table)
+    settings = {
+        "package": plan.package, "key-env": options.key_env, "key-provider": options.key_provider or "none",
+        "segment-size": options.segment_size, "extensions": ", ".join(options.extensions) or "none",
+        "allow-plaintext-sdist": str(options.allow_plaintext_sdist).lower(),
+    }  # fmt: skip
+    for name, value in settings.items():
+        print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
+    print(f"key: from {source}, key id {key_id(plan.key).hex()}")
+    model_files = [path for spec in options.models for path in plaintext_paths(spec)]
+    if hint := uv_cache_keys_hint(root, model_files):
+        print(
+            "editable installs: uv caches them and would keep running the old encrypted snapshot after the models "
+            f"change; add to pyproject.toml:\n{hint}\n(with pip, run `pip install -e .` again after the models change)"
+        )
     return EXIT_OK
 
 
+def _key_environment(table: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, str], str]:
+    """The environment the checks read the key from (with --key-file/--key-env applied), and where it comes from.
+
+    `--key-env NAME` checks as if the table said `key-env = "NAME"`; `--key-file PATH` gives the key as the
+    build would get it from `$<key-env>_FILE`.
+    """
+    from ..config import DEFAULT_KEY_ENV
+
+    if args.key_env is not None:
+        table["key-env"] = args.key_env
+    name = str(table.get("key-env", DEFAULT_KEY_ENV))
+    environ = dict(os.environ)
+    if args.key_file is not None:
+        environ.pop(name, None)
+        environ[f"{name}_FILE"] = args.key_file
+        return environ, f"--key-file {args.key_file}"
+    if name in environ:
+        return environ, f"${name}"
+    return environ, f"${name}_FILE ({environ.get(f'{name}_FILE', 'not set')})"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def register(make: VerbFactory) -> None:
@@ -58,5 +108,7 @@ def register(make: VerbFactory) -> None:
         "check", cmd_check, "validate a product's ovcrypt hook table exactly as the build would, without building"
     )
     sub.add_argument("project_dir", nargs="?", default=".", metavar="PROJECT_DIR", help="the product (default: .)")
+    sub.add_argument("--key-file", metavar="PATH", help="file holding the key the build would use")
+    sub.add_argument("--key-env", metavar="NAME", help="check as if the table said key-env = NAME")
     sub = make("keygen", cmd_keygen, "print a new 256-bit key (64 hex characters), or write it with mode 0600")
     sub.add_argument("--out", metavar="FILE", help="write the key to FILE (mode 0600) instead of printing it")

@@ -63,7 +63,7 @@ def read_locked(
     if expected_size is not None and header.file_size != expected_size:
         raise IntegrityError(
             f"{label}: is not the file this package was built with: its header makes it {header.file_size} "
-            f"bytes long, the package lists {expected_size}"
+            f"bytes long, the package lists {expected_size} (it comes from another build, or the manifest was edited)"
         )
     return Locked(header, lambda: SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label))
 

@@ -24,7 +24,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from ._errors import OvcryptError
+from ._direct import pread_exact
+from ._errors import IntegrityError, OvcryptError
 from ._spec import (
     _INFO_FINGERPRINT_KEY,
     DEFAULT_SEGMENT_SIZE,
@@ -95,12 +96,10 @@ class FileSource:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
             def read_at(offset: int, view: memoryview) -> None:
-                done = 0
-                while done < len(view):
-                    n = os.preadv(fd, [view[done:]], offset + done)
-                    if not n:
-                        raise SourceChangedError(f"{self.path}: was truncated while it was being encrypted")
-                    done += n
+                try:
+                    pread_exact(fd, view, offset, str(self.path))
+                except IntegrityError:  # fewer bytes than when the pass began
+                    raise SourceChangedError(f"{self.path}: was truncated while it was being encrypted") from None
 
             yield read_at
             self._check_size(fd)
