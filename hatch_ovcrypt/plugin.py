@@ -55,17 +55,23 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             build_data["force_include_editable"].update(mapping)
         else:
             build_data["force_include"].update(mapping)
-        build_data["dependencies"].extend(self._missing_requirements())
+        build_data["dependencies"].extend(self._missing_requirements(plan))
 
-    def _missing_requirements(self) -> list[str]:
-        """The runtime's requirements that the product does not already declare itself."""
+    def _missing_requirements(self, plan: Plan) -> list[str]:
+        """The runtime's requirements that the product does not already declare itself (with dynamic dependencies)."""
+        from importlib.metadata import version as installed
+
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
 
-        from .requirements import RUNTIME_REQUIREMENTS
+        from .checks import _needs_genai
+        from .requirements import RUNTIME_REQUIREMENTS, genai_requirements
 
+        needed = list(RUNTIME_REQUIREMENTS)
+        if _needs_genai(plan.models):
+            needed += genai_requirements(installed("openvino"))
         declared = {canonicalize_name(Requirement(r).name) for r in self.metadata.core.dependencies}
-        return [r for r in RUNTIME_REQUIREMENTS if canonicalize_name(Requirement(r).name) not in declared]
+        return [r for r in needed if canonicalize_name(Requirement(r).name) not in declared]
 
     def _render(self, plan: Plan, version: str) -> dict[str, str]:
         import os

@@ -13,13 +13,15 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
+from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS, genai_requirements
 from hatch_ovcrypt.runtime._runtime import Runtime
 from hatch_ovcrypt.runtime._spec import Role
 
 REPO = Path(__file__).resolve().parent.parent
-# What a product declares in [project] dependencies: everything the runtime needs (the build refuses less).
+# What a product declares in [project] dependencies: everything the runtime needs (the build refuses less),
+# and for folder models openvino-genai and openvino-tokenizers of the installed openvino's release.
 RUNTIME_DEPENDENCIES = ", ".join(f'"{r}"' for r in RUNTIME_REQUIREMENTS)
+GENAI_DEPENDENCIES = ", ".join(f'"{r}"' for r in genai_requirements(ov.__version__))
 WINDOW = 32  # a plaintext leak is any 32-byte window of the plaintext found elsewhere
 
 
@@ -58,7 +60,7 @@ def write_product(
     extra_hook_options: str = "",
     extra_toml: str = "",
     requires: str = '"hatchling", "hatch-ovcrypt"',
-    dependencies: str = RUNTIME_DEPENDENCIES,
+    dependencies: str | None = None,
 ) -> Path:
     """A product project as a user writes it: src/<package>, plaintext models in models/ (kept out of the sdist)."""
     pkg = root / "src" / package
@@ -71,6 +73,9 @@ def write_product(
         return "{ " + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + " }"
 
     table = ", ".join(f"{name} = {toml_value(value)}" for name, value in models.items())
+    if dependencies is None:
+        folders = [v for v in models.values() if (not Path(v).suffix if isinstance(v, str) else "folder" in v)]
+        dependencies = RUNTIME_DEPENDENCIES + (f", {GENAI_DEPENDENCIES}" if folders else "")
     (root / "pyproject.toml").write_text(
         f"""[build-system]
 requires = [{requires}]

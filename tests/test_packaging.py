@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 import sys
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from hatch_ovcrypt.checks import check_runtime_dependencies, uv_cache_keys_hint
 from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
-from tests.helpers import REPO, build_wheel, make_ir, only_wheel, reference_output, run, sample_input, write_product
+from tests.helpers import (
+    REPO,
+    RUNTIME_DEPENDENCIES,
+    build_wheel,
+    make_ir,
+    only_wheel,
+    reference_output,
+    run,
+    sample_input,
+    write_product,
+)
 
 LOCATION = "tool.hatch.build.targets.wheel.hooks.ovcrypt"
 INFER = """
@@ -91,6 +102,29 @@ def test_build_and_check_refuse_incomplete_static_dependencies(tmp_path: Path, k
         metadata = zf.read("acme_vision-1.0.0.dist-info/METADATA").decode()
     assert [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")] == [
         f"Requires-Dist: {r}" for r in RUNTIME_REQUIREMENTS
+    ]
+
+
+def test_a_folder_model_needs_genai_of_openvinos_release(tmp_path: Path, key_env: dict[str, str]) -> None:
+    import shutil
+
+    from hatch_ovcrypt.requirements import genai_requirements
+
+    genai = genai_requirements(version("openvino"))
+    project = write_product(tmp_path / "p", {"assistant": "models/assistant"}, dependencies=RUNTIME_DEPENDENCIES)
+    shutil.copytree(REPO / "tests" / "fixtures" / "tiny_llm", project / "models" / "assistant")
+    check = run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], env=key_env, check=False)
+    assert check.returncode == 1
+    assert "`project.dependencies` does not list openvino-genai, openvino-tokenizers" in check.stderr
+    assert ", ".join(f'"{r}"' for r in genai) + "]` under [project]" in check.stderr
+    text = (project / "pyproject.toml").read_text()
+    dynamic = text.replace(f"dependencies = [{RUNTIME_DEPENDENCIES}]", 'dynamic = ["dependencies"]')
+    (project / "pyproject.toml").write_text(dynamic)
+    build_wheel(project, key_env)
+    with zipfile.ZipFile(only_wheel(project / "dist")) as zf:
+        metadata = zf.read("acme_vision-1.0.0.dist-info/METADATA").decode()
+    assert [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")] == [
+        f"Requires-Dist: {r}" for r in (*RUNTIME_REQUIREMENTS, *genai)
     ]
 
 
