@@ -64,7 +64,7 @@ def check_project(
     package, new_package = _resolve_package(options, [*selected.values(), *forced.values()], problems)
     problems += _check_plaintext_in_wheel(options, selected, forced, root)
     problems += check_runtime_dependencies(
-        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=_needs_genai(plans), location=location
+        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=needs_genai(plans), location=location
     )
     if not from_sdist and not options.allow_plaintext_sdist:
         problems += check_plaintext_in_sdist(options, root)
@@ -73,7 +73,7 @@ def check_project(
     return plan_of(options, package, key, plans, new_package), problems
 
 
-def _needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
+def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
     """Whether the runtime builds GenAI pipelines: then the product needs openvino-genai and openvino-tokenizers."""
     return any(plan.kind in ("llm", "vlm", "text2image") for plan in plans.values())
 

@@ -64,11 +64,11 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
 
-        from .checks import _needs_genai
+        from .checks import needs_genai
         from .requirements import RUNTIME_REQUIREMENTS, genai_requirements
 
         needed = list(RUNTIME_REQUIREMENTS)
-        if _needs_genai(plan.models):
+        if needs_genai(plan.models):
             needed += genai_requirements(installed("openvino"))
         declared = {canonicalize_name(Requirement(r).name) for r in self.metadata.core.dependencies}
         return [r for r in needed if canonicalize_name(Requirement(r).name) not in declared]
