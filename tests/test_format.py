@@ -656,7 +656,7 @@ def test_crypto_runs_per_segment(key: bytes, segment_calls: dict[str, list[int]]
     cipher = open_file(f, key)
     out = memoryview(bytearray(len(plaintext)))
     decrypt_into(f, cipher, out)
-    assert segment_calls["encrypt"] == [SEG] * 5 + [3]
+    assert sorted(segment_calls["encrypt"]) == sorted([SEG] * 5 + [3])  # workers run segments in any order
     assert sorted(segment_calls["decrypt"]) == sorted([SEG] * 5 + [3])  # workers run segments in any order
 
 
@@ -679,7 +679,7 @@ def test_more_than_2_gib(tmp_path: Path, key: bytes, segment_calls: dict[str, li
         header = encrypt(key, FileSource(src), f, name="big", role=Role.BIN)
     src.unlink()
     assert header.segment_count == 2049 and enc_path.stat().st_size == header.file_size
-    assert segment_calls["encrypt"] == [SEG] * 2048 + [1]
+    assert sorted(segment_calls["encrypt"]) == [1] + [SEG] * 2048
     with enc_path.open("rb") as f:
         cipher = open_file(f, key)
         out = memoryview(bytearray(size))
