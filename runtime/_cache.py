@@ -11,16 +11,23 @@ cache folder and are renamed into place, so concurrent processes see a whole ent
 
 A missing, corrupt, truncated, foreign (other key, other entry) or unimportable entry is never
 trusted: it is removed and the model compiled again. Plaintext never touches the disk.
+
+Whoever can write to the cache folder can make the next start slower, never wrong, and never stuck:
+an entry is opened without following symbolic links and without blocking (a FIFO there returns at
+once), and only a regular file owned by this user, no larger than the caller's bound, is read; its
+header is authenticated before any memory is sized by it unless that bound is known. A folder that
+other users can write to is not used at all (a warning says so).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._atomic import atomic_writer
 from ._errors import OvcryptError
@@ -53,22 +60,26 @@ def entry_path(cache_dir: Path, name: str) -> Path:
 
 
 def load(
-    path: Path, key: bytes, name: str, core: ov.Core, device: str, config: dict[str, Any]
-) -> ov.CompiledModel | None:
-    """Import a cached compiled model, or None (after discarding a bad entry) when there is none to trust."""
+    path: Path, key: bytes, name: str, core: ov.Core, device: str, config: dict[str, Any], *,
+    max_size: int | None = None,
+) -> ov.CompiledModel | None:  # fmt: skip
+    """Import a cached compiled model, or None (after discarding a bad entry) when there is none to trust.
 
-    try:
-        f = path.open("rb", buffering=0)
-    except (FileNotFoundError, NotADirectoryError):
+    `max_size` bounds the entry's size: within it, the entry is read while its header is authenticated;
+    without it, the header is authenticated first.
+    """
+    if not usable_folder(path.parent):
         return None
-    except OSError as exc:
-        _warn(f"cannot read cache entry {path}: {exc}")
+    f = _open_entry(path, max_size)
+    if f is None:
         return None
     with f:
         label = f"compiled-model cache entry {path.name}"
         buf: np.ndarray | None = None
         try:
-            buf = decrypt_file(f, label, lambda _key_id, _label: key, name=name, role=Role.COMPILED)
+            buf = decrypt_file(
+                f, label, lambda _key_id, _label: key, name=name, role=Role.COMPILED, max_size=max_size
+            )
             # The CPU plugin keeps reading from the imported tensor (it shares, not copies), so the
             # decrypted blob is the one copy of the weights and lives exactly as long as the model.
             compiled = core.import_model(owning_tensor(buf), device, config)
@@ -81,10 +92,90 @@ def load(
     return compiled
 
 
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_BINARY", 0)
+)  # fmt: skip
+
+
+def _open_entry(path: Path, max_size: int | None) -> BinaryIO | None:
+    """The entry opened for reading, or None (a miss) unless it is a regular file of this user within `max_size`.
+
+    Neither a symbolic link (O_NOFOLLOW) nor a FIFO or device (O_NONBLOCK, then fstat) can make this
+    read another file or wait for a writer."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:  # ELOOP: a symbolic link; ENXIO: a socket; EACCES...
+        _warn(f"ignored compiled-model cache entry {path}: {'it is a symbolic link' if _is_link(path) else exc}")
+        return None
+    try:
+        info = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "it is not a regular file"
+        elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            problem = f"it belongs to user id {info.st_uid}, not to this user"
+        elif max_size is not None and info.st_size > max_size:
+            problem = f"it is {info.st_size} bytes, larger than the {max_size} an entry of this model may be"
+        if problem is None:
+            return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    _warn(f"ignored compiled-model cache entry {path}: {problem}")
+    return None
+
+
+def _is_link(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+_warned_folders: set[str] = set()
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` must not hold cache entries (other users can write to it), or None.
+
+    Another user who can write there could not forge an entry (entries are authenticated), but could
+    swap entries, fill the disk, or place files that are not entries; so such a folder is not used."""
+    try:
+        info = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing to read; store() creates it private, or warns that it cannot
+    except OSError as exc:
+        return str(exc)
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a folder"
+    if hasattr(os, "geteuid") and info.st_uid not in (os.geteuid(), 0):
+        return f"it belongs to user id {info.st_uid}"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"other users can write to it (mode {stat.S_IMODE(info.st_mode):o}); make it private with chmod 700"
+    return None
+
+
+def usable_folder(folder: Path) -> bool:
+    """False (with one warning per folder and process) when the folder must not hold cache entries."""
+    problem = folder_problem(folder)
+    if problem is None:
+        return True
+    if str(folder) not in _warned_folders:
+        _warned_folders.add(str(folder))
+        _warn(f"not using the compiled-model cache folder {folder}: {problem}")
+    return False
+
+
 def store(path: Path, key: bytes, compiled: ov.CompiledModel) -> None:
     """Export, encrypt and atomically write one entry. A failure only costs the next warm start."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not usable_folder(path.parent):
+            return
         stream = compiled.export_model()
         blob = stream.getbuffer() if hasattr(stream, "getbuffer") else memoryview(stream)
         try:

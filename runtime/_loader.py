@@ -46,15 +46,25 @@ def read_locked(
     name: str | None = None,
     role: Role | None = None,
     salt: bytes | None = None,
+    expected_size: int | None = None,
 ) -> Locked:
     """Read a header and check it is the expected model, role and file. `.unlock()` then finds its key
-    and authenticates it; a load runs that while the ciphertext is already being read."""
+    and authenticates it; a load runs that while the ciphertext is already being read.
+
+    `expected_size` is the file's size as the signed manifest records it: a header that implies any
+    other size is refused here, before anything is allocated or read for it.
+    """
     header, raw, tag = read_header(f, label)
     check_identity(header, label, name, role)
     if salt is not None and header.salt != salt:
         # Same key, name and role but another build's file: each segment's key derives from the salt,
         # so matching the salt the signed manifest recorded binds the whole file.
         raise IntegrityError(f"{label}: is not the file this package was built with (it comes from another build)")
+    if expected_size is not None and header.file_size != expected_size:
+        raise IntegrityError(
+            f"{label}: is not the file this package was built with: its header makes it {header.file_size} "
+            f"bytes long, the package lists {expected_size}"
+        )
     return Locked(header, lambda: SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label))
 
 
@@ -75,15 +85,24 @@ def decrypt_file(
     name: str | None,
     role: Role | None,
     salt: bytes | None = None,
+    expected_size: int | None = None,
+    max_size: int | None = None,
 ) -> np.ndarray:
     """Decrypt an opened file into a new writable uint8 array; no plaintext ever touches the disk.
 
-    The key is found and the header authenticated while worker threads already read the ciphertext
-    into the array (read_and_decrypt). The array is sized from the header, so it is allocated only
-    once the header is trusted that far: its sizes match the file's, or (in a stream) it authenticated.
+    The array is sized from the header's plaintext length, so it is allocated only once that length
+    is trusted: the header implies the file's real size and a size the caller trusts, either exactly
+    (`expected_size`, the signed manifest's size of the file) or at most (`max_size`). The key is
+    then found and the header authenticated while worker threads already read the ciphertext into
+    the array (read_and_decrypt). Without such a bound, or for a stream whose size is unknown (a file
+    inside a zip), the header is authenticated first: a forged header (a sparse file that claims
+    terabytes, say) costs a few hundred bytes of reading and one GMAC, never an allocation.
     """
-    header, unlock = read_locked(f, label, key_for, name=name, role=role, salt=salt)
-    if not matches_file_size(f, header, label):
+    header, unlock = read_locked(f, label, key_for, name=name, role=role, salt=salt, expected_size=expected_size)
+    if max_size is not None and header.file_size > max_size:
+        raise IntegrityError(f"{label}: its header makes it {header.file_size} bytes long, over the {max_size} allowed")
+    bounded = expected_size is not None or max_size is not None
+    if not (matches_file_size(f, header, label) and bounded):
         cipher = unlock()
         unlock = lambda: cipher  # noqa: E731
     buf = owned_buffer(header.plaintext_length, file_offset=header.header_size)

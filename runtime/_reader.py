@@ -6,6 +6,7 @@ The format itself (header, key derivations, segment AEAD) is in `_spec`; this mo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -64,42 +65,40 @@ def read_and_decrypt(
     disk (read around the page cache), where that hides the wait, and not from memory, where their
     quick returns for the GIL would only slow `unlock` down. Nothing is decrypted before `unlock`
     succeeds. Other streams (a wheel opened as a zip) are read sequentially first. On any failure
-    `out` is wiped.
+    every segment of `out` that held plaintext is wiped; the rest holds ciphertext or was never touched
+    (wiping it would only fault in memory that a forged length asked for).
     """
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
     fd = _fileno(f)
-    try:
-        if fd is None:
-            _readinto_exact(f, out, label)
-            tags = _read_exact(f, TAG_SIZE * header.segment_count, label)
-            if f.read(1):
-                raise IntegrityError(f"{label}: unexpected bytes after the end of the file")
-            cipher = unlock()
-            decrypt_in_place(cipher, out, tags, threads=threads)
-            return cipher
-        check_file_size(header, os.fstat(fd).st_size, label)
-        probes = (header.header_size, header.header_size + header.plaintext_length // 2, header.tags_offset - 1)
-        direct = open_direct(fd, out, header.header_size, probes)
-        try:
-            if direct is None and hasattr(os, "posix_fadvise"):  # start reading it all now, overlapping decryption
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
-            tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
-            runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
-            ahead = direct is not None if read_ahead is None else read_ahead  # by default: from the disk
-            cipher = runs.unlock_while_reading(unlock, threads, read_ahead=ahead)
-        finally:
-            if direct is not None:
-                os.close(direct)
-        if direct is not None and hasattr(os, "posix_fadvise"):
-            # Reading around the page cache left the file uncached: let the kernel cache it in the
-            # background, so that the next start reads memory, as it would after a buffered read.
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    if fd is None:
+        _readinto_exact(f, out, label)
+        tags = _read_exact(f, TAG_SIZE * header.segment_count, label)
+        if f.read(1):
+            raise IntegrityError(f"{label}: unexpected bytes after the end of the file")
+        cipher = unlock()
+        decrypt_in_place(cipher, out, tags, threads=threads)
         return cipher
-    except BaseException:
-        wipe(out)
-        raise
+    check_file_size(header, os.fstat(fd).st_size, label)
+    probes = (header.header_size, header.header_size + header.plaintext_length // 2, header.tags_offset - 1)
+    direct = open_direct(fd, out, header.header_size, probes)
+    try:
+        if direct is None and hasattr(os, "posix_fadvise"):  # start reading it all now, overlapping decryption
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
+        tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
+        runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
+        ahead = direct is not None if read_ahead is None else read_ahead  # by default: from the disk
+        cipher = runs.unlock_while_reading(unlock, threads, read_ahead=ahead)
+    finally:
+        if direct is not None:
+            os.close(direct)
+    if direct is not None and hasattr(os, "posix_fadvise"):
+        # Reading around the page cache left the file uncached: let the kernel cache it in the
+        # background, so that the next start reads memory, as it would after a buffered read.
+        with contextlib.suppress(OSError):  # advice only
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    return cipher
 
 
 def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, threads: int | None = None) -> None:
@@ -124,6 +123,8 @@ class _SegmentRuns:
         self.header, self.out, self.tags, self.fds, self.base, self.label = header, out, tags, fds, base, label
         self._unlocked = threading.Event()
         self._cipher: SegmentCipher | None = None  # None once _unlocked is set: unlocking failed, stop
+        self._decrypted: dict[int, int] = {}  # first segment of a run -> end of the run's decrypted segments
+        self._failed = False  # a worker failed: the others stop before their next segment
 
     def _reader(self, first: int, stop: int) -> RangeReader | None:
         """What reads the segments [first, stop) into place, or None when they are in place already."""
@@ -132,11 +133,25 @@ class _SegmentRuns:
         lo, hi = self.header.segment_span(first)[0], self.header.segment_span(stop - 1)[1]
         return RangeReader(*self.fds, self.out, self.base, self.base + lo, self.base + hi, self.label)
 
-    def _decrypt(self, cipher: SegmentCipher, index: int) -> None:
+    def _decrypt(self, cipher: SegmentCipher, first: int, index: int) -> None:
+        """Decrypt one segment of the run starting at `first` (in order); a failed one wipes itself."""
         start, end = self.header.segment_span(index)
         cipher.decrypt_segment(index, self.out[start:end], self.tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
+        self._decrypted[first] = index + 1
+
+    def _wipe_decrypted(self) -> None:
+        """Zero every segment that holds plaintext, and nothing else; the workers have stopped."""
+        for first, stop in self._decrypted.items():
+            wipe(self.out[self.header.segment_span(first)[0] : self.header.segment_span(stop - 1)[1]])
 
     def _run(self, first: int, stop: int, read_ahead: bool) -> None:
+        try:
+            self._run_segments(first, stop, read_ahead)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _run_segments(self, first: int, stop: int, read_ahead: bool) -> None:
         if not read_ahead:
             self._unlocked.wait()
         reader = self._reader(first, stop)
@@ -147,6 +162,8 @@ class _SegmentRuns:
 
         read = decrypted = first  # segments [first, read) are in place, [first, decrypted) decrypted
         while read < stop:
+            if self._failed:
+                return
             if not self._unlocked.is_set():
                 read = min(read + _READ_AHEAD_SEGMENTS, stop)
                 read_through(read - 1)
@@ -155,36 +172,44 @@ class _SegmentRuns:
             if cipher is None:
                 return
             for index in range(decrypted, read):  # what was read ahead while the key was being found
-                self._decrypt(cipher, index)
+                self._decrypt(cipher, first, index)
             read_through(read)
-            self._decrypt(cipher, read)
+            self._decrypt(cipher, first, read)
             read = decrypted = read + 1
         self._unlocked.wait()
         if (cipher := self._cipher) is not None:
             for index in range(decrypted, stop):
-                self._decrypt(cipher, index)
+                if self._failed:
+                    return
+                self._decrypt(cipher, first, index)
 
     def unlock_while_reading(
         self, unlock: Callable[[], SegmentCipher], threads: int | None, *, read_ahead: bool
     ) -> SegmentCipher:
         count = self.header.segment_count
         workers = max(1, min(threads or default_threads(), count))
-        if workers == 1:
-            self._cipher = unlock()
-            self._unlocked.set()
-            self._run(0, count, False)
-            return self._cipher
-        bounds = [count * w // workers for w in range(workers + 1)]
-        with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
-            futures = [pool.submit(self._run, bounds[w], bounds[w + 1], read_ahead) for w in range(workers)]
-            try:
+        try:
+            if workers == 1:
                 self._cipher = unlock()
-            finally:
-                self._unlocked.set()  # with no cipher the workers stop after their current read
-            errors = [e for e in (fut.exception() for fut in futures) if e is not None]
-        if errors:
-            raise errors[0]
-        return self._cipher
+                self._unlocked.set()
+                self._run(0, count, False)
+                return self._cipher
+            bounds = [count * w // workers for w in range(workers + 1)]
+            with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
+                futures = [pool.submit(self._run, bounds[w], bounds[w + 1], read_ahead) for w in range(workers)]
+                try:
+                    self._cipher = unlock()
+                finally:
+                    self._unlocked.set()  # with no cipher the workers stop after their current read
+                errors = [e for e in (fut.exception() for fut in futures) if e is not None]
+            if errors:
+                raise errors[0]
+            return self._cipher
+        except BaseException:
+            self._unlocked.set()
+            self._cipher = None
+            self._wipe_decrypted()
+            raise
 
 
 def default_threads() -> int:

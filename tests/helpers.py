@@ -149,6 +149,21 @@ def find_leaks(windows: set[bytes], blobs: Iterable[tuple[str, bytes]]) -> list[
     return [name for name, blob in blobs if any(w in blob for w in windows)]
 
 
+def assert_no_plaintext_left(out: bytes | memoryview | np.ndarray, data: bytes, fill: int = 0) -> None:
+    """After a failed decryption of the encrypted file `data` into `out` (filled with `fill` before): every
+    segment of `out` is zeroed, untouched or still ciphertext. Plaintext was wiped, and nothing else had to be."""
+    from hatch_ovcrypt.runtime._spec import parse_header
+
+    header = parse_header(data, "t")[0]
+    view = np.frombuffer(out, np.uint8).tobytes()
+    for index in range(header.segment_count):
+        start, end = header.segment_span(index)
+        segment = view[start:end]
+        ciphertext = data[header.header_size + start : header.header_size + end]
+        allowed = (bytes(end - start), bytes([fill]) * (end - start), ciphertext)
+        assert segment in allowed, f"segment {index} holds something other than zeros, {fill:#x} or its ciphertext"
+
+
 def encrypted_path(folder: Path, model: str, role: Role) -> Path:
     return folder / "models" / f"{model}.{role.label}.ovc"
 
