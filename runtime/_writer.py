@@ -35,6 +35,7 @@ from ._spec import (
     Role,
     SegmentCipher,
     derive_salt,
+    forget_keys,
     gcm,
     hkdf,
     key_id,
@@ -152,6 +153,7 @@ def default_threads() -> int:
     return max(1, min(cores, 4))
 
 
+@forget_keys
 def plaintext_fingerprint(key: bytes, source: PlaintextSource, size: int, *, threads: int | None = None) -> bytes:
     """GMAC of the plaintext (AES-256-GCM, nonce 0, the plaintext as associated data) under its own
     derived key: a keyed universal hash at ~20 GB/s, where SHA-256 runs at ~1.7 GB/s here.
@@ -166,6 +168,7 @@ def _fingerprint_mac(key: bytes) -> _Mac:
     return gcm(hkdf(key, None, _INFO_FINGERPRINT_KEY), FINGERPRINT_NONCE).encryptor()
 
 
+@forget_keys
 def encrypt(
     key: bytes,
     source: PlaintextSource,
