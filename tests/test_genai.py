@@ -16,7 +16,13 @@ import openvino_genai as genai
 import pytest
 
 from hatch_ovcrypt.runtime import _genai
-from hatch_ovcrypt.runtime._errors import IntegrityError, KeyMissingError, ModelNotFoundError, WrongKeyError
+from hatch_ovcrypt.runtime._errors import (
+    IntegrityError,
+    KeyMissingError,
+    ModelNotFoundError,
+    UnsupportedModelError,
+    WrongKeyError,
+)
 from hatch_ovcrypt.runtime._runtime import Runtime
 from hatch_ovcrypt.writer import render_table
 from tests.helpers import REPO
@@ -264,7 +270,7 @@ def test_kind_files_ships_any_folder_reached_by_part_and_path(tmp_path: Path) ->
     assert rt.read_file("listener", "config.json") == (folder / "config.json").read_bytes()
     with pytest.raises(ModelNotFoundError, match="several IRs: pass part="):
         rt.read_model("listener")
-    with pytest.raises(_genai.UnsupportedModelError, match="kind 'files'; llm_pipeline needs a model of kind llm"):
+    with pytest.raises(UnsupportedModelError, match="kind 'files'; llm_pipeline needs a model of kind llm"):
         _genai.llm_pipeline(rt, "listener", "CPU", {})
 
 
