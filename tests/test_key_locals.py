@@ -271,3 +271,58 @@ def test_recipe_errors(recipe: tuple[Path, bytes, bytes]) -> None:
     with pytest.raises(IntegrityError) as info:
         np.concatenate([np.frombuffer(c, np.uint8) for c in source.chunks(64)])
     assert_no_key_in_locals(info.value, key)
+
+
+# --- the runtime's own paths: package, manifest, compile, pipelines, the CLI's keys ------------------
+
+
+def _raised(fn: Any) -> BaseException:
+    try:
+        fn()
+    except Exception as exc:  # the error under test, whatever its class
+        return exc
+    raise AssertionError("no error raised")
+
+
+def test_runtime_paths_hold_no_key(tmp_path: Path, key: bytes) -> None:
+    """Through the runtime: a wrong key, an edited manifest under the right key, a tampered weights file, the
+    compiled-model cache, a GenAI pipeline, and the CLI's key lookup."""
+    import json
+    import shutil
+
+    from hatch_ovcrypt.cli.common import Keys
+    from hatch_ovcrypt.runtime import _genai
+    from tests.helpers import REPO, make_ir, render_folder, runtime_for
+
+    folder = render_folder(tmp_path / "_ovcrypt", {"m": make_ir(tmp_path / "m.xml", 3 * SEG)}, key)
+    other = secrets.token_bytes(32)
+
+    wrong = runtime_for(folder)
+    wrong.keyring.add(other)
+    assert_no_key_in_locals(_raised(lambda: wrong.compile_model("m")), key, other)
+
+    edited = tmp_path / "edited" / "_ovcrypt"
+    shutil.copytree(folder, edited)
+    doc = json.loads((edited / "manifest.json").read_text())
+    doc["generator"] = "edited"
+    (edited / "manifest.json").write_text(json.dumps(doc))
+    runtime = runtime_for(edited)
+    runtime.keyring.add(key)
+    assert_no_key_in_locals(_raised(lambda: runtime.compile_model("m", cache_dir=tmp_path / "cache")), key)
+
+    tampered = tmp_path / "tampered" / "_ovcrypt"
+    shutil.copytree(folder, tampered)
+    flip(tampered / "models" / "m.bin.ovc", 200)
+    runtime = runtime_for(tampered)
+    runtime.keyring.add(key)
+    error = _raised(lambda: runtime.compile_model("m", cache_dir=tmp_path / "cache"))
+    assert isinstance(error, IntegrityError)
+    assert_no_key_in_locals(error, key, file_key(key, salt_of(tampered / "models" / "m.bin.ovc")))
+
+    llm = render_folder(tmp_path / "llm" / "_ovcrypt", {"chat": REPO / "tests" / "fixtures" / "tiny_llm"}, key)
+    runtime = runtime_for(llm)
+    runtime.keyring.add(other)
+    assert_no_key_in_locals(_raised(lambda: _genai.llm_pipeline(runtime, "chat", "CPU", {})), key, other)
+
+    keys = Keys([other], "--key-file k")
+    assert_no_key_in_locals(_raised(lambda: keys.key_for(bytes(16), "x")), other)
