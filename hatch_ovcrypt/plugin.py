@@ -102,8 +102,9 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _check_other_target(self, root: Path, builder: Any) -> None:
         """Configured for every target: an sdist gets no runtime, and must not carry plaintext models."""
-        from .checks import check_plaintext_in_sdist, is_from_sdist
+        from .checks import is_from_sdist
         from .config import ConfigurationError, parse_options
+        from .plaintext import check_plaintext_in_sdist
 
         if self.target_name != "sdist" or is_from_sdist(root):
             return
@@ -120,8 +121,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _check_built_wheel(self, build_data: dict[str, Any], wheel: Path) -> None:
         """Hooks that ran after this one may have added a plaintext model: then remove the wheel and fail."""
-        from .checks import check_built_wheel
         from .config import ConfigurationError
+        from .plaintext import check_built_wheel
 
         assert self._plan is not None
         problems = check_built_wheel(self._plan.options, self.build_config.builder, Path(self.root), build_data, wheel)
