@@ -5,29 +5,21 @@ Used by the build hook and by `hatch-ovcrypt check`, so both judge a project the
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import HOOK_NAME, ModelSpec, Options, Problem, hook_location, parse_options
+from .config import HOOK_NAME, Options, Problem, hook_location, parse_options
+from .dependencies import check_runtime_dependencies
 from .model_checks import ModelPlan, check_model, load_extensions, runtime_extensions
-from .requirements import GENAI_PACKAGES, RUNTIME_REQUIREMENTS, genai_requirements
+from .plaintext import check_plaintext_in_sdist, check_plaintext_in_wheel
 from .runtime._errors import OvcryptError
 from .runtime._keys import keys_from_environment
-from .sources import plaintext_paths
 
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface
-
-SDIST_FIX = (
-    'add `exclude = ["/{dir}"]` under [tool.hatch.build.targets.sdist] so the sdist leaves them out, '
-    "or set `allow-plaintext-sdist = true` in [{location}] to ship them on purpose"
-)
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -35,9 +27,9 @@ class Plan:
 
     options: Options
     package: str
-    key: bytes
-    models: dict[str, ModelPlan]
-    extensions: tuple[str, ...]  # modules the runtime imports before reading an IR
+    key: bytes = field(repr=False)  # never in a repr, a log line or a traceback's rendering
+    models: dict[str, ModelPlan] = field(default_factory=dict)
+    extensions: tuple[str, ...] = ()  # modules the runtime imports before reading an IR
     new_package: bool = False  # the wheel has no such package: the hook creates it (single-module projects)
 
 
@@ -47,9 +39,13 @@ def is_from_sdist(root: Path) -> bool:
 
 
 def check_project(
-    raw: Mapping[str, Any], root: Path, builder: BuilderInterface[Any, Any], environ: Mapping[str, str] | None = None
-) -> tuple[Plan | None, list[Problem]]:
-    """Run every check; return the plan, or None and every problem found."""
+    raw: Mapping[str, Any], root: Path, builder: BuilderInterface[Any, Any], environ: Mapping[str, str] | None = None,
+    build_data: Mapping[str, Any] | None = None,
+) -> tuple[Plan | None, list[Problem]]:  # fmt: skip
+    """Run every check; return the plan, or None and every problem found.
+
+    `build_data` is the build's, as the build hooks that ran before this one left it (None outside a build).
+    """
     environ = os.environ if environ is None else environ
     location = hook_location(builder.config.target_config, builder.PLUGIN_NAME)
     options, problems = parse_options(raw, root, location)
@@ -62,9 +58,9 @@ def check_project(
     forced = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_forced_files(
         builder.config.get_force_include())}  # fmt: skip
     package, new_package = _resolve_package(options, [*selected.values(), *forced.values()], problems)
-    problems += _check_plaintext_in_wheel(options, selected, forced, root)
+    problems += check_plaintext_in_wheel(options, builder, root, build_data)
     problems += check_runtime_dependencies(
-        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=_needs_genai(plans), location=location
+        builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=needs_genai(plans), location=location
     )
     if not from_sdist and not options.allow_plaintext_sdist:
         problems += check_plaintext_in_sdist(options, root)
@@ -73,7 +69,7 @@ def check_project(
     return plan_of(options, package, key, plans, new_package), problems
 
 
-def _needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
+def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
     """Whether the runtime builds GenAI pipelines: then the product needs openvino-genai and openvino-tokenizers."""
     return any(plan.kind in ("llm", "vlm", "text2image") for plan in plans.values())
 
@@ -97,135 +93,6 @@ def plan_of(
 ) -> Plan:
     """The build's plan once every check passed."""
     return Plan(options, package, key, plans, runtime_extensions(options.extensions, plans), new_package)
-
-
-def check_runtime_dependencies(
-    metadata_dependencies: list[str], dynamic: list[str], needs_genai: bool, location: str
-) -> list[Problem]:
-    """The product's static [project] dependencies must name every requirement of the runtime the hook adds.
-
-    The hook also adds them to the wheel's Requires-Dist, but installers that trust static pyproject metadata
-    (uv, as PEP 621 allows) resolve a source tree from [project].dependencies alone, and would install the product
-    without them. With `dependencies` in [project].dynamic nobody trusts the static list, and the hook's are used.
-    """
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
-    if "dependencies" in dynamic:
-        return []
-    declared = set()
-    for text in metadata_dependencies:
-        try:
-            declared.add(canonicalize_name(Requirement(text).name))
-        except InvalidRequirement:  # hatchling reports it itself
-            continue
-    needed = list(RUNTIME_REQUIREMENTS)
-    openvino = _installed_version("openvino")
-    if needs_genai:
-        needed += genai_requirements(openvino or "0")
-    missing = [r for r in needed if canonicalize_name(Requirement(r).name) not in declared]
-    if not missing:
-        return []
-    names = ", ".join(Requirement(r).name for r in missing)
-    line = "dependencies = [" + ", ".join(json.dumps(r) for r in [*metadata_dependencies, *missing]) + "]"
-    message = (
-        f"does not list {names}, which the runtime that `{location}` puts into the wheel needs at run time. "
-        "Installers that trust the static [project] metadata (uv, as PEP 621 allows) would install the product "
-        f"without {'it' if len(missing) == 1 else 'them'}. Write `{line}` under [project], "
-        'or list "dependencies" in [project] `dynamic` to take them from the build'
-    )
-    if any(Requirement(r).name in GENAI_PACKAGES for r in missing):
-        message += (
-            ". openvino-genai and openvino-tokenizers are released with openvino: each needs the openvino of its "
-            f"own YYYY.R release, so these name the release of the openvino that checks the models here ({openvino})"
-        )
-    return [Problem("project.dependencies", message)]
-
-
-def _installed_version(distribution: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
-
-
-def uv_cache_keys_hint(root: Path, model_paths: list[Path]) -> str | None:
-    """The TOML that makes uv rebuild the project when a model file changes, or None when pyproject has it.
-
-    uv caches a project's editable build and rebuilds it only when a cache key changes (by default
-    pyproject.toml, setup.py and setup.cfg), so `uv run` and `uv sync` would keep an old encrypted snapshot
-    of changed models. `[tool.uv] cache-keys` replaces those defaults, so the hint keeps pyproject.toml.
-    """
-    from hatchling.metadata.core import ProjectMetadata
-
-    uv = ProjectMetadata(str(root), None).config.get("tool", {}).get("uv")
-    uv = uv if isinstance(uv, dict) else None
-    existing = uv.get("cache-keys") if uv is not None else None
-    entries: list[Any] = list(existing) if isinstance(existing, list) else []
-    globs = [e if isinstance(e, str) else e.get("file") for e in entries if isinstance(e, (str, dict))]
-    patterns = [_glob_regex(g) for g in globs if isinstance(g, str)]
-    uncovered = []
-    for path in model_paths:
-        rel = os.path.relpath(Path(root, path).resolve(), root.resolve()).replace(os.sep, "/")
-        if not rel.startswith("../") and not any(p.match(rel) for p in patterns):
-            uncovered.append(rel)
-    if not uncovered:
-        return None
-    if not isinstance(existing, list):
-        entries = [{"file": "pyproject.toml"}]
-    dirs = sorted({rel.rpartition("/")[0] for rel in uncovered if "/" in rel})
-    tops = [d for d in dirs if not any(d.startswith(f"{other}/") for other in dirs)]
-    new = [f"{d}/**" for d in tops] + [rel for rel in dict.fromkeys(uncovered) if "/" not in rel]
-    entries += [{"file": glob} for glob in new]
-    line = "cache-keys = [" + ", ".join(_toml_inline(e) for e in entries) + "]"
-    if uv is None:
-        return f"[tool.uv]\n{line}"
-    return f"{line}  # {'in' if existing is None else 'replaces cache-keys in'} the existing [tool.uv]"
-
-
-def _toml_inline(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_inline(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
-def _glob_regex(glob: str) -> re.Pattern[str]:
-    """A glob as uv reads cache-keys (the glob crate): `*` and `?` stay within a folder, `**` spans folders."""
-    parts = glob.strip("/").split("/")
-    regex = ""
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if part == "**":
-            regex += ".*" if last else "(?:.*/)?"
-            continue
-        j = 0
-        while j < len(part):
-            ch = part[j]
-            close = part.find("]", j + 2)
-            if ch == "*":
-                regex += "[^/]*"
-            elif ch == "?":
-                regex += "[^/]"
-            elif ch == "[" and close != -1:
-                body = part[j + 1 : close]
-                regex += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
-                j = close
-            else:
-                regex += re.escape(ch)
-            j += 1
-        regex += "" if last else "/"
-    return re.compile(regex + r"\Z")
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _build_key(options: Options, environ: Mapping[str, str], problems: list[Problem]) -> bytes | None:
@@ -313,49 +180,6 @@ def _resolve_package(
         message = "is needed: the wheel has no package and no module; check the wheel target's file selection"
     problems.append(Problem(location, message))
     return None, False
-
-
-def _model_files(options: Options) -> dict[Path, ModelSpec]:
-    return {path.resolve(): spec for spec in options.models for path in plaintext_paths(spec)}
-
-
-def _check_plaintext_in_wheel(
-    options: Options, selected: Mapping[Path, str], forced: Mapping[Path, str], root: Path
-) -> list[Problem]:
-    problems = []
-    for path, spec in _model_files(options).items():
-        if path in forced:
-            fix = ("force-include maps it there, and `exclude` does not apply to forced files: force-include only "
-                   "the code, or move the models out of the force-included folder")  # fmt: skip
-        elif path in selected:
-            fix = (f'add `exclude = ["/{_rel(path.parent, root)}"]` under [tool.hatch.build.targets.wheel], '
-                   "or move the models out of the package folder")  # fmt: skip
-        else:
-            continue
-        where = forced.get(path) or selected[path]
-        problems.append(Problem(spec.path, f"file {_rel(path, root)} would be packed into the wheel as {where}: {fix}"))
-    return problems
-
-
-def check_plaintext_in_sdist(options: Options, root: Path) -> list[Problem]:
-    """One problem per model and folder to exclude (not per file: an exported folder holds many)."""
-    from hatchling.builders.sdist import SdistBuilder
-
-    in_sdist = {Path(f.path).resolve() for f in SdistBuilder(str(root)).recurse_included_files()}
-    leaks: dict[tuple[str, str], list[Path]] = {}
-    for path, spec in _model_files(options).items():
-        if path in in_sdist:
-            folder = spec.source if spec.source.is_dir() else path.parent
-            leaks.setdefault((spec.path, _rel(folder.resolve(), root.resolve())), []).append(path)
-    return [
-        Problem(toml, f"{_count(paths)} in {folder}/ would be packed into the sdist: "
-                + SDIST_FIX.format(dir=folder, location=options.location))
-        for (toml, folder), paths in leaks.items()
-    ]  # fmt: skip
-
-
-def _count(paths: list[Path]) -> str:
-    return f"file {paths[0].name}" if len(paths) == 1 else f"{len(paths)} files"
 
 
 def hook_table(builder: BuilderInterface[Any, Any]) -> dict[str, Any] | None:

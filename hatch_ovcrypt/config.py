@@ -115,6 +115,14 @@ class Options:
     extensions: tuple[str, ...] = ()
 
 
+def display_path(path: Path, root: Path) -> str:
+    """A path as messages show it: relative to the project when it is inside it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def hook_location(target_config: Mapping[str, Any], target: str) -> str:
     """Where the table the build uses lives: a target's table replaces the global one."""
     if HOOK_NAME in target_config.get("hooks", {}):

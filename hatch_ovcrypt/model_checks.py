@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import CONVERT, FOLDER, OPENSSL, ModelSpec, Problem
+from .config import CONVERT, FOLDER, OPENSSL, ModelSpec, Problem, display_path
 from .kinds import NotFromMemory, detect_kind, json_reader, missing_files
 from .runtime._errors import OvcryptError, openvino_message
 from .runtime._loader import owning_tensor
@@ -66,7 +66,7 @@ def check_model(
     """Check one model; return what the writer needs, or None and the problems (each with its TOML path)."""
     if spec.origin in (FOLDER, CONVERT) and not spec.source.exists():
         hint = SDIST_HINT if from_sdist else _maker_hint(root)
-        return None, [Problem(spec.path, f"names {_rel(spec.source, root)}, which does not exist{hint}")]
+        return None, [Problem(spec.path, f"names {display_path(spec.source, root)}, which does not exist{hint}")]
     try:
         if spec.origin == FOLDER:
             return _check_folder(spec, root)
@@ -82,7 +82,7 @@ def _check_ir(
 ) -> tuple[ModelPlan | None, list[Problem]]:
     missing = [path for path in spec.files if not path.is_file()]
     if missing:
-        what = " and ".join(_rel(p, root) for p in missing)
+        what = " and ".join(display_path(p, root) for p in missing)
         beside = " (the .bin must sit beside the .xml, same stem)" if missing == [spec.bin] else _maker_hint(root)
         hint = SDIST_HINT if from_sdist else beside
         verb = "do" if len(missing) > 1 else "does"
@@ -105,15 +105,15 @@ def _check_ir(
     except OvcryptError:
         raise
     except Exception as exc:  # openvino raises RuntimeError with multi-line text
-        return None, [Problem(spec.path, f"OpenVINO cannot read {_rel(spec.xml, root)}: {openvino_message(exc)}")]
+        return None, [_unreadable(spec, spec.xml, root, exc)]
     return ModelPlan(IR_KIND, uses_extensions=uses), []
 
 
 def _check_folder(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[Problem]]:
     if not spec.source.is_dir():
-        return None, [Problem(spec.path, f"names {_rel(spec.source, root)}, which is not a folder")]
+        return None, [Problem(spec.path, f"names {display_path(spec.source, root)}, which is not a folder")]
     files, found = folder_listing(spec.source, spec.name)
-    problems = [Problem(spec.path, f"folder {_rel(spec.source, root)}: {why}") for why in found]
+    problems = [Problem(spec.path, f"folder {display_path(spec.source, root)}: {why}") for why in found]
     if problems:
         return None, problems
     kind = spec.kind
@@ -124,7 +124,7 @@ def _check_folder(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[P
             return None, [Problem(spec.path, _not_from_memory(spec, root, str(exc)))]
     if lacking := missing_files(kind, set(files)):
         where = f"`{spec.path}.kind`" if spec.kind else "its files"
-        return None, [Problem(spec.path, f"is a {kind!r} model ({where}), but {_rel(spec.source, root)} lacks "
+        return None, [Problem(spec.path, f"is a {kind!r} model ({where}), but {display_path(spec.source, root)} lacks "
                                          f"{', '.join(lacking)}")]  # fmt: skip
     import openvino as ov
 
@@ -136,11 +136,15 @@ def _check_folder(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[P
         try:
             core.read_model(str(xml), str(weights)) if weights.is_file() else core.read_model(str(xml))
         except Exception as exc:
-            problems.append(Problem(spec.path, f"OpenVINO cannot read {_rel(xml, root)}: {openvino_message(exc)}"))
+            problems.append(_unreadable(spec, xml, root, exc))
         uses = uses or _EXTENSION_MARK in xml.read_bytes()
     if problems:
         return None, problems
     return ModelPlan(kind, uses_extensions=uses, files=files), []
+
+
+def _unreadable(spec: ModelSpec, xml: Path, root: Path, exc: Exception) -> Problem:
+    return Problem(spec.path, f"OpenVINO cannot read {display_path(xml, root)}: {openvino_message(exc)}")
 
 
 MODEL_MAKER = "make_models.py"
@@ -152,10 +156,11 @@ def _maker_hint(root: Path) -> str:
 
 
 def _not_from_memory(spec: ModelSpec, root: Path, what: str) -> str:
+    folder = display_path(spec.source, root)
     return (
-        f"folder {_rel(spec.source, root)} is {what}; openvino-genai cannot build its pipeline from memory, and "
+        f"folder {folder} is {what}; openvino-genai cannot build its pipeline from memory, and "
         'hatch-ovcrypt never decrypts to disk: set `kind = "files"` in a table '
-        f'(`{spec.name} = {{ folder = "{_rel(spec.source, root)}", kind = "files" }}`) to ship its files, '
+        f'(`{spec.name} = {{ folder = "{folder}", kind = "files" }}`) to ship its files, '
         "reached with read_model/compile_model(part=...) and read_file, or a kind if it is one of llm, vlm, text2image"
     )
 
@@ -181,9 +186,3 @@ def runtime_extensions(configured: Sequence[str], plans: Mapping[str, ModelPlan]
         needed.insert(0, TOKENIZERS_MODULE)
     return tuple(needed)
 
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)

@@ -26,6 +26,7 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # hatchling also builds hooks just to ask for dependencies()
         self._staging: Path | None = None
+        self._plan: Plan | None = None
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         from .checks import check_project
@@ -36,10 +37,11 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if self.target_name != "wheel":
             self._check_other_target(root, builder)
             return
-        plan, problems = check_project(self.config, root, builder)
+        plan, problems = check_project(self.config, root, builder, build_data=build_data)
         if plan is None:
             self.app.abort(str(ConfigurationError(problems)))
             return
+        self._plan = plan
         self._staging = Path(tempfile.mkdtemp(prefix="hatch-ovcrypt-"))
         atexit.register(shutil.rmtree, self._staging, ignore_errors=True)  # if finalize never runs
         try:
@@ -64,11 +66,11 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
 
-        from .checks import _needs_genai
+        from .checks import needs_genai
         from .requirements import RUNTIME_REQUIREMENTS, genai_requirements
 
         needed = list(RUNTIME_REQUIREMENTS)
-        if _needs_genai(plan.models):
+        if needs_genai(plan.models):
             needed += genai_requirements(installed("openvino"))
         declared = {canonicalize_name(Requirement(r).name) for r in self.metadata.core.dependencies}
         return [r for r in needed if canonicalize_name(Requirement(r).name) not in declared]
@@ -100,8 +102,9 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _check_other_target(self, root: Path, builder: Any) -> None:
         """Configured for every target: an sdist gets no runtime, and must not carry plaintext models."""
-        from .checks import check_plaintext_in_sdist, is_from_sdist
+        from .checks import is_from_sdist
         from .config import ConfigurationError, parse_options
+        from .plaintext import check_plaintext_in_sdist
 
         if self.target_name != "sdist" or is_from_sdist(root):
             return
@@ -113,6 +116,19 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         self._cleanup()
+        if self._plan is not None:
+            self._check_built_wheel(build_data, Path(artifact_path))
+
+    def _check_built_wheel(self, build_data: dict[str, Any], wheel: Path) -> None:
+        """Hooks that ran after this one may have added a plaintext model: then remove the wheel and fail."""
+        from .config import ConfigurationError
+        from .plaintext import check_built_wheel
+
+        assert self._plan is not None
+        problems = check_built_wheel(self._plan.options, self.build_config.builder, Path(self.root), build_data, wheel)
+        if problems:
+            wheel.unlink(missing_ok=True)
+            self.app.abort(str(ConfigurationError(problems)))
 
     def _cleanup(self) -> None:
         if self._staging is not None:

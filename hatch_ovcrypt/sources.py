@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import CONVERT, FOLDER, OPENSSL, ModelSpec
+from .config import CONVERT, FOLDER, OPENSSL, ModelSpec, display_path
 from .runtime._errors import KeyMissingError
 from .runtime._manifest import ir_files, relpath_problem
 from .runtime._openssl import OpenSSLSource, check_xml, parse_hex16
@@ -38,11 +38,11 @@ def folder_listing(folder: Path, name: str) -> tuple[dict[str, Path], list[str]]
         here = Path(top)
         for entry in sorted(dirs):
             if (here / entry).is_symlink():
-                problems.append(f"{_rel(here / entry, folder)} is a symbolic link; {_REGULAR_ONLY}")
+                problems.append(f"{display_path(here / entry, folder)} is a symbolic link; {_REGULAR_ONLY}")
         dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink())
         for entry in sorted(names):
             path = here / entry
-            relpath = _rel(path, folder)
+            relpath = display_path(path, folder)
             mode = path.lstat().st_mode
             if stat.S_ISLNK(mode):
                 problems.append(f"{relpath} is a symbolic link; {_REGULAR_ONLY}")
@@ -57,10 +57,6 @@ def folder_listing(folder: Path, name: str) -> tuple[dict[str, Path], list[str]]
     if not files and not problems:
         problems.append("holds no files")
     return files, problems
-
-
-def _rel(path: Path, folder: Path) -> str:
-    return path.relative_to(folder).as_posix()
 
 
 def recipe_key_iv(spec: ModelSpec, environ: Mapping[str, str]) -> tuple[bytes, bytes]:

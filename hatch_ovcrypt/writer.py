@@ -19,7 +19,7 @@ from .config import ConfigurationError, parse_options
 from .runtime._atomic import atomic_writer
 from .runtime._layout import MANIFEST_NAME, MODELS_DIR
 from .runtime._manifest import FileEntry, Manifest, ModelEntry, file_identity
-from .runtime._spec import DEFAULT_SEGMENT_SIZE, Role, key_id
+from .runtime._spec import DEFAULT_SEGMENT_SIZE, Role, forget_keys, key_id
 from .runtime._writer import PlaintextSource, encrypt
 from .sources import model_sources
 from .stubs import write_type_information
@@ -46,6 +46,7 @@ class _HashingWriter:
         return self._f.write(data)
 
 
+@forget_keys
 def encrypt_file(
     key: bytes, source: PlaintextSource, dest: Path, *, name: str, role: Role,
     segment_size: int = DEFAULT_SEGMENT_SIZE, salt: bytes | None = None, progress: Callable[[int], None] | None = None,
@@ -58,6 +59,7 @@ def encrypt_file(
     return FileEntry(dest.name, out.size, out.sha256.hexdigest(), header.salt.hex())
 
 
+@forget_keys
 def encrypt_model(
     key: bytes, name: str, kind: str, sources: Mapping[str, PlaintextSource], out_dir: Path, *,
     segment_size: int = DEFAULT_SEGMENT_SIZE, progress: ProgressFactory | None = None,
@@ -97,6 +99,7 @@ def render_settings(dest: Path, key_env: str, key_provider: str | None, extensio
     (dest / SETTINGS_MODULE).write_text(GENERATED_HEADER + source, "utf-8")
 
 
+@forget_keys
 def render_runtime_folder(
     plan: Plan, dest: Path, environ: Mapping[str, str], progress: ProgressFactory | None = None
 ) -> Manifest:
@@ -117,6 +120,7 @@ def render_runtime_folder(
     return manifest
 
 
+@forget_keys
 def render_table(
     raw: Mapping[str, object], root: Path, dest: Path, *, package: str, key: bytes, environ: Mapping[str, str]
 ) -> Manifest:

@@ -16,7 +16,13 @@ import openvino_genai as genai
 import pytest
 
 from hatch_ovcrypt.runtime import _genai
-from hatch_ovcrypt.runtime._errors import IntegrityError, KeyMissingError, ModelNotFoundError, WrongKeyError
+from hatch_ovcrypt.runtime._errors import (
+    IntegrityError,
+    KeyMissingError,
+    ModelNotFoundError,
+    UnsupportedModelError,
+    WrongKeyError,
+)
 from hatch_ovcrypt.runtime._runtime import Runtime
 from hatch_ovcrypt.writer import render_table
 from tests.helpers import REPO
@@ -227,3 +233,60 @@ def test_wheel_with_an_llm_folder_generates_in_a_fresh_venv(tmp_path: Path, key_
     assert result["short"] == [plain.generate(p, max_new_tokens=4) for p in PROMPTS]
     assert result["ids"] == [plain_tok.encode(p).input_ids.data.tolist() for p in PROMPTS]
     assert result["max_new_tokens"] == 12 and result["config"] == (LLM / "config.json").read_text()
+
+
+def _whisper_like(folder: Path) -> Path:
+    """A folder shaped like a Whisper export: encoder and decoder IRs (tiny MLPs here) and a config."""
+    from tests.helpers import make_ir
+
+    for stem in ("openvino_encoder_model", "openvino_decoder_model"):
+        make_ir(folder / f"{stem}.xml", 4096, seed=len(stem))
+    (folder / "config.json").write_text('{"architectures": ["WhisperForConditionalGeneration"]}')
+    return folder
+
+
+def test_a_folder_genai_cannot_build_from_memory_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from hatch_ovcrypt.config import ConfigurationError
+
+    folder = _whisper_like(tmp_path / "whisper")
+    with pytest.raises(ConfigurationError) as info:
+        render(tmp_path / "out", {"listener": folder}, bytes(32))
+    message = str(info.value)
+    assert "speech-recognition (Whisper)" in message and "cannot build its pipeline from memory" in message
+    assert 'kind = "files"' in message and "never decrypts to disk" in message
+
+
+def test_kind_files_ships_any_folder_reached_by_part_and_path(tmp_path: Path) -> None:
+    from hatch_ovcrypt.writer import render_table
+
+    folder = _whisper_like(tmp_path / "whisper")
+    render_table({"models": {"listener": {"folder": str(folder), "kind": "files"}}}, tmp_path, tmp_path / "_ovcrypt",
+                 package="acme_vision", key=bytes(32), environ={})  # fmt: skip
+    rt = runtime(tmp_path / "_ovcrypt", bytes(32))
+    assert sorted(rt.files.model("listener").parts("listener")) == ["openvino_decoder_model", "openvino_encoder_model"]
+    x = np.ones((1, 64), np.float32)
+    expected = ov.Core().compile_model(str(folder / "openvino_encoder_model.xml"), "CPU")(x)[0]
+    assert np.array_equal(rt.compile_model("listener", part="openvino_encoder_model")(x)[0], expected)
+    assert rt.read_file("listener", "config.json") == (folder / "config.json").read_bytes()
+    with pytest.raises(ModelNotFoundError, match="several IRs: pass part="):
+        rt.read_model("listener")
+    with pytest.raises(UnsupportedModelError, match="kind 'files'; llm_pipeline needs a model of kind llm"):
+        _genai.llm_pipeline(rt, "listener", "CPU", {})
+
+
+def test_folder_paths_are_validated(tmp_path: Path) -> None:
+    """No symbolic links (a file or a folder leading outside), no names the manifest cannot carry."""
+    from hatch_ovcrypt.config import ConfigurationError
+
+    folder = tmp_path / "assistant"
+    shutil.copytree(LLM, folder)
+    (tmp_path / "secret.txt").write_text("outside the model")
+    (folder / "notes.txt").symlink_to(tmp_path / "secret.txt")
+    (folder / "linked").symlink_to(tmp_path)
+    (folder / "my file.json").write_text("{}")
+    with pytest.raises(ConfigurationError) as info:
+        render(tmp_path / "out", {"assistant": folder}, bytes(32))
+    message = str(info.value)
+    assert "notes.txt is a symbolic link" in message and "linked is a symbolic link" in message
+    assert "my file.json: the path may only use letters, digits" in message
+    assert not (tmp_path / "out" / "_ovcrypt" / "manifest.json").exists()

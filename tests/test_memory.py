@@ -72,6 +72,32 @@ def test_read_model_outlives_its_python_objects(folder: Path, model: Path) -> No
     del clobber
 
 
+def test_buffers_sliced_for_o_direct_are_owned_by_openvino_too() -> None:
+    """A buffer of O_DIRECT size is a slice of the array over its tensor (numpy's `.base` is that array, not
+    the tensor); OpenVINO must still own it. It did not: an LLMPipeline built from a 570 MiB folder read
+    the freed weights and crashed, since nothing pins the weights on an openvino_genai pipeline."""
+    code = """
+import gc, numpy as np
+from hatch_ovcrypt.runtime._direct import ALIGNMENT, MIN_BYTES
+from hatch_ovcrypt.runtime._loader import owned_buffer, owning_tensor
+buf = owned_buffer(2 * MIN_BYTES, file_offset=123)
+assert buf.ctypes.data % ALIGNMENT == 123, "not a slice placed for O_DIRECT"
+buf[:] = 5
+tensor = owning_tensor(buf)
+assert tensor.data.ctypes.data == buf.ctypes.data and tensor.get_byte_size() == buf.nbytes
+# What OpenVINO's C++ objects keep: a C++ copy of the tensor, without its Python object.
+import openvino as ov
+tensor = ov.Tensor(tensor, ov.Coordinate([0]), ov.Coordinate([tensor.get_byte_size()]))
+del buf
+gc.collect()
+clobber = [np.full(2 * MIN_BYTES, 7, np.uint8) for _ in range(4)]  # reuse any memory that was freed
+assert int(tensor.data.min()) == int(tensor.data.max()) == 5
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
 def test_compiled_model_pins_the_same_buffer(folder: Path) -> None:
     rt = runtime_for(folder)
     compiled = rt.compile_model("detector")

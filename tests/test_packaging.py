@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.checks import check_runtime_dependencies, uv_cache_keys_hint
+from hatch_ovcrypt.dependencies import check_runtime_dependencies, uv_cache_keys_hint
 from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
 from tests.helpers import (
     REPO,

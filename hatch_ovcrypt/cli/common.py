@@ -15,7 +15,7 @@ from pathlib import Path
 from ..runtime._errors import KeyFormatError, KeyMissingError, WrongKeyError
 from ..runtime._keys import keys_from_environment, read_key_file
 from ..runtime._manifest import is_env_name
-from ..runtime._spec import key_id
+from ..runtime._spec import forget_keys, key_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"
@@ -96,6 +96,7 @@ class Keys:
         """The key new files are encrypted under (a list means "rotating: the first is the new key")."""
         return next(iter(self._keys.values()))
 
+    @forget_keys
     def key_for(self, wanted: bytes, label: str) -> bytes:
         if wanted in self._keys:
             return self._keys[wanted]
@@ -104,6 +105,7 @@ class Keys:
         )
 
 
+@forget_keys
 def load_keys(key_file: str | None, key_env: str, flag: str = "--key-file") -> Keys:
     """Keys from `flag` PATH, else from $key_env (or the file $key_env_FILE names); bad or no key is usage."""
     if not is_env_name(key_env):

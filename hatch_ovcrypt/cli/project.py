@@ -33,8 +33,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from hatchling.builders.wheel import WheelBuilder
 
-    from ..checks import check_project, hook_table, uv_cache_keys_hint
-    from ..config import HOOK_NAME, ConfigurationError
+    from ..checks import check_project, hook_table
+    from ..config import HOOK_NAME, ConfigurationError, display_path
+    from ..dependencies import uv_cache_keys_hint
     from ..runtime._spec import key_id
     from ..sources import plaintext_paths
 
@@ -55,7 +56,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for spec in options.models:
         model = plan.models[spec.name]
         files = f" ({len(model.files)} files)" if model.files else ""
-        print(f"  {spec.name:<16} {model.kind:<11} {_rel(spec.source, root)}{files}")
+        print(f"  {spec.name:<16} {model.kind:<11} {display_path(spec.source, root)}{files}")
     print("settings:")
     written = set(table)
     settings = {
@@ -95,12 +96,6 @@ def _key_environment(table: dict[str, Any], args: argparse.Namespace) -> tuple[d
         return environ, f"${name}"
     return environ, f"${name}_FILE ({environ.get(f'{name}_FILE', 'not set')})"
 
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def register(make: VerbFactory) -> None:

@@ -28,6 +28,7 @@ from ._errors import (
     UnsupportedModelError,
     WrongKeyError,
 )
+from ._spec import forget_keys
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -150,6 +151,7 @@ def text2image_pipeline(name: str, device: str = "CPU", **properties: Any) -> op
     return build(_get(), name, device, properties)
 
 
+@forget_keys
 def set_key(key: KeyLike) -> str:
     """Offer a key (32 bytes, or 64 hex characters). May be called again to offer more; returns the key id."""
     return _get().keyring.add(key)
@@ -160,6 +162,7 @@ def set_key_provider(provider: KeyProvider | None) -> None:
     _get().keyring.set_provider(provider)
 
 
+@forget_keys
 def load_openssl_model(
     xml_path: str | Path, key: bytes | str, iv: bytes | str, *, bin_path: str | Path | None = None
 ) -> ov.Model:

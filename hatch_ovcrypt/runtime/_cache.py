@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from ._atomic import atomic_writer
 from ._errors import OvcryptError
 from ._loader import decrypt_file, owning_tensor, pin_weights
-from ._spec import SALT_SIZE, VERSION, Role
+from ._spec import SALT_SIZE, VERSION, Role, forget_keys
 from ._writer import BufferSource, encrypt
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ def entry_path(cache_dir: Path, name: str) -> Path:
     return cache_dir / f"{name}{SUFFIX}"
 
 
+@forget_keys
 def load(
     path: Path, key: bytes, name: str, core: ov.Core, device: str, config: dict[str, Any], *,
     max_size: int | None = None,
@@ -170,6 +171,7 @@ def usable_folder(folder: Path) -> bool:
     return False
 
 
+@forget_keys
 def store(path: Path, key: bytes, compiled: ov.CompiledModel) -> None:
     """Export, encrypt and atomically write one entry. A failure only costs the next warm start."""
     try:

@@ -3,7 +3,8 @@
 Lookup order for a key id: keys given to set_key, then the environment variable named in the
 manifest (one key or a comma-separated list), then the file named by `<variable>_FILE`, then the
 key provider. Several keys may be offered at once so that models under an old and a new key both
-load during a rotation. No message, repr or log line here ever contains key material.
+load during a rotation. No message, repr or log line here ever contains key material, and no
+traceback of an error raised here holds a key in its frames' locals (`forget_keys`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from ._spec import KEY_SIZE, key_id
+from ._spec import KEY_SIZE, forget_keys, key_id
 
 KeyLike = bytes | bytearray | str
 KeyProvider = Callable[[str], KeyLike | None]
@@ -28,6 +29,7 @@ def generate_key() -> str:
     return secrets.token_hex(KEY_SIZE)
 
 
+@forget_keys
 def parse_key(value: KeyLike, source: str) -> bytes:
     """32 raw bytes, or 64 hex characters (as str or ASCII bytes). `source` names where it came from."""
     if isinstance(value, (bytes, bytearray)):
@@ -45,6 +47,7 @@ def parse_key(value: KeyLike, source: str) -> bytes:
     return keys[0]
 
 
+@forget_keys
 def parse_key_list(text: str, source: str) -> list[bytes]:
     """One key or several, separated by commas or whitespace (as in OVCRYPT_KEY="new,old")."""
     return _parse_lines([text.strip()], source, numbered=False)
@@ -72,6 +75,7 @@ _FIX_BINARY = (
 )
 
 
+@forget_keys
 def read_key_file(path: Path, source: str) -> list[bytes]:
     """The keys in a key file, or a KeyMissingError/KeyFormatError that says exactly what is wrong with it."""
     where = f"{source}: key file {path}"
@@ -173,6 +177,7 @@ def _parse_hex_key(token: str, where: str) -> bytes:
     raise KeyFormatError(message)
 
 
+@forget_keys
 def keys_from_environment(env_name: str, environ: Mapping[str, str] | None = None) -> Iterator[bytes]:
     """Keys from `$env_name`, then from the file that `$env_name_FILE` names."""
     environ = os.environ if environ is None else environ
@@ -211,6 +216,7 @@ class KeyRing:
         ids = ", ".join(k.hex() for k in self._keys)
         return f"KeyRing(env={self.env_name!r}, key_ids=[{ids}])"
 
+    @forget_keys
     def add(self, key: KeyLike) -> str:
         """Offer a key (set_key); returns its key id. Calling it again adds keys, it does not replace."""
         raw = parse_key(key, "set_key()")
@@ -226,6 +232,7 @@ class KeyRing:
     def set_provider(self, provider: KeyProvider | None) -> None:
         self._provider = provider
 
+    @forget_keys
     def _candidates(self, wanted: str) -> Iterator[bytes]:
         with self._lock:
             explicit = [secret.reveal() for secret in self._keys.values()]
@@ -236,6 +243,7 @@ class KeyRing:
             if found is not None:
                 yield parse_key(found, "key provider")
 
+    @forget_keys
     def key_for(self, wanted: bytes, label: str) -> bytes:
         """The key whose id is `wanted`; otherwise a KeyMissingError or WrongKeyError naming the ids."""
         offered: list[str] = []

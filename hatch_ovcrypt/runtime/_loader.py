@@ -144,10 +144,19 @@ def owned_buffer(size: int, *, file_offset: int = 0) -> np.ndarray:
 
 def owning_tensor(buf: np.ndarray) -> ov.Tensor:
     """The OpenVINO tensor that owns `buf`'s memory (a region of it for a slice), so OpenVINO itself
-    keeps the memory alive for as long as any model reads it."""
+    keeps the memory alive for as long as any model reads it.
+
+    A slice's `.base` is the array over the tensor, not the tensor (numpy collapses chains of views only
+    through arrays), so the chain is followed to its end: owned_buffer's big, O_DIRECT-placed buffers are
+    such slices, and a non-owning tensor of them let an openvino_genai pipeline, which nothing can pin
+    the buffer on, read freed weights.
+    """
+    import numpy as np
     import openvino as ov
 
     owner = buf.base
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
     if not isinstance(owner, ov.Tensor):  # memory OpenVINO does not own: only the pin keeps it alive
         return ov.Tensor(buf, shared_memory=True)
     start = buf.ctypes.data - owner.data.ctypes.data

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ._errors import IntegrityError, KeyFormatError
+from ._spec import forget_keys
 from ._writer import Writable
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ RECIPE = "openssl-aes-128-cbc"
 _CHUNK = 1 << 20
 
 
+@forget_keys
 def parse_hex16(text: str, source: str) -> bytes:
     """A 16-byte key or IV as 32 hex characters, as `openssl enc -K/-iv` takes them."""
     value = text.strip()
@@ -45,6 +47,7 @@ def _cipher(key: bytes, iv: bytes) -> Cipher[modes.CBC]:
     return Cipher(algorithms.AES(key), modes.CBC(iv))
 
 
+@forget_keys
 def _padding_length(f: BinaryIO, size: int, key: bytes, iv: bytes, label: str) -> int:
     """Decrypt just the last block to learn the PKCS#7 padding, so the plaintext length is known up front."""
     if size < BLOCK or size % BLOCK:
@@ -62,6 +65,7 @@ def _padding_length(f: BinaryIO, size: int, key: bytes, iv: bytes, label: str) -
 class OpenSSLSource:
     """A recipe-encrypted file as a PlaintextSource: streamed CBC decryption, memory bounded by a chunk."""
 
+    @forget_keys
     def __init__(self, path: Path, key: bytes, iv: bytes, label: str) -> None:
         self.path, self._key, self._iv, self._label = path, key, iv, label
         size = path.stat().st_size
@@ -93,6 +97,7 @@ def _round_up(n: int) -> int:
     return -(-n // BLOCK) * BLOCK
 
 
+@forget_keys
 def decrypt_openssl_array(path: Path, key: bytes, iv: bytes, label: str) -> np.ndarray:
     """Decrypt a recipe file into one writable numpy buffer (the plaintext never touches the disk)."""
     from ._loader import owned_buffer
@@ -124,6 +129,7 @@ def check_xml(data: bytes | memoryview, label: str) -> None:
         raise IntegrityError(f"{label}: does not decrypt to OpenVINO IR XML: wrong key or IV, or not a recipe file")
 
 
+@forget_keys
 def load_openssl_model(
     xml_path: str | Path, key: bytes, iv: bytes, *, core: ov.Core | None = None, bin_path: str | Path | None = None
 ) -> ov.Model:
@@ -144,6 +150,7 @@ def load_openssl_model(
     return model_from_memory(core or ov.Core(), xml, weights)
 
 
+@forget_keys
 def encrypt_openssl_stream(src: BinaryIO, dst: Writable, key: bytes, iv: bytes) -> None:
     """Byte-identical to `openssl enc -aes-128-cbc -K <key> -iv <iv>` (PKCS#7, no salt header)."""
     from cryptography.hazmat.primitives import padding
@@ -155,6 +162,7 @@ def encrypt_openssl_stream(src: BinaryIO, dst: Writable, key: bytes, iv: bytes) 
     dst.write(encryptor.update(padder.finalize()) + encryptor.finalize())
 
 
+@forget_keys
 def decrypt_openssl_stream(src: Path, dst: Writable, key: bytes, iv: bytes) -> None:
     """Byte-identical to `openssl enc -d -aes-128-cbc -K <key> -iv <iv>`; refuses bad padding."""
     for chunk in OpenSSLSource(src, key, iv, src.name).chunks(_CHUNK):

@@ -17,6 +17,7 @@ from ._keys import KeyLike, KeyRing
 from ._layout import MANIFEST_NAME, MODELS_DIR
 from ._loader import decrypt_file, read_locked
 from ._manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
+from ._spec import forget_keys
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -53,6 +54,7 @@ class Package:
                 self._manifest = parse_manifest(resource.read_bytes())
             return self._manifest
 
+    @forget_keys
     def key_for(self, wanted: bytes, label: str) -> bytes:
         """The master key of key id `wanted`; on first use, the manifest's MAC is checked under it."""
         manifest = self.manifest
@@ -66,6 +68,12 @@ class Package:
             manifest.verify(key)
             self._verified = True
         return key
+
+    def verify_manifest(self, label: str) -> None:
+        """Find the package's key and check the manifest's MAC under it, once (KeyMissingError, WrongKeyError,
+        ManifestError)."""
+        if not self._verified:
+            self.key_for(bytes.fromhex(self.manifest.key_id), label)
 
     def model(self, name: str) -> ModelEntry:
         """The manifest's entry for a model, or ModelNotFoundError naming the models there are."""
@@ -104,6 +112,9 @@ class Package:
         Raises the runtime's errors: ModelNotFoundError, KeyMissingError/WrongKeyError, IntegrityError.
         """
         resource, label, entry, identity = self._resource(name, path)
+        # The manifest's MAC first (standard-library HMAC only: no cryptography yet), so the size it records
+        # is trusted before it bounds the buffer that decrypt_file allocates.
+        self.verify_manifest(label)
         with resource.open("rb") as f:
             return decrypt_file(
                 f, label, self.key_for, name=identity.name, role=identity.role, salt=bytes.fromhex(entry.salt),

@@ -19,6 +19,7 @@ from ._layout import CACHE_DIR_ENV
 from ._loader import model_from_memory, pin_weights
 from ._manifest import IR_KIND, Part
 from ._package import Package
+from ._spec import forget_keys
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -133,6 +134,7 @@ class Runtime:
 
     # --- compiling -----------------------------------------------------------------------------
 
+    @forget_keys
     def compile_model(
         self,
         name: str,
@@ -169,19 +171,23 @@ class Runtime:
                 f"{', '.join(available) or 'none'}); pass one of them, for example device={example!r}"
             )
 
+    @forget_keys
     def _compile(
         self, name: str, part: str, device: str, config: dict[str, Any], cache_dir: str | Path | None
     ) -> ov.CompiledModel:
         self.check_device(device)
         folder = cache_dir or os.environ.get(CACHE_DIR_ENV) or None
         entry = self._cache_entry(name, part, device, config, Path(folder)) if folder else None
+        _, chosen = self.part(name, part)
         if entry is not None:
-            compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config)
+            files = self.files.model(name).files
+            # An entry is the compiled model: bounded by a generous multiple of what the model itself weighs.
+            bound = 4 * sum(files[p].size for p in (chosen.xml, chosen.bin) if p) + (64 << 20)
+            compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config, max_size=bound)
             if compiled is not None:
                 # A warm cache must not hide a replaced or missing model file. Checked after the entry
                 # is loaded, so that loading it (not this check) is what first imports cryptography,
                 # overlapping the read when the entry comes from the disk; it is never returned unchecked.
-                _, chosen = self.part(name, part)
                 self.files.check_files(name, [p for p in (chosen.xml, chosen.bin) if p])
                 return compiled
         plugin = _load_plugin_meanwhile(self.core, device)
@@ -201,6 +207,7 @@ class Runtime:
             _cache.store(entry[0], entry[1], compiled)
         return compiled
 
+    @forget_keys
     def _cache_entry(
         self, name: str, part: str, device: str, config: dict[str, Any], folder: Path
     ) -> tuple[Path, bytes]:

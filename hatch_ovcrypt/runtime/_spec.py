@@ -20,12 +20,17 @@ The I/O around the format lives elsewhere: `_writer` (plaintext sources, encrypt
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
 import hashlib
 import hmac
+import inspect
 import struct
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._errors import FormatError, IntegrityError, WrongKeyError
 
@@ -56,6 +61,79 @@ FINGERPRINT_NONCE = bytes(12)
 _FLAG_MIDDLE, _FLAG_LAST, _FLAG_HEADER = 0x00, 0x01, 0x02
 # The header tag's nonce can never equal a segment nonce: segment flags are 0 or 1 only.
 HEADER_NONCE = b"\xff" * 11 + bytes([_FLAG_HEADER])
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def forget_keys(fn: _F) -> _F:
+    """Let no traceback of an error that leaves `fn` hold a key in its frames' locals.
+
+    Error reporters record the locals of every frame of a traceback (Sentry, rich tracebacks, pytest
+    --showlocals), and a function that takes, finds or derives keys holds them as locals. When an error
+    leaves `fn`, the frames it went through below this wrapper (fn's own and those it called, all
+    finished by then) have their locals cleared, as have those of the errors chained to it, and the
+    wrapper drops its arguments before re-raising. The traceback keeps every file and line. Works for
+    generator functions too. Callers that hold keys themselves must do the same.
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            inner = fn(*args, **kwargs)
+            del args, kwargs
+            try:
+                result = yield from inner
+            except BaseException as exc:
+                error = exc
+            else:
+                return result
+            del inner
+            raise _without_locals(error)
+
+        return cast(_F, generator)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            error = exc
+        del args, kwargs
+        raise _without_locals(error)
+
+    return cast(_F, wrapper)
+
+
+def _without_locals(error: BaseException) -> BaseException:
+    """`error` with the locals of the frames it went through below the catching wrapper cleared, and of
+    the errors chained to it that were caught in one of those frames (errors caught further up belong
+    to the caller and are left alone); the wrapper's own entry is dropped from its traceback, since
+    re-raising adds it again."""
+    inside: set[int] = set()
+
+    def clear_below(tb: TracebackType | None) -> None:
+        while tb is not None:
+            inside.add(id(tb.tb_frame))
+            with contextlib.suppress(RuntimeError):  # a frame still executing (on another thread) stays
+                tb.tb_frame.clear()
+            tb = tb.tb_next
+
+    first = error.__traceback__
+    clear_below(first.tb_next if first is not None else None)
+    seen = {id(error)}
+    todo = [error.__cause__, error.__context__]
+    while todo:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        if tb is None or id(tb.tb_frame) not in inside:
+            continue
+        clear_below(tb.tb_next)  # its first entry, the frame that caught it, is already cleared
+        todo += [exc.__cause__, exc.__context__]
+    return error.with_traceback(first.tb_next if first is not None else None)
 
 
 class Role(enum.IntEnum):
@@ -235,6 +313,7 @@ class SegmentCipher:
         return f"SegmentCipher({self.label!r}, key_id={self.header.key_id_hex})"
 
     @classmethod
+    @forget_keys
     def open(cls, key: bytes, header: Header, raw: bytes, tag: bytes, label: str) -> SegmentCipher:
         """Check the key id (key commitment), then authenticate the header under the file key."""
         if key_id(key) != header.key_id:

@@ -3,18 +3,19 @@
 Used by the build hook, the CLI and the compiled-model cache; the format itself is in `_spec`.
 
 The writer reads its plaintext twice: once for the salt (§2: the salt derives from a fingerprint of the
-whole plaintext) and once to encrypt. Every segment is read into the writer's own buffer, and the bytes
-it encrypts are exactly the bytes it fingerprinted: the first pass also keeps a digest of each segment
-(a GMAC under a one-off random key), and the second checks each segment against it *before* encrypting
-it. A source that changed in between (a file rewritten in place, even at the same length) is a
-SourceChangedError, raised before any ciphertext of the changed bytes exists; otherwise the new bytes
-would be encrypted under the old bytes' file key and nonces, which leaks the XOR of the two plaintexts
-and GCM's authentication key once both encryptions are out. Files are read with pread, never
-memory-mapped, so a file truncated meanwhile is that same error rather than a SIGBUS.
+whole plaintext) and once to encrypt. The bytes it encrypts are exactly the bytes it fingerprinted:
+every segment is read into the writer's own buffer, and the fingerprint is computed again over those
+buffers as they are encrypted and compared at the end. A source that changed in between (a file
+rewritten in place, even at the same length) is a SourceChangedError, and the caller's atomic writer
+removes what was written: otherwise the new bytes would be published under the old bytes' file key
+and nonces, which leaks the XOR of the two plaintexts and GCM's authentication key once both are out.
+Files are read with pread, never memory-mapped, so a file truncated meanwhile is that same error
+rather than a SIGBUS.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hmac
 import os
 import threading
@@ -24,18 +25,17 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from ._direct import pread_exact
-from ._errors import IntegrityError, OvcryptError
+from ._errors import OvcryptError
 from ._spec import (
     _INFO_FINGERPRINT_KEY,
     DEFAULT_SEGMENT_SIZE,
     FINGERPRINT_NONCE,
-    KEY_SIZE,
     SALT_SIZE,
     Header,
     Role,
     SegmentCipher,
     derive_salt,
+    forget_keys,
     gcm,
     hkdf,
     key_id,
@@ -96,10 +96,12 @@ class FileSource:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
             def read_at(offset: int, view: memoryview) -> None:
-                try:
-                    pread_exact(fd, view, offset, str(self.path))
-                except IntegrityError:  # fewer bytes than when the pass began
-                    raise SourceChangedError(f"{self.path}: was truncated while it was being encrypted") from None
+                done = 0
+                while done < len(view):
+                    n = os.preadv(fd, [view[done:]], offset + done)
+                    if not n:
+                        raise SourceChangedError(f"{self.path}: was truncated while it was being encrypted")
+                    done += n
 
             yield read_at
             self._check_size(fd)
@@ -151,6 +153,7 @@ def default_threads() -> int:
     return max(1, min(cores, 4))
 
 
+@forget_keys
 def plaintext_fingerprint(key: bytes, source: PlaintextSource, size: int, *, threads: int | None = None) -> bytes:
     """GMAC of the plaintext (AES-256-GCM, nonce 0, the plaintext as associated data) under its own
     derived key: a keyed universal hash at ~20 GB/s, where SHA-256 runs at ~1.7 GB/s here.
@@ -158,13 +161,14 @@ def plaintext_fingerprint(key: bytes, source: PlaintextSource, size: int, *, thr
     It only feeds derive_salt's HMAC and is never published, so its key stays secret and two different
     plaintexts give the same fingerprint with probability at most about (blocks + 1) / 2^128.
     """
-    return _Segments(source, size, threads, "plaintext").fingerprint(_fingerprint_mac(key))[0]
+    return _Segments(source, size, threads, "plaintext").fingerprint(_fingerprint_mac(key))
 
 
 def _fingerprint_mac(key: bytes) -> _Mac:
     return gcm(hkdf(key, None, _INFO_FINGERPRINT_KEY), FINGERPRINT_NONCE).encryptor()
 
 
+@forget_keys
 def encrypt(
     key: bytes,
     source: PlaintextSource,
@@ -181,8 +185,8 @@ def encrypt(
     Memory is one segment per worker, whatever the size.
 
     `salt=None` derives it from the plaintext (a first read) so equal inputs give equal bytes; the
-    second read must then give the same bytes, segment by segment, or SourceChangedError is raised
-    before the changed segment is encrypted (the caller's atomic_writer removes what was written).
+    second read must then give the same bytes, or SourceChangedError is raised before the segment tags
+    are written (the caller's atomic_writer removes what was written).
     """
     if problem := validate_segment_size(segment_size):
         raise ValueError(f"segment size {problem}")
@@ -191,15 +195,24 @@ def encrypt(
     label = str(getattr(source, "path", "")) or f"the plaintext of {name!r} ({role.label})"
     segments = _Segments(source, segment_size, threads, label)
     header = Header(role, name, segment_size, source.length, key_id(key), b"\x00" * SALT_SIZE)
-    digests = None
+    check: _Mac | None = None
     if salt is None:
-        fingerprint, digests = segments.fingerprint(_fingerprint_mac(key))
+        fingerprint = segments.fingerprint(_fingerprint_mac(key))
         salt = derive_salt(key, header.fields(), fingerprint)
+        check = _fingerprint_mac(key)  # the same fingerprint again, over the bytes that are encrypted
     header = Header(role, name, segment_size, source.length, header.key_id, salt)
     cipher = SegmentCipher(key, header, name)
     dst.write(header.encode())
     dst.write(cipher.header_tag())
-    tags = segments.encrypt(cipher, digests, dst, progress)
+    tags = segments.encrypt(cipher, check, dst, progress)
+    if check is not None:
+        check.finalize()
+        if not hmac.compare_digest(check.tag, fingerprint):
+            raise SourceChangedError(
+                f"{segments.label}: changed while it was being encrypted (the bytes read to encrypt it differ "
+                "from those its salt was derived from); the output is incomplete and must be discarded. "
+                "Is another process writing it?"
+            )
     dst.write(b"".join(tags))
     return header
 
@@ -221,19 +234,10 @@ class _Segments:
         self.length = source.length
         self.count = max(1, -(-self.length // segment_size))
         self.workers = max(1, min(threads or default_threads(), self.count))
-        self._check_key = os.urandom(KEY_SIZE)  # for the segment digests: this call's own, never stored
 
     def _span(self, index: int) -> tuple[int, int]:
         start = index * self.segment_size
         return start, min(start + self.segment_size, self.length)
-
-    def _digest(self, view: memoryview) -> bytes:
-        """A GMAC of one segment under this writer's random key: equal digests mean equal bytes, but for
-        a chance of about (blocks + 1) / 2^128 that nobody without the key can raise."""
-        mac = gcm(self._check_key, FINGERPRINT_NONCE).encryptor()
-        mac.authenticate_additional_data(view)
-        mac.finalize()
-        return mac.tag
 
     @contextmanager
     def _read(self) -> Iterator[tuple[ReadAt, bool]]:
@@ -264,7 +268,7 @@ class _Segments:
                 close()
 
     def _run(self, step: Callable[[int, memoryview, _Turns], None]) -> None:
-        buffers = [memoryview(bytearray(min(self.segment_size, self.length))) for _ in range(self.workers)]
+        buffers = [_page_aligned(min(self.segment_size, self.length)) for _ in range(self.workers)]
         turns = _Turns(2)
         try:
             turns.run(self.count, self.workers, lambda index: step(index, buffers[index % self.workers], turns))
@@ -272,9 +276,8 @@ class _Segments:
             for buf in buffers:  # plaintext of the last segments, or ciphertext
                 wipe(buf)
 
-    def fingerprint(self, mac: _Mac) -> tuple[bytes, list[bytes]]:
-        """The first pass: the plaintext's GMAC under `mac`, and each segment's digest."""
-        digests = [b""] * self.count
+    def fingerprint(self, mac: _Mac) -> bytes:
+        """The first pass: the plaintext's GMAC under `mac`."""
         with self._read() as (read_at, any_order):
 
             def step(index: int, buf: memoryview, turns: _Turns) -> None:
@@ -286,17 +289,16 @@ class _Segments:
                     if not any_order:
                         read_at(start, view)
                     mac.authenticate_additional_data(view)
-                digests[index] = self._digest(view)
 
             self._run(step)
         mac.finalize()
-        return mac.tag, digests
+        return mac.tag
 
     def encrypt(
-        self, cipher: SegmentCipher, digests: list[bytes] | None, dst: Writable, progress: ProgressCallback | None
+        self, cipher: SegmentCipher, check: _Mac | None, dst: Writable, progress: ProgressCallback | None
     ) -> list[bytes]:
-        """The second pass: each segment read again, checked against its digest, encrypted in place and
-        written in order. Returns the segment tags."""
+        """The second pass: each segment read again into a worker's buffer, added to `check` (in order),
+        encrypted in place and written (in order). Returns the segment tags."""
         tags = [b""] * self.count
         done = 0
         with self._read() as (read_at, any_order):
@@ -307,15 +309,11 @@ class _Segments:
                 view = buf[: end - start]
                 if any_order:
                     read_at(start, view)
-                else:
-                    with turns.turn(0, index):
+                with turns.turn(0, index):
+                    if not any_order:
                         read_at(start, view)
-                if digests is not None and not hmac.compare_digest(self._digest(view), digests[index]):
-                    raise SourceChangedError(
-                        f"{self.label}: changed while it was being encrypted (segment {index} differs from the "
-                        "bytes the salt was derived from); nothing of it was encrypted. Is another process "
-                        "writing it?"
-                    )
+                    if check is not None:  # the very bytes encrypted below: no one else writes this buffer
+                        check.authenticate_additional_data(view)
                 tags[index] = cipher.encrypt_segment(index, view, view)
                 with turns.turn(1, index):
                     dst.write(view)
@@ -325,6 +323,17 @@ class _Segments:
 
             self._run(step)
         return tags
+
+
+_PAGE = 4096
+
+
+def _page_aligned(size: int) -> memoryview:
+    """A zeroed buffer whose first byte starts a page. The kernel copies file data into such a buffer about
+    twice as fast as into one 16 bytes off (a bytearray's): 0.06-0.07 against 0.13-0.14 CPU-s/GB here."""
+    raw = bytearray(size + _PAGE)
+    skew = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % _PAGE
+    return memoryview(raw)[skew : skew + size]
 
 
 class _Stop(Exception):
