@@ -117,12 +117,13 @@ def main() -> int:
 
     step("uv: install the example from source into a fresh venv, as `uv pip install DIR` does, and run it")
     uv = bin_dir / "uv"
-    plugin = DEMO / "plugin-wheel"
+    plugin = DEMO / f"plugin-wheel-{os.getpid()}"  # a new path: uv caches a local wheel by its path and version
     sh(python, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", REPO, "-w", plugin)
     uv_product = DEMO / "venv-uv"
     sh(uv, "venv", "--quiet", "--python", sys.executable, uv_product)
     uv_python = uv_product / "bin" / "python"
-    sh(uv, "pip", "install", "--python", uv_python, project, env={**key_env, "UV_FIND_LINKS": str(plugin)})
+    uv_env = {**key_env, "UV_FIND_LINKS": str(plugin)}
+    sh(uv, "pip", "install", "--python", uv_python, "--refresh-package", "hatch-ovcrypt", project, env=uv_env)
     sh(uv_python, "-c", RUN_PRODUCT, project / "models", env=key_env)
     print("\ndemo ok")
     return 0

@@ -181,14 +181,14 @@ def test_layout_editable_install(name: str, tmp_path: Path, key_env: dict[str, s
         (
             "sources-prefix-rewritten",
             "lib/models/m.xml",
-            "file lib/models/m.xml would be packed into the wheel as acme_vision/models/m.xml: "
-            'add `exclude = ["/lib/models"]`',
+            "file lib/models/m.xml would be packed into the wheel as acme_vision/models/m.xml through the entry "
+            '"lib" of `tool.hatch.build.targets.wheel.only-include`: add `exclude = ["/lib/models"]`',
         ),
         (
             "force-include",
             "code/acme_vision/models/m.xml",
-            "file code/acme_vision/models/m.xml would be packed into the wheel as acme_vision/models/m.xml: "
-            "force-include maps it there",
+            "file code/acme_vision/models/m.xml would be packed into the wheel as acme_vision/models/m.xml through "
+            'the entry "code/acme_vision" of `tool.hatch.build.targets.wheel.force-include`: remove it',
         ),
     ],
 )
