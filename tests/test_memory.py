@@ -56,6 +56,24 @@ def test_model_constants_live_in_the_runtime_buffer(folder: Path, model: Path) -
         assert lo <= data.ctypes.data and data.ctypes.data + data.nbytes <= hi, "a constant was copied out"
 
 
+def test_big_model_constants_live_in_the_runtime_buffer_too(
+    tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the O_DIRECT size the buffer is a slice of its tensor and OpenVINO gets a region of that
+    tensor: the constants must still be views of the one decrypted buffer, not copies."""
+    from hatch_ovcrypt.runtime._direct import MIN_BYTES
+
+    monkeypatch.setenv("OVCRYPT_KEY", key.hex())
+    big = make_ir(tmp_path / "src" / "big.xml", 2 * MIN_BYTES, width=256)
+    m = runtime_for(render_folder(tmp_path / "_ovcrypt", {"big": big}, key)).read_model("big")
+    weights = getattr(m, WEIGHTS_ATTR)
+    assert weights.nbytes >= MIN_BYTES and weights.tobytes() == big.with_suffix(".bin").read_bytes()
+    lo, hi = weights.ctypes.data, weights.ctypes.data + weights.nbytes
+    constants = [op.data for op in m.get_ops() if op.get_type_name() == "Constant"]
+    assert constants
+    assert all(lo <= c.ctypes.data and c.ctypes.data + c.nbytes <= hi for c in constants), "a constant was copied"
+
+
 def test_read_model_outlives_its_python_objects(folder: Path, model: Path) -> None:
     """`core.compile_model(read_model(name))`: the temporary Model and our references die at once, yet
     the compiled model must still read valid weights (it crashed when OpenVINO did not own the buffer)."""
