@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
-#include <openvino/openvino.hpp>
+#include <openvino/runtime/core.hpp>
 #include <string>
 
 #include "errors.hpp"
