@@ -192,7 +192,10 @@ class Checker:
         stdin.write(f"{folder}\t{model}\n")
         stdin.flush()
         self.count += 1
-        return stdout.readline().rstrip("\n")
+        answer = stdout.readline().rstrip("\n")
+        if not answer:  # a crash is never an answer
+            raise AssertionError(f"the C++ driver died (exit {self._proc.wait(timeout=30)}) on {folder} {model}")
+        return answer
 
     def close(self) -> None:
         if self._proc.stdin:
@@ -275,6 +278,9 @@ def test_rendered_package_decrypts_exactly_and_compiles(programs: Programs, corp
         assert re.search(rf"^input x f32 \[1,{width}\]$", run.stdout, re.M), run.stdout
         assert re.search(rf"^output \S+ f32 \[1,{width}\]$", run.stdout, re.M), run.stdout
         assert corpus.key.hex() not in run.stdout + run.stderr
+    for threads in ("1", "3", "8"):  # 5 segments over 1 to 5 workers
+        run = dump(programs, corpus.folder, "large", "--threads", threads, key=corpus.key)
+        assert run.digests["large.bin"] == sha256_file(corpus.sources["large"].with_suffix(".bin")), threads
 
 
 def test_installed_wheel_read_exactly(programs: Programs, tmp_path: Path) -> None:
@@ -308,6 +314,16 @@ def test_inference_bit_identical_to_the_python_runtime(programs: Programs, corpu
             produced = np.frombuffer((tmp_path / "out.raw").read_bytes(), dtype=np.float32).reshape(expected.shape)
             assert produced.tobytes() == expected.tobytes(), (model, seed)
             assert np.abs(expected).sum() > 0  # a real output, not zeros
+
+
+def test_compile_refuses_openvino_cache_dir(programs: Programs, corpus: Corpus, tmp_path: Path) -> None:  # noqa: F811
+    """OpenVINO's model cache writes decrypted weights to disk in plaintext: refused in the config and on the core."""
+    cache = tmp_path / "cache"
+    result = subprocess.run([str(programs.driver), "unsafe-config", str(corpus.folder), "small", str(cache)],
+                            env=programs.env(OVCRYPT_KEY=corpus.key.hex()), capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert result.stdout.split() == ["UnsafeConfigError", "UnsafeConfigError"]
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_plain_folder_from_the_encrypt_command(programs: Programs, corpus: Corpus, tmp_path: Path) -> None:  # noqa: F811

@@ -10,6 +10,9 @@
 //                                         input tensor), write its first output's raw bytes to OUTPUT
 //   ovcrypt_test_driver manifest DIR      print the manifest's canonical body (the bytes its MAC covers)
 //                                         and each model's kind, parts and files
+//   ovcrypt_test_driver unsafe-config DIR MODEL CACHE_DIR
+//                                         compile_model with CACHE_DIR in its config, then with it set on
+//                                         the core: print what each raised
 //
 // `check` keeps one process for many tamper cases, so that sweeping every header byte costs file I/O,
 // not a process start each. In it, a failed decryption's buffer is pre-filled with 0xA5 and then
@@ -143,6 +146,26 @@ int manifest_command(const std::string& dir) {
     return 0;
 }
 
+int unsafe_config_command(const std::string& dir, const std::string& model, const std::string& cache_dir) {
+    const ovcrypt::Package package = ovcrypt::Package::open(dir);
+    ov::Core core;
+    for (int on_core = 0; on_core < 2; ++on_core) {
+        ov::AnyMap config;
+        if (on_core) {
+            core.set_property(ov::cache_dir(cache_dir));
+        } else {
+            config.emplace("cache_dir", cache_dir);
+        }
+        try {
+            ovcrypt::compile_model(core, package, model, "CPU", config);
+            std::cout << "compiled\n";
+        } catch (const ovcrypt::Error& e) {
+            std::cout << e.kind() << "\n";
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,6 +175,7 @@ int main(int argc, char** argv) {
         if (args.size() == 1 && args[0] == "check") return check_command();
         if (args.size() == 5 && args[0] == "infer") return infer_command(args[1], args[2], args[3], args[4]);
         if (args.size() == 2 && args[0] == "manifest") return manifest_command(args[1]);
+        if (args.size() == 4 && args[0] == "unsafe-config") return unsafe_config_command(args[1], args[2], args[3]);
     } catch (const ovcrypt::Error& e) {
         std::cerr << e.kind() << ": " << one_line(e.what()) << std::endl;
         return 1;
@@ -159,6 +183,7 @@ int main(int argc, char** argv) {
         std::cerr << "error: " << one_line(e.what()) << std::endl;
         return 1;
     }
-    std::cerr << "usage: ovcrypt_test_driver vector FILE | check | infer DIR MODEL INPUT OUTPUT | manifest DIR\n";
+    std::cerr << "usage: ovcrypt_test_driver vector FILE | check | infer DIR MODEL INPUT OUTPUT | manifest DIR"
+                 " | unsafe-config DIR MODEL CACHE_DIR\n";
     return 2;
 }

@@ -193,12 +193,11 @@ public:
         try {
             detail::pread_exact(fd_.get(), tags.data(), tags.size(), header_.tags_offset(), label_);
             const std::uint64_t workers = std::min<std::uint64_t>(threads ? threads : default_threads(), count);
-            if (workers <= 1) {
-                std::atomic<bool> stop{false};
+            std::atomic<bool> stop{false};
+            if (workers <= 1) {  // one segment (every xml, in practice): no thread to start
                 decrypt_run(out, tags, 0, count, stop);
                 return;
             }
-            std::atomic<bool> stop{false};
             std::vector<std::exception_ptr> errors(workers);
             std::vector<std::thread> pool;
             pool.reserve(workers);
