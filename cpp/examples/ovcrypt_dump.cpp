@@ -55,8 +55,7 @@ int dump(const std::string& dir, const std::string& name, const std::string& par
     package.set_threads(threads);
     const ovcrypt::Model& model = package.model(name);
     if (const ovcrypt::Manifest* manifest = package.manifest()) {
-        std::cout << "package " << dir << " (manifest format " << manifest->version << ", " << manifest->generator
-                  << ")\n";
+        std::cout << "package " << dir << " (manifest format " << manifest->version << ")\n";
     } else {
         std::cout << "folder " << dir << " (no manifest: no MAC and no salts to check)\n";
     }

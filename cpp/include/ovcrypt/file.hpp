@@ -143,7 +143,7 @@ public:
             fd = ::open(path.c_str(), flags);
         } while (fd < 0 && errno == EINTR);
         if (fd < 0) {
-            if (errno == ENOENT) throw IntegrityError(label + ": is missing; reinstall the package");
+            if (errno == ENOENT) throw IntegrityError(label + ": is missing");
             if (errno == ELOOP) throw ManifestError(label + ": is a symbolic link; encrypted files must be regular files");
             throw Error(label + ": cannot open the file (" + std::strerror(errno) + ")");
         }
@@ -194,6 +194,12 @@ public:
             detail::pread_exact(fd_.get(), tags.data(), tags.size(), header_.tags_offset(), label_);
             const std::uint64_t workers = std::min<std::uint64_t>(threads ? threads : default_threads(), count);
             std::atomic<bool> stop{false};
+#ifdef POSIX_FADV_WILLNEED
+            if (count > 1) {  // from a cold page cache, have the kernel read ahead all of it while workers decrypt
+                ::posix_fadvise(fd_.get(), static_cast<off_t>(header_.header_size()),
+                                static_cast<off_t>(header_.plaintext_length), POSIX_FADV_WILLNEED);
+            }
+#endif
             if (workers <= 1) {  // one segment (every xml, in practice): no thread to start
                 decrypt_run(out, tags, 0, count, stop);
                 return;

@@ -156,7 +156,9 @@ inline Model parse_model_v2(const std::string& name, const json& model) {
         if (ir) {
             file = layout::ir_file(name, layout::role_of(relpath));
         } else {
-            if (!layout::is_relpath(relpath)) invalid("model '" + name + "' file path '" + relpath + "' is not allowed");
+            if (!layout::is_relpath(relpath)) {
+                invalid("model '" + name + "' file path " + detail::quoted(relpath) + " is not allowed");
+            }
             file = layout::folder_file(name, relpath);
             if (file.header_name.size() > format::MAX_NAME_BYTES) {
                 invalid("model '" + name + "' file path '" + relpath + "' is too long");
@@ -226,7 +228,9 @@ inline Manifest Manifest::parse(const std::string& text) {
     const json& models = field(doc, "models");
     if (!models.is_object()) invalid("`models` must be an object");
     for (const auto& item : models.items()) {
-        if (!layout::is_model_name(item.key())) invalid("model name '" + item.key() + "' is not an identifier");
+        if (!layout::is_model_name(item.key())) {
+            invalid("model name " + detail::quoted(item.key()) + " is not an identifier");
+        }
         manifest.models.emplace(item.key(), v1 ? detail::parse_model_v1(item.key(), item.value())
                                                : detail::parse_model_v2(item.key(), item.value()));
     }

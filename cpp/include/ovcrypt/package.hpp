@@ -85,7 +85,7 @@ public:
         if (it == all.end()) {
             std::string known;
             for (const auto& item : all) known += (known.empty() ? "" : ", ") + item.first;
-            throw ModelNotFoundError(dir_.string() + " has no model '" + name + "' (models: " +
+            throw ModelNotFoundError(dir_.string() + " has no model " + detail::quoted(name) + " (models: " +
                                      (known.empty() ? "none" : known) + ")");
         }
         return it->second;
@@ -97,16 +97,16 @@ public:
     EncryptedFile open_file(const std::string& model_name, const std::string& relpath) const {
         const Model& m = model(model_name);
         const ModelFile* spec = m.find(relpath);
-        if (!spec) throw ModelNotFoundError("model '" + model_name + "' has no file '" + relpath + "'");
+        if (!spec) throw ModelNotFoundError("model '" + model_name + "' has no file " + detail::quoted(relpath));
         const std::string label = "model '" + model_name + "' file " + spec->file;
         const std::filesystem::path path = checked_path(*spec, label);
         EncryptedFile file = EncryptedFile::open(path, label, has_manifest());  // 1. structure
         const format::Header& header = file.header();
         if (header.name != spec->header_name || header.role != spec->role) {
             // A file moved to another model or role is refused before any decryption (the AEAD would too).
-            throw IntegrityError(label + ": holds the " + format::role_label(header.role) + " of model '" +
-                                 header.name + "', not the " + format::role_label(spec->role) + " of model '" +
-                                 spec->header_name + "'");
+            throw IntegrityError(label + ": holds the " + format::role_label(header.role) + " of model " +
+                                 detail::quoted(header.name) + ", not the " + format::role_label(spec->role) +
+                                 " of model " + detail::quoted(spec->header_name));
         }
         if (spec->entry && header.salt != spec->entry->salt) {
             // Same key, name and role but another build's file: every segment key derives from the salt,

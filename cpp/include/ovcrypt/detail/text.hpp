@@ -1,6 +1,7 @@
 // Small text helpers shared by the key parser and the manifest reader (ASCII rules only).
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace ovcrypt {
@@ -31,6 +32,24 @@ inline bool is_lower_hex(std::string_view text, std::size_t size) noexcept {
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
     }
     return true;
+}
+
+/// `text` in single quotes for a message, with control bytes escaped (\xNN): names read from an
+/// unauthenticated header or manifest must not write escape sequences to a terminal.
+inline std::string quoted(std::string_view text) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out = "'";
+    for (char c : text) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (byte < 0x20 || byte == 0x7f) {
+            out += "\\x";
+            out += digits[byte >> 4];
+            out += digits[byte & 0xf];
+        } else {
+            out += c;
+        }
+    }
+    return out + "'";
 }
 
 inline bool ends_with(std::string_view text, std::string_view suffix) noexcept {
