@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"generating the {fmt_size(size)} dense IR")
     xml = make_dense_ir(work / "ir" / "dense.xml", size)
     key = secrets.token_bytes(32)
+    (work / "key.hex").write_text(key.hex())  # for probing the package after the run
     log("encrypting: the build hook's package, and the recipe's `openssl enc -aes-128-cbc` files")
     package = render_folder(work / "pkg" / "_ovcrypt", {"dense": xml}, key)
     recipe_key, recipe_iv = secrets.token_hex(16), secrets.token_hex(16)

@@ -84,8 +84,8 @@ class Programs:
         """The environment of a C++ program: no ambient OVCRYPT_* variable, OpenVINO's libraries found."""
         clean = {k: v for k, v in os.environ.items() if not k.startswith("OVCRYPT_")}
         libs = str(OV_DIR / "libs")
-        return {**clean, "LD_LIBRARY_PATH": f"{libs}:{clean['LD_LIBRARY_PATH']}" if clean.get("LD_LIBRARY_PATH")
-                else libs, **extra}  # fmt: skip
+        path = f"{libs}:{clean['LD_LIBRARY_PATH']}" if clean.get("LD_LIBRARY_PATH") else libs
+        return {**clean, "LD_LIBRARY_PATH": path, **extra}
 
 
 def missing_toolchain() -> str | None:
