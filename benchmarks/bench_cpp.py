@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +73,33 @@ def run(cmd: Sequence[str], env: dict[str, str], *, cold: bool) -> tuple[float, 
     return float(out["load"]), wall, out["rss_kib"] / 1024
 
 
+def run_phases(cmd: Sequence[str], env: dict[str, str]) -> dict[str, float]:
+    """The ovcrypt load's phases (ovcrypt_bench ovcrypt-phases prints "name seconds" lines on stderr)."""
+    proc = subprocess.run(list(cmd), env=env, capture_output=True, text=True, check=True)
+    return {name: float(value) for name, value in (line.split() for line in proc.stderr.splitlines())}
+
+
+def prepare(work: Path, bench: Path, size: int, log: Callable[[str], None]) -> tuple[dict[str, list[str]], bytes]:
+    """The model, encrypted both ways; the command of each load, and the package's key."""
+    log(f"generating the {fmt_size(size)} dense IR")
+    xml = make_dense_ir(work / "ir" / "dense.xml", size)
+    key = secrets.token_bytes(32)
+    (work / "key.hex").write_text(key.hex())  # for probing the package after the run
+    log("encrypting: the build hook's package, and the recipe's `openssl enc -aes-128-cbc` files")
+    package = render_folder(work / "pkg" / "_ovcrypt", {"dense": xml}, key)
+    recipe_key, recipe_iv = secrets.token_hex(16), secrets.token_hex(16)
+    (work / "recipe").mkdir()
+    for src in (xml, xml.with_suffix(".bin")):
+        openssl_enc(src, work / "recipe" / f"{src.name}.enc", recipe_key, recipe_iv)
+    commands = {
+        "plain": [str(bench), "plain", str(xml)],
+        "ovcrypt": [str(bench), "ovcrypt", str(package), "dense"],
+        "recipe": [str(bench), "recipe", str(work / "recipe" / "dense.xml.enc"), str(work / "recipe" / "dense.bin.enc"),
+                   recipe_key, recipe_iv],
+    }  # fmt: skip
+    return commands, key
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 alternating triples instead of 9")
@@ -94,22 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log("building cpp/ (ovcrypt_bench)")
     bench = build(work)
     size = args.size_mib * MiB
-    log(f"generating the {fmt_size(size)} dense IR")
-    xml = make_dense_ir(work / "ir" / "dense.xml", size)
-    key = secrets.token_bytes(32)
-    (work / "key.hex").write_text(key.hex())  # for probing the package after the run
-    log("encrypting: the build hook's package, and the recipe's `openssl enc -aes-128-cbc` files")
-    package = render_folder(work / "pkg" / "_ovcrypt", {"dense": xml}, key)
-    recipe_key, recipe_iv = secrets.token_hex(16), secrets.token_hex(16)
-    (work / "recipe").mkdir()
-    for src in (xml, xml.with_suffix(".bin")):
-        openssl_enc(src, work / "recipe" / f"{src.name}.enc", recipe_key, recipe_iv)
-    commands = {
-        "plain": [str(bench), "plain", str(xml)],
-        "ovcrypt": [str(bench), "ovcrypt", str(package), "dense"],
-        "recipe": [str(bench), "recipe", str(work / "recipe" / "dense.xml.enc"), str(work / "recipe" / "dense.bin.enc"),
-                   recipe_key, recipe_iv],
-    }  # fmt: skip
+    commands, key = prepare(work, bench, size, log)
     env = {**os.environ, "OVCRYPT_KEY": key.hex()}
     cold_possible = not args.warm_only and drop_caches()
     series = [("cold page cache", True)] if cold_possible else []
@@ -125,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode in MODES:
                 results[mode].append(run(commands[mode], env, cold=cold))
         rows += report_rows(label, results)
+    log("where the ovcrypt load spends its time (warm page cache)")
+    probe = [str(bench), "ovcrypt-phases", *commands["ovcrypt"][2:]]
+    phases = [run_phases(probe, env) for _ in range(min(pairs, 5))]
+    phase_note = "ovcrypt load phases, median (min–max) s: " + ", ".join(
+        f"{name} {med([p[name] for p in phases]):.3f} ({spread([p[name] for p in phases])})" for name in phases[0]
+    )
     rows_text = "\n".join(rows)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())  # fmt: skip
@@ -139,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     head = ("| series | measurement | plain | ovcrypt | recipe | ovcrypt/plain | ovcrypt/recipe |\n"
             "|---|---|---|---|---|---|---|")  # fmt: skip
-    report = "\n".join(header) + "\n\n" + head + "\n" + rows_text + "\n"
+    report = "\n".join(header) + "\n\n" + head + "\n" + rows_text + "\n\n" + phase_note + "\n"
     print("\n" + report)
     if args.output:
         args.output.write_text(report)
