@@ -7,6 +7,12 @@
 //
 // The caller allocates the output buffer only after unlock(), so a size in a forged header never
 // decides how much memory is allocated.
+//
+// Why pread into the output and not a memory map of the file: decrypting straight from a mapping would
+// save one copy (measured here: 0.13 s instead of 0.21-0.37 s for 512 MiB on one core), but the bytes
+// AES-GCM authenticates and the bytes it decrypts are then read from memory that another process can
+// still change by writing the file, so a tag could verify over different ciphertext than the one
+// decrypted. Once read into our own buffer, the ciphertext cannot change under the check.
 #pragma once
 
 #include <fcntl.h>
