@@ -40,8 +40,8 @@ import openvino as ov
 import pytest
 
 from hatch_ovcrypt.runtime._errors import OvcryptError
-from hatch_ovcrypt.runtime._format import TAG_SIZE, Role
 from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
+from hatch_ovcrypt.runtime._spec import TAG_SIZE, Role
 from tests.helpers import (
     REPO,
     build_wheel,
@@ -591,7 +591,7 @@ def test_canonical_json_with_escapes_matches_python(programs: Programs, corpus: 
 
 def write_v2_package(root: Path, key: bytes, models: dict[str, tuple[str, dict[str, bytes]]]) -> Path:
     """A package with a "hatch-ovcrypt-manifest/2" manifest, written from the v2 design with the
-    independent writer of tests/test_format.py (the Python runtime reads only v1 until v2 lands)."""
+    independent writer of tests/test_format.py, beside the packages the Python writer renders."""
     folder = root / "_ovcrypt"
     body_models: Json = {}
     for model, (kind, files) in models.items():

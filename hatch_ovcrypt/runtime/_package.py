@@ -17,6 +17,7 @@ from ._keys import KeyLike, KeyRing
 from ._layout import MANIFEST_NAME, MODELS_DIR
 from ._loader import decrypt_file, read_locked
 from ._manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
+from ._reader import read_header
 from ._spec import forget_keys
 
 if TYPE_CHECKING:
@@ -58,16 +59,19 @@ class Package:
     def key_for(self, wanted: bytes, label: str) -> bytes:
         """The master key of key id `wanted`; on first use, the manifest's MAC is checked under it."""
         manifest = self.manifest
-        if wanted.hex() != manifest.key_id:
-            raise IntegrityError(
-                f"{label}: encrypted under key id {wanted.hex()}, but this package was built under "
-                f"{manifest.key_id}; the file comes from another build"
-            )
+        self._check_key_id(wanted, label)
         key = self.keyring.key_for(wanted, label)
         if not self._verified:
             manifest.verify(key)
             self._verified = True
         return key
+
+    def _check_key_id(self, key_id: bytes, label: str) -> None:
+        if key_id.hex() != self.manifest.key_id:
+            raise IntegrityError(
+                f"{label}: encrypted under key id {key_id.hex()}, but this package was built under "
+                f"{self.manifest.key_id}; the file comes from another build"
+            )
 
     def verify_manifest(self, label: str) -> None:
         """Find the package's key and check the manifest's MAC under it, once (KeyMissingError, WrongKeyError,
@@ -112,10 +116,14 @@ class Package:
         Raises the runtime's errors: ModelNotFoundError, KeyMissingError/WrongKeyError, IntegrityError.
         """
         resource, label, entry, identity = self._resource(name, path)
-        # The manifest's MAC first (standard-library HMAC only: no cryptography yet), so the size it records
-        # is trusted before it bounds the buffer that decrypt_file allocates.
-        self.verify_manifest(label)
         with resource.open("rb") as f:
+            # The manifest's MAC first (standard-library HMAC only: no cryptography yet), so the size it records
+            # is trusted before it bounds the buffer that decrypt_file allocates. A file under another key than
+            # the manifest's is refused before any key is looked up: it comes from another build.
+            header, _, _ = read_header(f, label)
+            self._check_key_id(header.key_id, label)
+            self.verify_manifest(label)
+            f.seek(0)
             return decrypt_file(
                 f, label, self.key_for, name=identity.name, role=identity.role, salt=bytes.fromhex(entry.salt),
                 expected_size=entry.size,  # the signed size bounds what a forged header can make us allocate

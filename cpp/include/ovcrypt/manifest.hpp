@@ -204,6 +204,12 @@ inline Manifest Manifest::parse(const std::string& text) {
         invalid(std::string("format is not ") + MANIFEST_FORMAT_V1 + " or " + MANIFEST_FORMAT_V2);
     }
     const bool v1 = manifest.version == 1;
+    // FORMAT.md section 5.1: no other top-level field is allowed (version 1 also has key_env, key_provider).
+    std::set<std::string> allowed{"_generated", "format", "generator", "key_id", "models", "mac"};
+    if (v1) allowed.insert({"key_env", "key_provider"});
+    for (const auto& item : doc.items()) {
+        if (allowed.count(item.key()) == 0) invalid("unknown field " + detail::quoted(item.key()));
+    }
     for (const char* name : {"generator", "key_id", "mac"}) {
         if (!field(doc, name).is_string()) invalid(std::string("`") + name + "` must be a string");
     }
