@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,14 @@ def _check_folder(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[P
 
 
 def _unreadable(spec: ModelSpec, xml: Path, root: Path, exc: Exception) -> Problem:
-    return Problem(spec.path, f"OpenVINO cannot read {display_path(xml, root)}: {openvino_message(exc)}")
+    message = openvino_message(exc)
+    hint = ""
+    if "extension" in message and importlib.util.find_spec(TOKENIZERS_MODULE) is None:
+        hint = (
+            "; its ops need an OpenVINO extension: install openvino-tokenizers in the build environment "
+            '(`requires = ["hatchling", "hatch-ovcrypt[genai]"]` under [build-system])'
+        )
+    return Problem(spec.path, f"OpenVINO cannot read {display_path(xml, root)}: {message}{hint}")
 
 
 MODEL_MAKER = "make_models.py"
