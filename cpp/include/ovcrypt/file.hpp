@@ -200,12 +200,6 @@ public:
             detail::pread_exact(fd_.get(), tags.data(), tags.size(), header_.tags_offset(), label_);
             const std::uint64_t workers = std::min<std::uint64_t>(threads ? threads : default_threads(), count);
             std::atomic<bool> stop{false};
-#ifdef POSIX_FADV_WILLNEED
-            if (count > 1) {  // from a cold page cache, have the kernel read ahead all of it while workers decrypt
-                ::posix_fadvise(fd_.get(), static_cast<off_t>(header_.header_size()),
-                                static_cast<off_t>(header_.plaintext_length), POSIX_FADV_WILLNEED);
-            }
-#endif
             if (workers <= 1) {  // one segment (every xml, in practice): no thread to start
                 decrypt_run(out, tags, 0, count, stop);
                 return;
