@@ -28,7 +28,7 @@ optimum-intel, which the project's own venv does not have. Make a private venv O
     /work/fixture-venv/bin/pip uninstall -y torchvision    # does not import beside this torch; not needed
 
 The folder is cached under benchmarks/results/ (gitignored): a rerun finds ``llm_bench/openvino_model.bin``
-and exports nothing. Exporting takes about 2 minutes and about 3 GiB of memory on 2 cores.
+and exports nothing. Exporting took about 2 minutes on 2 shared cores.
 """
 
 from __future__ import annotations

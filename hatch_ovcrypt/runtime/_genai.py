@@ -107,21 +107,12 @@ def generation_config(rt: Runtime, name: str) -> openvino_genai.GenerationConfig
 
 def llm_pipeline(rt: Runtime, name: str, device: str, properties: dict[str, Any]) -> openvino_genai.LLMPipeline:
     """LLMPipeline(model, weights, tokenizer, device, generation_config) from the decrypted folder."""
-    from concurrent.futures import ThreadPoolExecutor
-
     genai = genai_module()
     _require_kind(rt, name, ("llm",), "llm_pipeline")
     rt.check_device(device)
-    rt.load_extensions()
-    # The model's weights are nearly all of the folder: a worker decrypts them (from a cold page cache that
-    # is mostly waiting on the disk) while this thread decrypts and compiles the tokenizer, which takes a
-    # few tenths of a second. An error here still waits for the worker; the worker's own error is raised
-    # by result().
-    with ThreadPoolExecutor(1, thread_name_prefix="ovcrypt-llm") as worker:
-        model = worker.submit(ir_in_memory, rt, name, "openvino_model")
-        tok = tokenizer(rt, name)
-        config = generation_config(rt, name)
-        xml, weights = model.result()
+    tok = tokenizer(rt, name)
+    config = generation_config(rt, name)
+    xml, weights = ir_in_memory(rt, name, "openvino_model")
     return genai.LLMPipeline(xml, weights, tok, device, config, **properties)
 
 
