@@ -82,8 +82,7 @@ def _configs(rt: Runtime, name: str, prefix: str = "") -> dict[str, bytes]:
 
 def tokenizer(rt: Runtime, name: str, prefix: str = "") -> openvino_genai.Tokenizer:
     """The model's tokenizer and detokenizer IRs as one openvino_genai.Tokenizer, built in memory."""
-    genai = genai_module()
-    rt.load_extensions()
+    genai = genai_module()  # openvino_genai.Tokenizer loads the tokenizers' extension itself: no import needed
     parts = rt.files.model(name).parts(name)
     missing = [p for p in (prefix + TOKENIZER, prefix + DETOKENIZER) if p not in parts]
     if missing:
