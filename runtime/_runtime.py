@@ -5,11 +5,11 @@ Which files and keys a model has is `_package`'s concern; GenAI pipelines are bu
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,15 +120,21 @@ class Runtime:
                 ) from None
         self._extensions_loaded = True
 
-    def read_model(self, name: str, part: str | None = None) -> ov.Model:
-        """Decrypt one IR of a model in memory into an openvino.Model whose weights OpenVINO owns."""
+    def read_model(
+        self, name: str, part: str | None = None, *, before_decrypt: Callable[[], None] | None = None
+    ) -> ov.Model:
+        """Decrypt one IR of a model in memory into an openvino.Model whose weights OpenVINO owns.
+
+        `before_decrypt()` runs before each file's first segment is decrypted, once its key is found;
+        an exception it raises fails the load with nothing decrypted.
+        """
         import numpy as np
 
         _, chosen = self.part(name, part)
         self.load_extensions()
         # Weights first: a process's first load imports cryptography while the weights are being read.
-        weights = self.files.decrypt(name, chosen.bin) if chosen.bin else np.zeros(0, np.uint8)
-        xml = self.files.decrypt(name, chosen.xml)
+        weights = self.files.decrypt(name, chosen.bin, before_decrypt) if chosen.bin else np.zeros(0, np.uint8)
+        xml = self.files.decrypt(name, chosen.xml, before_decrypt)
         return model_from_memory(self.core, xml, weights)
 
     # --- compiling -----------------------------------------------------------------------------
@@ -172,10 +178,11 @@ class Runtime:
     def _compile(
         self, name: str, part: str, device: str, config: dict[str, Any], cache_dir: str | Path | None
     ) -> ov.CompiledModel:
-        self.check_device(device)
         folder = cache_dir or os.environ.get(CACHE_DIR_ENV) or None
-        entry = self._cache_entry(name, part, device, config, Path(folder)) if folder else None
-        if entry is not None:
+        entry = None
+        if folder:
+            self.check_device(device)  # naming the cache entry asks the device's plugin anyway
+            entry = self._cache_entry(name, part, device, config, Path(folder))
             compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config)
             if compiled is not None:
                 # A warm cache must not hide a replaced or missing model file. Checked after the entry
@@ -184,11 +191,11 @@ class Runtime:
                 _, chosen = self.part(name, part)
                 self.files.check_files(name, [p for p in (chosen.xml, chosen.bin) if p])
                 return compiled
-        plugin = _load_plugin_meanwhile(self.core, device)
+        check = _DeviceCheck(self, device, checked=entry is not None)
         try:
-            model = self.read_model(name, part)
+            model = self.read_model(name, part, before_decrypt=check.wait)
         finally:
-            plugin.join()
+            check.join()
         try:
             compiled = self.core.compile_model(model, device, config)
         except RuntimeError as exc:
@@ -229,20 +236,37 @@ class Runtime:
                 self._compile_locks.pop(key, None)
 
 
-def _load_plugin_meanwhile(core: ov.Core, device: str) -> threading.Thread:
-    """Load the device's OpenVINO plugin on another thread while the weights are read and decrypted.
+class _DeviceCheck:
+    """check_device on a helper thread, which loads the device's OpenVINO plugin, while the calling
+    thread finds the key and the workers read the weights or fault in their buffer; `wait()` comes
+    before the first segment is decrypted, so an unavailable device is still refused before that.
 
-    From a cold disk, loading the CPU plugin (a 64 MB library) takes 40-60 ms here; plain
-    compile_model(path) pays that before it reads any weights, and so did this runtime until the
-    load overlapped it: 512 MiB from a cold cache, 7 alternating runs each, median 0.80 s serially
-    and 0.62 s overlapped, against 0.55 s for plain OpenVINO. Best effort: a failure here is silent
-    and then reported, with OpenVINO's own message, by compile_model.
+    Checking asks OpenVINO for its available devices, which loads every plugin (CPU, GPU, NPU...):
+    20-100 ms here before this overlapped, on the calling thread, ahead of everything else. Plain
+    compile_model(path) loads only the CPU plugin, before it reads any weights (and before this
+    check existed the plugin was loaded the same way: 512 MiB from a cold cache, 7 alternating runs
+    each, median 0.80 s serially and 0.62 s overlapped, against 0.55 s for plain OpenVINO).
     """
 
-    def load() -> None:
-        with contextlib.suppress(Exception):  # compile_model reports it
-            core.get_versions(device)
+    def __init__(self, runtime: Runtime, device: str, *, checked: bool = False) -> None:
+        """`checked`: the device was checked already; only wait() and join() remain, and they return at once."""
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, args=(runtime, device), name="ovcrypt-device", daemon=True)
+        if not checked:
+            self._thread.start()
 
-    thread = threading.Thread(target=load, name="ovcrypt-plugin", daemon=True)
-    thread.start()
-    return thread
+    def _run(self, runtime: Runtime, device: str) -> None:
+        try:
+            runtime.check_device(device)
+        except Exception as exc:  # raised by wait(), in the loading thread
+            self._error = exc
+
+    def join(self) -> None:
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def wait(self) -> None:
+        """Return once the device is known to be available; raise its DeviceError otherwise."""
+        self.join()
+        if self._error is not None:
+            raise self._error
