@@ -40,6 +40,18 @@ def map_file(fd: int, size: int) -> mmap.mmap | None:
         return None
 
 
+def release(mapping: mmap.mmap, lo: int, hi: int) -> None:
+    """Unmap the whole pages of the file bytes [lo, hi) from this process; they stay in the page cache.
+
+    Mapped pages count in the process's RSS: decrypting 512 MiB with the whole file mapped took the
+    peak RSS from 873 to 1101 MiB (plain OpenVINO: 858), so each worker drops what it has decrypted.
+    """
+    start, stop = -(-lo // _PAGE) * _PAGE, hi // _PAGE * _PAGE
+    if stop > start:
+        with contextlib.suppress(OSError):  # advice only
+            mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
 def close_mapping(mapping: mmap.mmap) -> None:
     """Unmap; if a view of it still lives (a traceback holding a worker's frame), the collector unmaps it."""
     with contextlib.suppress(BufferError):

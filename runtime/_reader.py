@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import IO
 
 from ._direct import RangeReader, is_cached, open_direct, pread_exact
 from ._errors import IntegrityError
-from ._mapped import Prefaulter, close_mapping, map_file
+from ._mapped import Prefaulter, close_mapping, map_file, release
 from ._spec import FIXED_HEADER_SIZE, MAGIC, TAG_SIZE, Header, SegmentCipher, check_file_size, parse_header, wipe
 
 
@@ -91,7 +92,7 @@ def read_and_decrypt(
         tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
         if mapping is not None:
             with memoryview(mapping) as mapped:
-                runs = _SegmentRuns(header, out, tags, label, base=header.header_size, mapped=mapped)
+                runs = _SegmentRuns(header, out, tags, label, base=header.header_size, mapped=(mapping, mapped))
                 # By default the workers fault in the buffer while the key is found (_mapped.py).
                 ahead = read_ahead is not False
                 return runs.unlock_while_reading(unlock, threads or mapped_threads(), read_ahead=ahead)
@@ -123,6 +124,8 @@ def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, thr
 _READ_AHEAD_SEGMENTS = 8
 # Prefaulting a mapped file's buffer while the key is found: bigger steps, fewer returns for the GIL.
 _PREFAULT_AHEAD_SEGMENTS = 32
+# A worker decrypting from a mapping unmaps its source pages after this many segments (_mapped.release).
+_RELEASE_SEGMENTS = 8
 
 
 class _SegmentRuns:
@@ -137,13 +140,15 @@ class _SegmentRuns:
         *,
         base: int = -1,
         fds: tuple[int, int | None] | None = None,
-        mapped: memoryview | None = None,
+        mapped: tuple[mmap.mmap, memoryview] | None = None,
     ) -> None:
         """The ciphertext's byte 0 is the file's byte `base`. It is read into `out` through `fds` (the
-        file, and an O_DIRECT descriptor of it or None), or decrypted from `mapped` (the whole file,
-        mapped), or with neither it is in `out` already."""
+        file, and an O_DIRECT descriptor of it or None), or decrypted from `mapped` (the whole file
+        mapped, and a view of it), or with neither it is in `out` already."""
         self.header, self.out, self.tags, self.label, self.base = header, out, tags, label, base
-        self.fds, self.mapped = fds, mapped
+        self.fds = fds
+        self.mapping: mmap.mmap | None = mapped[0] if mapped else None
+        self.mapped: memoryview | None = mapped[1] if mapped else None
         self._unlocked = threading.Event()
         self._cipher: SegmentCipher | None = None  # None once _unlocked is set: unlocking failed, stop
         self._decrypted: dict[int, int] = {}  # first segment of a run -> end of the run's decrypted segments
@@ -163,10 +168,13 @@ class _SegmentRuns:
         """Decrypt one segment of the run starting at `first` (in order); a failed one wipes itself."""
         start, end = self.header.segment_span(index)
         tag = self.tags[index * TAG_SIZE : (index + 1) * TAG_SIZE]
-        if self.mapped is None:
+        if self.mapping is None or self.mapped is None:
             cipher.decrypt_segment(index, self.out[start:end], tag)
         else:
             cipher.decrypt_segment(index, self.out[start:end], tag, self.mapped[self.base + start : self.base + end])
+            if (index + 1 - first) % _RELEASE_SEGMENTS == 0:  # unmap what this worker has decrypted
+                lo = self.header.segment_span(index + 1 - _RELEASE_SEGMENTS)[0]
+                release(self.mapping, self.base + lo, self.base + end)
         self._decrypted[first] = index + 1
 
     def _wipe_decrypted(self) -> None:
