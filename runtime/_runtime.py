@@ -163,17 +163,32 @@ class Runtime:
             return compiled
 
     def check_device(self, device: str) -> None:
-        """Refuse a device OpenVINO does not have here, before anything is decrypted (DeviceError)."""
+        """Refuse a device OpenVINO does not have here, before anything is decrypted (DeviceError).
+
+        Only the named device's plugin is asked: listing every available device loads every plugin
+        (NPU, AUTO, HETERO, BATCH...), which cost 4.9 MiB of peak RSS on a 64 MiB model (smaps).
+        """
         base = device.split(":", 1)[0].split(",", 1)[0].upper()
-        if base.split(".", 1)[0] in _VIRTUAL_DEVICES:
+        family = base.split(".", 1)[0]
+        if family in _VIRTUAL_DEVICES or base in self._device_names(family):
             return
         available = list(self.core.available_devices)
-        if base not in available and base not in {d.split(".", 1)[0] for d in available}:
-            example = available[0] if available else "CPU"
-            raise DeviceError(
-                f"OpenVINO device {device!r} is not available on this machine (available devices: "
-                f"{', '.join(available) or 'none'}); pass one of them, for example device={example!r}"
-            )
+        example = available[0] if available else "CPU"
+        raise DeviceError(
+            f"OpenVINO device {device!r} is not available on this machine (available devices: "
+            f"{', '.join(available) or 'none'}); pass one of them, for example device={example!r}"
+        )
+
+    def _device_names(self, family: str) -> set[str]:
+        """The names OpenVINO accepts for the devices of one plugin ("CPU"; "GPU", "GPU.0", "GPU.1"...),
+        as its available_devices would list them, plus the family's own name; empty if it has none."""
+        try:
+            ids = [str(i) for i in self.core.get_property(family, "AVAILABLE_DEVICES")]
+        except RuntimeError:  # no such plugin, or it cannot be loaded here
+            return set()
+        if not ids:
+            return set()
+        return {family} | ({f"{family}.{i}" for i in ids} if len(ids) > 1 else set())
 
     def _compile(
         self, name: str, part: str, device: str, config: dict[str, Any], cache_dir: str | Path | None
