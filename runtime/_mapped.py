@@ -8,8 +8,9 @@ the buffer once: one memory pass less. Plain OpenVINO maps the same pages for it
 Nothing is decrypted before the header authenticates, and plaintext is released only once every
 segment has (as with pread). A mapping ends in SIGBUS if another process truncates the file while it is
 decrypted, as OpenVINO's own mapping of a plain .bin would; and a process that writes the file meanwhile
-could make a segment decrypt other bytes than the ones authenticated. Both need write access to the
-installed package, where the runtime's own code lives, so they give such a process nothing it lacks.
+could make a segment decrypt other bytes than the ones authenticated, so the reader refuses a file whose
+modification or change time moved during the decryption (and wipes the buffer). Both need write access
+to the installed package, where the runtime's own code lives, so they give such a process nothing it lacks.
 
 While the key is found and the header authenticated, the workers fault in their part of the buffer
 (MADV_POPULATE_WRITE): the kernel zeroes fresh memory before anyone can write it, and that no longer

@@ -91,11 +91,7 @@ def read_and_decrypt(
         tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
         tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
         if mapping is not None:
-            with memoryview(mapping) as mapped:
-                runs = _SegmentRuns(header, out, tags, label, base=header.header_size, mapped=(mapping, mapped))
-                # By default the workers fault in the buffer while the key is found (_mapped.py).
-                ahead = read_ahead is not False
-                return runs.unlock_while_reading(unlock, threads or mapped_threads(), read_ahead=ahead)
+            return _decrypt_mapped(fd, mapping, header, out, tags, label, unlock, threads, read_ahead is not False)
         runs = _SegmentRuns(header, out, tags, label, base=header.header_size, fds=(fd, direct))
         ahead = direct is not None if read_ahead is None else read_ahead  # by default: from the disk
         cipher = runs.unlock_while_reading(unlock, threads, read_ahead=ahead)
@@ -110,6 +106,36 @@ def read_and_decrypt(
         with contextlib.suppress(OSError):  # advice only
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
     return cipher
+
+
+def _decrypt_mapped(
+    fd: int,
+    mapping: mmap.mmap,
+    header: Header,
+    out: memoryview,
+    tags: bytes,
+    label: str,
+    unlock: Callable[[], SegmentCipher],
+    threads: int | None,
+    prefault: bool,
+) -> SegmentCipher:
+    """Decrypt a cached file from its mapping into `out` (_mapped.py); by default the workers fault in
+    `out` while the key is found. A file written while it was decrypted (its modification or change
+    time moved) may have been authenticated and decrypted from different bytes: `out` is then wiped
+    and that is an IntegrityError."""
+    before = _stamp(fd)
+    with memoryview(mapping) as mapped:
+        runs = _SegmentRuns(header, out, tags, label, base=header.header_size, mapped=(mapping, mapped))
+        cipher = runs.unlock_while_reading(unlock, threads or mapped_threads(), read_ahead=prefault)
+    if _stamp(fd) != before:
+        wipe(out)
+        raise IntegrityError(f"{label}: was written while it was being decrypted; try again")
+    return cipher
+
+
+def _stamp(fd: int) -> tuple[int, int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, threads: int | None = None) -> None:

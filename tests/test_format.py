@@ -412,6 +412,28 @@ def test_mapped_failures_leave_no_plaintext(tmp_path: Path, key: bytes, fail: st
     assert_no_plaintext_left(out, bytes(data))
 
 
+def test_mapped_file_written_meanwhile_is_refused(tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file written while it is decrypted from its mapping (even with the same bytes): IntegrityError, `out` wiped."""
+    monkeypatch.setattr(_mapped, "MIN_BYTES", 0)
+    size = 4 * SEG
+    path = write(tmp_path, key, random.Random(14).randbytes(size))
+    data = path.read_bytes()
+    with path.open("rb") as f:
+        out = memoryview(bytearray(size))
+        header, unlock = slow_unlock(f, key, out, [])
+
+        def unlock_and_write() -> SegmentCipher:
+            cipher = unlock()
+            time.sleep(0.01)  # a coarse clock must still see the write
+            with path.open("r+b") as w:
+                w.write(data[:1])
+            return cipher
+
+        with pytest.raises(IntegrityError, match="written while it was being decrypted"):
+            _reader.read_and_decrypt(f, header, "test", unlock_and_write, out, threads=2)
+    assert bytes(out) == bytes(size)
+
+
 def test_truncated_file_is_refused_before_reading_ahead(tmp_path: Path, key: bytes) -> None:
     path = write(tmp_path, key, random.Random(11).randbytes(3 * SEG))
     path.write_bytes(path.read_bytes()[:-1])
