@@ -12,22 +12,20 @@ could make a segment decrypt other bytes than the ones authenticated, so the rea
 modification or change time moved during the decryption (and wipes the buffer). Both need write access
 to the installed package, where the runtime's own code lives, so they give such a process nothing it lacks.
 
-While the key is found and the header authenticated, the workers fault in their part of the buffer
-(MADV_POPULATE_WRITE): the kernel zeroes fresh memory before anyone can write it, and that no longer
-waits for the key (see RESULTS.md for the measurements).
+The workers wait for the key and then fault the buffer in as they write it. Faulting it in ahead
+(MADV_POPULATE_WRITE) while the key was found made warm 512 MiB loads slower, not faster: 9 alternating
+runs each, median 1.40 s against 1.05 s, and 1.59 s against 1.17 s when only each next segment was
+faulted ahead (on a loaded machine; benchmarks/RESULTS.md). Probably because populating holds the
+process's memory-map lock, which importing cryptography and loading the device plugin meanwhile need.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import mmap
-import sys
-from collections.abc import Callable
 
 MIN_BYTES = 16 << 20  # below this a mapping saves too little to matter; small files are read with pread
 _PAGE = mmap.PAGESIZE
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+; EINVAL before that, and then the buffer is faulted in as it is written
 
 
 def map_file(fd: int, size: int) -> mmap.mmap | None:
@@ -57,35 +55,3 @@ def close_mapping(mapping: mmap.mmap) -> None:
     """Unmap; if a view of it still lives (a traceback holding a worker's frame), the collector unmaps it."""
     with contextlib.suppress(BufferError):
         mapping.close()
-
-
-class Prefaulter:
-    """Faults in the part of `out` that will hold the file bytes [lo, hi) (`out[0]` holds byte `base`),
-    ahead of the decryption, as a RangeReader would read them (the same interface)."""
-
-    def __init__(self, out: memoryview, base: int, lo: int, hi: int) -> None:
-        self.out, self.lo, self.hi = out, lo - base, hi - base
-        self.base = base
-        self.done = self.lo  # out[lo - base : done] is faulted in (or prefaulting gave up)
-        self._madvise = _libc_madvise()
-
-    def read_to(self, end: int) -> None:
-        """Fault in the buffer for the file bytes [lo, end); advice only, so a kernel that refuses ends it."""
-        end = min(end - self.base, self.hi)
-        if self.done >= end:
-            return
-        if self._madvise is not None:
-            base = ctypes.addressof(ctypes.c_char.from_buffer(self.out))
-            # Whole pages inside the range only: the partial ones are faulted in by the decryption itself.
-            start, stop = -(-(base + self.done) // _PAGE) * _PAGE, (base + end) // _PAGE * _PAGE
-            size = ctypes.c_size_t(stop - start)
-            if stop > start and self._madvise(ctypes.c_void_p(start), size, _MADV_POPULATE_WRITE):
-                self._madvise = None  # an older kernel (EINVAL): the decryption faults the pages in itself
-        self.done = end
-
-
-def _libc_madvise() -> Callable[..., int] | None:
-    if sys.platform != "linux":
-        return None
-    madvise: Callable[..., int] = ctypes.CDLL(None, use_errno=True).madvise  # ctypes releases the GIL meanwhile
-    return madvise

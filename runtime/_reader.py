@@ -18,7 +18,7 @@ from typing import IO
 
 from ._direct import RangeReader, is_cached, open_direct, pread_exact
 from ._errors import IntegrityError
-from ._mapped import Prefaulter, close_mapping, map_file, release
+from ._mapped import close_mapping, map_file, release
 from ._spec import FIXED_HEADER_SIZE, MAGIC, TAG_SIZE, Header, SegmentCipher, check_file_size, parse_header, wipe
 
 
@@ -91,7 +91,7 @@ def read_and_decrypt(
         tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
         tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
         if mapping is not None:
-            return _decrypt_mapped(fd, mapping, header, out, tags, label, unlock, threads, read_ahead is not False)
+            return _decrypt_mapped(fd, mapping, header, out, tags, label, unlock, threads)
         runs = _SegmentRuns(header, out, tags, label, base=header.header_size, fds=(fd, direct))
         ahead = direct is not None if read_ahead is None else read_ahead  # by default: from the disk
         cipher = runs.unlock_while_reading(unlock, threads, read_ahead=ahead)
@@ -117,16 +117,14 @@ def _decrypt_mapped(
     label: str,
     unlock: Callable[[], SegmentCipher],
     threads: int | None,
-    prefault: bool,
 ) -> SegmentCipher:
-    """Decrypt a cached file from its mapping into `out` (_mapped.py); by default the workers fault in
-    `out` while the key is found. A file written while it was decrypted (its modification or change
-    time moved) may have been authenticated and decrypted from different bytes: `out` is then wiped
-    and that is an IntegrityError."""
+    """Decrypt a cached file from its mapping into `out` (_mapped.py), once the key is found. A file
+    written while it was decrypted (its modification or change time moved) may have been authenticated
+    and decrypted from different bytes: `out` is then wiped and that is an IntegrityError."""
     before = _stamp(fd)
     with memoryview(mapping) as mapped:
         runs = _SegmentRuns(header, out, tags, label, base=header.header_size, mapped=(mapping, mapped))
-        cipher = runs.unlock_while_reading(unlock, threads or mapped_threads(), read_ahead=prefault)
+        cipher = runs.unlock_while_reading(unlock, threads or mapped_threads(), read_ahead=False)
     if _stamp(fd) != before:
         wipe(out)
         raise IntegrityError(f"{label}: was written while it was being decrypted; try again")
@@ -148,8 +146,6 @@ def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, thr
 # (importing cryptography, the first time) holds the GIL most of the time, and every return from a
 # read waits for it, so fewer, longer reads keep more of the file moving meanwhile.
 _READ_AHEAD_SEGMENTS = 8
-# Prefaulting a mapped file's buffer while the key is found: bigger steps, fewer returns for the GIL.
-_PREFAULT_AHEAD_SEGMENTS = 32
 # A worker decrypting from a mapping unmaps its source pages after this many segments (_mapped.release).
 _RELEASE_SEGMENTS = 8
 
@@ -180,15 +176,13 @@ class _SegmentRuns:
         self._decrypted: dict[int, int] = {}  # first segment of a run -> end of the run's decrypted segments
         self._failed = False  # a worker failed: the others stop before their next segment
 
-    def _reader(self, first: int, stop: int) -> RangeReader | Prefaulter | None:
-        """What puts the segments [first, stop) in place: reads them, or for a mapped file faults in
-        their part of `out`; None when they are in place already."""
+    def _reader(self, first: int, stop: int) -> RangeReader | None:
+        """What reads the segments [first, stop) into place, or None when they are in place already or
+        decrypted from the mapping."""
+        if self.fds is None:
+            return None
         lo, hi = self.header.segment_span(first)[0], self.header.segment_span(stop - 1)[1]
-        if self.fds is not None:
-            return RangeReader(*self.fds, self.out, self.base, self.base + lo, self.base + hi, self.label)
-        if self.mapped is not None:
-            return Prefaulter(self.out, self.base, self.base + lo, self.base + hi)
-        return None
+        return RangeReader(*self.fds, self.out, self.base, self.base + lo, self.base + hi, self.label)
 
     def _decrypt(self, cipher: SegmentCipher, first: int, index: int) -> None:
         """Decrypt one segment of the run starting at `first` (in order); a failed one wipes itself."""
@@ -229,7 +223,7 @@ class _SegmentRuns:
             if self._failed:
                 return
             if not self._unlocked.is_set():
-                read = min(read + (_READ_AHEAD_SEGMENTS if self.mapped is None else _PREFAULT_AHEAD_SEGMENTS), stop)
+                read = min(read + _READ_AHEAD_SEGMENTS, stop)
                 read_through(read - 1)
                 continue
             cipher = self._cipher  # read only once _unlocked is set: it is final then
