@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _cache, _settings
+from . import _settings
 from ._errors import DeviceError, ModelNotFoundError, UnsafeConfigError, UnsupportedModelError, openvino_message
 from ._layout import CACHE_DIR_ENV
 from ._loader import model_from_memory, pin_weights
@@ -196,6 +196,8 @@ class Runtime:
         folder = cache_dir or os.environ.get(CACHE_DIR_ENV) or None
         entry = None
         if folder:
+            from . import _cache  # only with a cache: it brings the writer, tempfile and their memory
+
             self.check_device(device)  # naming the cache entry asks the device's plugin anyway
             entry = self._cache_entry(name, part, device, config, Path(folder))
             compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config)
@@ -220,6 +222,8 @@ class Runtime:
             ) from None
         pin_weights(compiled, model._ovcrypt_weights)
         if entry is not None:
+            from . import _cache
+
             _cache.store(entry[0], entry[1], compiled)
         return compiled
 
@@ -228,6 +232,8 @@ class Runtime:
     ) -> tuple[Path, bytes]:
         """The encrypted cache file for this compile, and the key it is encrypted under."""
         import openvino as ov
+
+        from . import _cache
 
         _, chosen = self.part(name, part)
         files = self.files.model(name).files
