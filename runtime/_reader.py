@@ -1,5 +1,6 @@
 """Reading the format (docs/FORMAT.md §4): ciphertext read straight into its final buffer and decrypted
-there, segment by segment, on several threads; and a streaming reader for tools.
+there, or decrypted into it from a mapping of the cached file, segment by segment, on several threads;
+and a streaming reader for tools.
 
 The format itself (header, key derivations, segment AEAD) is in `_spec`; this module is the I/O.
 """
@@ -65,10 +66,12 @@ def read_and_decrypt(
     still in cache. With `read_ahead` they start reading while `unlock` runs in the calling thread and
     decrypt what they read ahead once it returns; by default they do so when the file comes from the
     disk (read around the page cache), where that hides the wait, and not from memory, where their
-    quick returns for the GIL would only slow `unlock` down. Nothing is decrypted before `unlock`
-    succeeds. Other streams (a wheel opened as a zip) are read sequentially first. On any failure
-    every segment of `out` that held plaintext is wiped; the rest holds ciphertext or was never touched
-    (wiping it would only fault in memory that a forged length asked for).
+    quick returns for the GIL would only slow `unlock` down. A big file that is already in the page
+    cache is not read at all: one worker per core decrypts it from a mapping into `out` (_mapped.py;
+    `read_ahead` does not apply). Nothing is decrypted before `unlock` succeeds. Other streams (a
+    wheel opened as a zip) are read sequentially first. On any failure every segment of `out` that
+    held plaintext is wiped; the rest holds ciphertext or was never touched (wiping it would only
+    fault in memory that a forged length asked for).
     """
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
