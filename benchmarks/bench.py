@@ -185,9 +185,7 @@ from importlib import import_module
 fmt = import_module(sys.argv[1] + "._ovcrypt._reader")
 loader = import_module(sys.argv[1] + "._ovcrypt._loader")
 if os.environ.get("BENCH_THREADS"):
-    fmt.default_threads = fmt.mapped_threads = lambda: int(os.environ["BENCH_THREADS"])
-if os.environ.get("BENCH_NO_MAP"):
-    import_module(sys.argv[1] + "._ovcrypt._mapped").MIN_BYTES = 1 << 62
+    fmt.default_threads = lambda: int(os.environ["BENCH_THREADS"])
 rt = runtime._get()
 name = sys.argv[2]
 t = [time.perf_counter()]
@@ -628,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
     # where the encrypted 512 MiB load spends its time, and how much each phase varies
     log("512 MiB encrypted load, phase by phase (variance probe, warm page cache)")
     enc_env = {**env, "PYTHONPATH": str(sites[512 * MiB])}
-    variants = [("default", {}), ("pread, no mapping", {"BENCH_NO_MAP": "1"}), ("THP off", {"BENCH_THP_OFF": "1"}),
+    variants = [("default", {}), ("THP off", {"BENCH_THP_OFF": "1"}), ("2 threads", {"BENCH_THREADS": "2"}),
                 ("1 thread", {"BENCH_THREADS": "1"})]  # fmt: skip
     for label, extra in variants:
         runs = [run_child(PHASES_CHILD, ["bench512", "dense"], {**enc_env, **extra}, cold=False)[0]

@@ -43,7 +43,7 @@ def open_direct(fd: int, out: memoryview, file_offset: int, probes: tuple[int, .
         return None
     if (ctypes.addressof(ctypes.c_char.from_buffer(out)) - file_offset) % ALIGNMENT:
         return None  # not placed for it (a caller's own buffer)
-    if is_cached(fd, probes):
+    if _cached(fd, probes):
         return None
     try:  # the same open file, reopened: /proc/self/fd names the inode, not a path that could change
         return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
@@ -51,8 +51,7 @@ def open_direct(fd: int, out: memoryview, file_offset: int, probes: tuple[int, .
         return None
 
 
-def is_cached(fd: int, probes: tuple[int, ...]) -> bool:
-    """True when the file bytes at all these offsets are in the page cache (reading them would not wait)."""
+def _cached(fd: int, probes: tuple[int, ...]) -> bool:
     nowait = getattr(os, "RWF_NOWAIT", None)
     if nowait is None:
         return False

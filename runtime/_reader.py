@@ -1,6 +1,5 @@
 """Reading the format (docs/FORMAT.md §4): ciphertext read straight into its final buffer and decrypted
-there, or decrypted into it from a mapping of the cached file, segment by segment, on several threads;
-and a streaming reader for tools.
+there, segment by segment, on several threads; and a streaming reader for tools.
 
 The format itself (header, key derivations, segment AEAD) is in `_spec`; this module is the I/O.
 """
@@ -9,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -17,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from ._direct import RangeReader, is_cached, open_direct, pread_exact
+from ._direct import RangeReader, open_direct, pread_exact
 from ._errors import IntegrityError
-from ._mapped import close_mapping, map_file, release
 from ._spec import FIXED_HEADER_SIZE, MAGIC, TAG_SIZE, Header, SegmentCipher, check_file_size, parse_header, wipe
 
 
@@ -66,12 +63,10 @@ def read_and_decrypt(
     still in cache. With `read_ahead` they start reading while `unlock` runs in the calling thread and
     decrypt what they read ahead once it returns; by default they do so when the file comes from the
     disk (read around the page cache), where that hides the wait, and not from memory, where their
-    quick returns for the GIL would only slow `unlock` down. A big file that is already in the page
-    cache is not read at all: one worker per core decrypts it from a mapping into `out` (_mapped.py;
-    `read_ahead` does not apply). Nothing is decrypted before `unlock` succeeds. Other streams (a
-    wheel opened as a zip) are read sequentially first. On any failure every segment of `out` that
-    held plaintext is wiped; the rest holds ciphertext or was never touched (wiping it would only
-    fault in memory that a forged length asked for).
+    quick returns for the GIL would only slow `unlock` down. Nothing is decrypted before `unlock`
+    succeeds. Other streams (a wheel opened as a zip) are read sequentially first. On any failure
+    every segment of `out` that held plaintext is wiped; the rest holds ciphertext or was never touched
+    (wiping it would only fault in memory that a forged length asked for).
     """
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
@@ -87,22 +82,17 @@ def read_and_decrypt(
     check_file_size(header, os.fstat(fd).st_size, label)
     probes = (header.header_size, header.header_size + header.plaintext_length // 2, header.tags_offset - 1)
     direct = open_direct(fd, out, header.header_size, probes)
-    mapping = map_file(fd, header.file_size) if direct is None and is_cached(fd, probes) else None
     try:
-        if direct is None and mapping is None and hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)  # start reading it all now, overlapping decryption
+        if direct is None and hasattr(os, "posix_fadvise"):  # start reading it all now, overlapping decryption
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
         tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
-        if mapping is not None:
-            return _decrypt_mapped(fd, mapping, header, out, tags, label, unlock, threads)
-        runs = _SegmentRuns(header, out, tags, label, base=header.header_size, fds=(fd, direct))
+        runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
         ahead = direct is not None if read_ahead is None else read_ahead  # by default: from the disk
         cipher = runs.unlock_while_reading(unlock, threads, read_ahead=ahead)
     finally:
         if direct is not None:
             os.close(direct)
-        if mapping is not None:
-            close_mapping(mapping)
     if direct is not None and hasattr(os, "posix_fadvise"):
         # Reading around the page cache left the file uncached: let the kernel cache it in the
         # background, so that the next start reads memory, as it would after a buffered read.
@@ -111,37 +101,9 @@ def read_and_decrypt(
     return cipher
 
 
-def _decrypt_mapped(
-    fd: int,
-    mapping: mmap.mmap,
-    header: Header,
-    out: memoryview,
-    tags: bytes,
-    label: str,
-    unlock: Callable[[], SegmentCipher],
-    threads: int | None,
-) -> SegmentCipher:
-    """Decrypt a cached file from its mapping into `out` (_mapped.py), once the key is found. A file
-    written while it was decrypted (its modification or change time moved) may have been authenticated
-    and decrypted from different bytes: `out` is then wiped and that is an IntegrityError."""
-    before = _stamp(fd)
-    with memoryview(mapping) as mapped:
-        runs = _SegmentRuns(header, out, tags, label, base=header.header_size, mapped=(mapping, mapped))
-        cipher = runs.unlock_while_reading(unlock, threads or mapped_threads(), read_ahead=False)
-    if _stamp(fd) != before:
-        wipe(out)
-        raise IntegrityError(f"{label}: was written while it was being decrypted; try again")
-    return cipher
-
-
-def _stamp(fd: int) -> tuple[int, int, int]:
-    st = os.fstat(fd)
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
 def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, threads: int | None = None) -> None:
     """Decrypt a whole ciphertext that is already in `out`, given the file's block of tags, on worker threads."""
-    runs = _SegmentRuns(cipher.header, out, tags, cipher.label)
+    runs = _SegmentRuns(cipher.header, out, tags, None, -1, cipher.label)
     runs.unlock_while_reading(lambda: cipher, threads, read_ahead=False)
 
 
@@ -149,39 +111,23 @@ def decrypt_in_place(cipher: SegmentCipher, out: memoryview, tags: bytes, *, thr
 # (importing cryptography, the first time) holds the GIL most of the time, and every return from a
 # read waits for it, so fewer, longer reads keep more of the file moving meanwhile.
 _READ_AHEAD_SEGMENTS = 8
-# A worker decrypting from a mapping unmaps its source pages after this many segments (_mapped.release).
-_RELEASE_SEGMENTS = 8
 
 
 class _SegmentRuns:
     """One file's segments, split into one contiguous run per worker: read into place, decrypt in place."""
 
     def __init__(
-        self,
-        header: Header,
-        out: memoryview,
-        tags: bytes,
-        label: str,
-        *,
-        base: int = -1,
-        fds: tuple[int, int | None] | None = None,
-        mapped: tuple[mmap.mmap, memoryview] | None = None,
+        self, header: Header, out: memoryview, tags: bytes, fds: tuple[int, int | None] | None, base: int, label: str
     ) -> None:
-        """The ciphertext's byte 0 is the file's byte `base`. It is read into `out` through `fds` (the
-        file, and an O_DIRECT descriptor of it or None), or decrypted from `mapped` (the whole file
-        mapped, and a view of it), or with neither it is in `out` already."""
-        self.header, self.out, self.tags, self.label, self.base = header, out, tags, label, base
-        self.fds = fds
-        self.mapping: mmap.mmap | None = mapped[0] if mapped else None
-        self.mapped: memoryview | None = mapped[1] if mapped else None
+        """`fds`: the file, and an O_DIRECT descriptor of it or None; None when `out` already holds the ciphertext."""
+        self.header, self.out, self.tags, self.fds, self.base, self.label = header, out, tags, fds, base, label
         self._unlocked = threading.Event()
         self._cipher: SegmentCipher | None = None  # None once _unlocked is set: unlocking failed, stop
         self._decrypted: dict[int, int] = {}  # first segment of a run -> end of the run's decrypted segments
         self._failed = False  # a worker failed: the others stop before their next segment
 
     def _reader(self, first: int, stop: int) -> RangeReader | None:
-        """What reads the segments [first, stop) into place, or None when they are in place already or
-        decrypted from the mapping."""
+        """What reads the segments [first, stop) into place, or None when they are in place already."""
         if self.fds is None:
             return None
         lo, hi = self.header.segment_span(first)[0], self.header.segment_span(stop - 1)[1]
@@ -190,14 +136,7 @@ class _SegmentRuns:
     def _decrypt(self, cipher: SegmentCipher, first: int, index: int) -> None:
         """Decrypt one segment of the run starting at `first` (in order); a failed one wipes itself."""
         start, end = self.header.segment_span(index)
-        tag = self.tags[index * TAG_SIZE : (index + 1) * TAG_SIZE]
-        if self.mapping is None or self.mapped is None:
-            cipher.decrypt_segment(index, self.out[start:end], tag)
-        else:
-            cipher.decrypt_segment(index, self.out[start:end], tag, self.mapped[self.base + start : self.base + end])
-            if (index + 1 - first) % _RELEASE_SEGMENTS == 0:  # unmap what this worker has decrypted
-                lo = self.header.segment_span(index + 1 - _RELEASE_SEGMENTS)[0]
-                release(self.mapping, self.base + lo, self.base + end)
+        cipher.decrypt_segment(index, self.out[start:end], self.tags[index * TAG_SIZE : (index + 1) * TAG_SIZE])
         self._decrypted[first] = index + 1
 
     def _wipe_decrypted(self) -> None:
@@ -278,12 +217,6 @@ def default_threads() -> int:
     reads in flight load faster (512 MiB, 2 cores, 7 cold runs each: median 0.89 s with 2 workers, 0.72 s
     with 4); from a warm cache the extra workers cost little."""
     return max(2, min(2 * (os.cpu_count() or 1), 8))
-
-
-def mapped_threads() -> int:
-    """One worker per core for a file decrypted from its mapping: nothing waits for a disk there, and
-    more workers than cores only take turns."""
-    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def iter_plaintext(f: IO[bytes], cipher: SegmentCipher, size: int) -> Iterator[memoryview]:

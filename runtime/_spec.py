@@ -271,13 +271,12 @@ class SegmentCipher:
         encryptor.finalize()
         return encryptor.tag
 
-    def decrypt_segment(self, index: int, buf: memoryview, tag: bytes, src: memoryview | None = None) -> None:
-        """Decrypt `src` (by default `buf` itself, in place) into `buf`, the same length. On failure `buf` is
-        wiped before the error is raised."""
+    def decrypt_segment(self, index: int, buf: memoryview, tag: bytes) -> None:
+        """Decrypt in place. On failure the segment is wiped before the error is raised."""
         decryptor = self._gcm(index, tag).decryptor()
         decryptor.authenticate_additional_data(self._aad)
         if len(buf):
-            decryptor.update_into(buf if src is None else src, buf)
+            decryptor.update_into(buf, buf)
         try:
             decryptor.finalize()
         except _invalid_tag():

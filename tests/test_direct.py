@@ -41,7 +41,7 @@ def evict(path: Path) -> None:
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         size = os.fstat(fd).st_size
-        if _direct.is_cached(fd, (0, size // 2, size - 1)):  # tmpfs: the page cache is the storage
+        if _direct._cached(fd, (0, size // 2, size - 1)):  # tmpfs: the page cache is the storage
             pytest.skip(f"the page cache cannot be dropped for files in {path.parent}")
     finally:
         os.close(fd)
@@ -230,7 +230,7 @@ def test_a_file_read_directly_is_cached_for_the_next_start(tmp_path: Path, key: 
     fd = os.open(path, os.O_RDONLY)
     try:
         for _ in range(100):
-            if _direct.is_cached(fd, (0, size // 2, size - 1)):
+            if _direct._cached(fd, (0, size // 2, size - 1)):
                 break
             time.sleep(0.05)
         else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import mmap
 import os
 import random
 import re
@@ -31,7 +30,7 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from hatch_ovcrypt.runtime import _mapped, _reader, _spec
+from hatch_ovcrypt.runtime import _reader, _spec
 from hatch_ovcrypt.runtime._errors import FormatError, IntegrityError, OvcryptError, WrongKeyError
 from hatch_ovcrypt.runtime._reader import decrypt_into, iter_plaintext, read_header
 from hatch_ovcrypt.runtime._spec import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Header, Role, SegmentCipher, parse_header
@@ -302,11 +301,10 @@ def slow_unlock(f: BinaryIO, key: bytes, out: memoryview, seen: list[bytes], *,
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
 @pytest.mark.parametrize("size", [1, 3 * SEG, 21 * SEG + 5], ids=["1B", "3seg", "21seg"])
-def test_workers_read_ahead_but_decrypt_only_once_unlocked(tmp_path: Path, key: bytes, size: int, threads: int,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_workers_read_ahead_but_decrypt_only_once_unlocked(tmp_path: Path, key: bytes, size: int,
+                                                           threads: int) -> None:  # fmt: skip
     """While unlock runs the workers only read: `out` then holds ciphertext (all of it, given time),
     never plaintext; afterwards every segment, read ahead or not, is decrypted exactly right."""
-    monkeypatch.setattr(_mapped, "MIN_BYTES", 1 << 62)  # read with pread, not decrypted from a mapping
     plaintext = random.Random(size).randbytes(size)
     path = write(tmp_path, key, plaintext)
     data = path.read_bytes()
@@ -364,74 +362,6 @@ def test_no_read_ahead_from_memory(tmp_path: Path, key: bytes) -> None:
         header, unlock = slow_unlock(f, key, out, seen)
         _reader.read_and_decrypt(f, header, "test", unlock, out, threads=4)
     assert seen == [bytes(size)]
-
-
-@pytest.mark.parametrize("threads", [1, 2, 4])
-@pytest.mark.parametrize("size", [1, 3 * SEG, 9 * SEG + 5], ids=["1B", "3seg", "9seg"])
-def test_cached_file_decrypts_from_its_mapping(tmp_path: Path, key: bytes, size: int, threads: int,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """A cached file is decrypted from a mapping of it: while unlock runs the workers only fault in
-    `out` (it holds zeros, never plaintext), then every segment decrypts exactly right."""
-    monkeypatch.setattr(_mapped, "MIN_BYTES", 0)
-    mapped = []
-    real_map = _mapped.map_file
-
-    def map_file(fd: int, n: int) -> mmap.mmap | None:
-        mapped.append(n)
-        return real_map(fd, n)
-
-    monkeypatch.setattr(_reader, "map_file", map_file)
-    plaintext = random.Random(size).randbytes(size)
-    path = write(tmp_path, key, plaintext)
-    with path.open("rb") as f:
-        out = memoryview(bytearray(size))
-        seen: list[bytes] = []
-        header, unlock = slow_unlock(f, key, out, seen)
-        _reader.read_and_decrypt(f, header, "test", unlock, out, threads=threads)
-    assert mapped == [header.file_size]
-    assert bytes(out) == plaintext and seen == [bytes(size)]
-
-
-@pytest.mark.parametrize("fail", ["segment", "unlock"])
-def test_mapped_failures_leave_no_plaintext(tmp_path: Path, key: bytes, fail: str,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """Decrypting from a mapping: a tampered segment or a failed unlock raises, and `out` keeps no plaintext."""
-    monkeypatch.setattr(_mapped, "MIN_BYTES", 0)
-    size = 6 * SEG + 9
-    path = write(tmp_path, key, random.Random(13).randbytes(size))
-    data = bytearray(path.read_bytes())
-    if fail == "segment":
-        data[read_header(io.BytesIO(bytes(data)), "t")[0].header_size + 4 * SEG + 77] ^= 0x01
-        path.write_bytes(bytes(data))
-    error = WrongKeyError("test: wrong key") if fail == "unlock" else None
-    with path.open("rb") as f:
-        out = memoryview(bytearray(size))
-        header, unlock = slow_unlock(f, key, out, [], fail=error)
-        with pytest.raises(OvcryptError, match="wrong key" if error else "segment 4 of 7 failed authentication"):
-            _reader.read_and_decrypt(f, header, "test", unlock, out, threads=2)
-    assert_no_plaintext_left(out, bytes(data))
-
-
-def test_mapped_file_written_meanwhile_is_refused(tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file written while it is decrypted from its mapping (even with the same bytes): IntegrityError, `out` wiped."""
-    monkeypatch.setattr(_mapped, "MIN_BYTES", 0)
-    size = 4 * SEG
-    path = write(tmp_path, key, random.Random(14).randbytes(size))
-    data = path.read_bytes()
-    with path.open("rb") as f:
-        out = memoryview(bytearray(size))
-        header, unlock = slow_unlock(f, key, out, [])
-
-        def unlock_and_write() -> SegmentCipher:
-            cipher = unlock()
-            time.sleep(0.01)  # a coarse clock must still see the write
-            with path.open("r+b") as w:
-                w.write(data[:1])
-            return cipher
-
-        with pytest.raises(IntegrityError, match="written while it was being decrypted"):
-            _reader.read_and_decrypt(f, header, "test", unlock_and_write, out, threads=2)
-    assert bytes(out) == bytes(size)
 
 
 def test_truncated_file_is_refused_before_reading_ahead(tmp_path: Path, key: bytes) -> None:
@@ -712,10 +642,9 @@ def segment_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[in
         calls["encrypt"].append(len(src))
         return real_enc(self, index, src, dst)
 
-    def decrypt_segment(self: SegmentCipher, index: int, buf: memoryview, tag: bytes,
-                        src: memoryview | None = None) -> None:  # fmt: skip
+    def decrypt_segment(self: SegmentCipher, index: int, buf: memoryview, tag: bytes) -> None:
         calls["decrypt"].append(len(buf))
-        real_dec(self, index, buf, tag, src)
+        real_dec(self, index, buf, tag)
 
     monkeypatch.setattr(SegmentCipher, "encrypt_segment", encrypt_segment)
     monkeypatch.setattr(SegmentCipher, "decrypt_segment", decrypt_segment)
