@@ -261,8 +261,12 @@ class Table:
 
 
 def verdict(ratio: float, limit: float, *, higher_is_better: bool = False) -> str:
+    """The ratio and whether it meets the limit; three decimals where two would round across the limit."""
     ok = ratio >= limit if higher_is_better else ratio <= limit
-    return f"{ratio:.2f}x {'ok' if ok else 'MISS'} ({'≥' if higher_is_better else '≤'}{limit})"
+    shown = f"{ratio:.2f}"
+    if (float(shown) >= limit if higher_is_better else float(shown) <= limit) != ok:
+        shown = f"{ratio:.3f}"
+    return f"{shown}x {'ok' if ok else 'MISS'} ({'≥' if higher_is_better else '≤'}{limit})"
 
 
 @dataclass(frozen=True)
