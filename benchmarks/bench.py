@@ -2,7 +2,7 @@
 and vs the OpenSSL recipe it replaces, decryption and build throughput, the floors where a target is out
 of reach, import cost and the encrypted compiled-model cache, in one run, printed as one table.
 
-    .venv/bin/python -m benchmarks.bench            # full: 64 MiB, 512 MiB, 2 GiB; about 6-7 min on 2 cores
+    .venv/bin/python -m benchmarks.bench            # full: 64 MiB, 512 MiB, 2 GiB; about 5-6 min on 2 cores
     .venv/bin/python -m benchmarks.bench --quick    # 64 MiB and 512 MiB, 3 rounds per row (about 4 min)
 
 Every load is measured in a fresh process: plain is `python -c` that imports openvino and compiles the
