@@ -225,3 +225,25 @@ def test_processes_sharing_one_cache_folder(package: Path, key: bytes, tmp_path:
     # warm: the entry is read by two processes at once
     assert _finish([_start([*cmd, "2"], env, cwd=REPO) for _ in range(2)]) == ["OK\n"] * 2
     assert sorted(p.name for p in cache.iterdir()) == entries
+
+
+def test_unavailable_device_is_refused_before_decrypting(package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device is checked on a helper thread while the key is found, yet refused before any segment
+    is decrypted, and the error is the DeviceError that names it."""
+    from hatch_ovcrypt.runtime._errors import DeviceError
+    from hatch_ovcrypt.runtime._spec import SegmentCipher
+
+    decrypted: list[int] = []
+    real = SegmentCipher.decrypt_segment
+
+    def counting(self: SegmentCipher, index: int, *args: Any) -> None:
+        decrypted.append(index)
+        real(self, index, *args)
+
+    monkeypatch.setattr(SegmentCipher, "decrypt_segment", counting)
+    runtime = runtime_for(package)
+    with pytest.raises(DeviceError, match="NOSUCHDEVICE"):
+        runtime.compile_model("alpha", device="NOSUCHDEVICE")
+    assert decrypted == []
+    runtime.compile_model("alpha")
+    assert decrypted

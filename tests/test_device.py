@@ -8,18 +8,33 @@ from pathlib import Path
 import pytest
 
 from hatch_ovcrypt.runtime._errors import DeviceError, OvcryptError
+from hatch_ovcrypt.runtime._spec import SegmentCipher
 from tests.helpers import make_ir, render_folder, runtime_for
 
 
 @pytest.mark.parametrize("device", ["GPU", "NPU.1", "NOSUCHDEVICE"])
-def test_absent_device_is_refused_before_decrypting(tmp_path: Path, key: bytes, device: str) -> None:
+def test_absent_device_is_refused_before_decrypting(
+    tmp_path: Path, key: bytes, device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = render_folder(tmp_path / "_ovcrypt", {"m": make_ir(tmp_path / "m.xml", 4096)}, key)
-    runtime = runtime_for(folder)  # no key offered at all: a decryption would raise KeyMissingError first
+    runtime = runtime_for(folder)
+    runtime.keyring.add(key)
+    decrypted: list[int] = []
+    original = SegmentCipher.decrypt_segment
+
+    def spy(self: SegmentCipher, index: int, buf: memoryview, tag: bytes) -> None:
+        decrypted.append(index)
+        original(self, index, buf, tag)
+
+    monkeypatch.setattr(SegmentCipher, "decrypt_segment", spy)
     with pytest.raises(DeviceError) as info:
         runtime.compile_model("m", device)
     message = str(info.value)
     assert f"OpenVINO device {device!r} is not available" in message and "available devices: CPU" in message
     assert isinstance(info.value, OvcryptError) and isinstance(info.value, RuntimeError)
+    assert decrypted == [], "a segment was decrypted for a device that does not exist"
+    runtime.compile_model("m", "CPU")
+    assert decrypted, "the spy saw no decryption at all, so it proved nothing"
 
 
 def test_a_compile_failure_keeps_openvinos_message(tmp_path: Path, key: bytes) -> None:

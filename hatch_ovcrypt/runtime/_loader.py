@@ -87,6 +87,7 @@ def decrypt_file(
     salt: bytes | None = None,
     expected_size: int | None = None,
     max_size: int | None = None,
+    before_decrypt: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Decrypt an opened file into a new writable uint8 array; no plaintext ever touches the disk.
 
@@ -97,10 +98,15 @@ def decrypt_file(
     the array (read_and_decrypt). Without such a bound, or for a stream whose size is unknown (a file
     inside a zip), the header is authenticated first: a forged header (a sparse file that claims
     terabytes, say) costs a few hundred bytes of reading and one GMAC, never an allocation.
+
+    `before_decrypt()` runs once the key is found and before any segment is decrypted (the runtime
+    waits there for its device check); what it raises fails the call with nothing decrypted.
     """
     header, unlock = read_locked(f, label, key_for, name=name, role=role, salt=salt, expected_size=expected_size)
     if max_size is not None and header.file_size > max_size:
         raise IntegrityError(f"{label}: its header makes it {header.file_size} bytes long, over the {max_size} allowed")
+    if before_decrypt is not None:
+        unlock = _then(unlock, before_decrypt)
     bounded = expected_size is not None or max_size is not None
     if not (matches_file_size(f, header, label) and bounded):
         cipher = unlock()
@@ -108,6 +114,15 @@ def decrypt_file(
     buf = owned_buffer(header.plaintext_length, file_offset=header.header_size)
     read_and_decrypt(f, header, label, unlock, buf.data)
     return buf
+
+
+def _then(unlock: Callable[[], SegmentCipher], step: Callable[[], None]) -> Callable[[], SegmentCipher]:
+    def unlock_then_step() -> SegmentCipher:
+        cipher = unlock()
+        step()
+        return cipher
+
+    return unlock_then_step
 
 
 _HUGE_PAGE = 2 << 20

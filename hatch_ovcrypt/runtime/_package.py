@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,10 +111,11 @@ class Package:
             raise IntegrityError(f"{label}: is missing from the package; reinstall it")
         return resource, label, entry, identity
 
-    def decrypt(self, name: str, path: str) -> np.ndarray:
+    def decrypt(self, name: str, path: str, before_decrypt: Callable[[], None] | None = None) -> np.ndarray:
         """Decrypt one file of a model into a new writable uint8 array that an OpenVINO tensor owns.
 
-        Raises the runtime's errors: ModelNotFoundError, KeyMissingError/WrongKeyError, IntegrityError.
+        Raises the runtime's errors: ModelNotFoundError, KeyMissingError/WrongKeyError, IntegrityError;
+        and whatever `before_decrypt()` raises (decrypt_file).
         """
         resource, label, entry, identity = self._resource(name, path)
         with resource.open("rb") as f:
@@ -127,6 +129,7 @@ class Package:
             return decrypt_file(
                 f, label, self.key_for, name=identity.name, role=identity.role, salt=bytes.fromhex(entry.salt),
                 expected_size=entry.size,  # the signed size bounds what a forged header can make us allocate
+                before_decrypt=before_decrypt,
             )  # fmt: skip
 
     def check_files(self, name: str, paths: list[str]) -> None:
