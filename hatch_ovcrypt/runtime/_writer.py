@@ -25,7 +25,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from ._errors import OvcryptError
+from ._direct import pread_exact
+from ._errors import IntegrityError, OvcryptError
 from ._spec import (
     _INFO_FINGERPRINT_KEY,
     DEFAULT_SEGMENT_SIZE,
@@ -96,12 +97,10 @@ class FileSource:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
             def read_at(offset: int, view: memoryview) -> None:
-                done = 0
-                while done < len(view):
-                    n = os.preadv(fd, [view[done:]], offset + done)
-                    if not n:
-                        raise SourceChangedError(f"{self.path}: was truncated while it was being encrypted")
-                    done += n
+                try:
+                    pread_exact(fd, view, offset, str(self.path))
+                except IntegrityError:  # fewer bytes than when the pass began
+                    raise SourceChangedError(f"{self.path}: was truncated while it was being encrypted") from None
 
             yield read_at
             self._check_size(fd)
@@ -276,19 +275,28 @@ class _Segments:
             for buf in buffers:  # plaintext of the last segments, or ciphertext
                 wipe(buf)
 
+    def _read_in_turn(
+        self, index: int, buf: memoryview, turns: _Turns, read_at: ReadAt, any_order: bool, mac: _Mac | None
+    ) -> memoryview:
+        """Segment `index` read into `buf` and added to `mac` in segment order (GMAC is sequential); a source
+        that can be read in any order is read before the turn, so workers read in parallel."""
+        start, end = self._span(index)
+        view = buf[: end - start]
+        if any_order:
+            read_at(start, view)
+        with turns.turn(0, index):
+            if not any_order:
+                read_at(start, view)
+            if mac is not None:
+                mac.authenticate_additional_data(view)
+        return view
+
     def fingerprint(self, mac: _Mac) -> bytes:
         """The first pass: the plaintext's GMAC under `mac`."""
         with self._read() as (read_at, any_order):
 
             def step(index: int, buf: memoryview, turns: _Turns) -> None:
-                start, end = self._span(index)
-                view = buf[: end - start]
-                if any_order:
-                    read_at(start, view)
-                with turns.turn(0, index):
-                    if not any_order:
-                        read_at(start, view)
-                    mac.authenticate_additional_data(view)
+                self._read_in_turn(index, buf, turns, read_at, any_order, mac)
 
             self._run(step)
         mac.finalize()
@@ -305,15 +313,8 @@ class _Segments:
 
             def step(index: int, buf: memoryview, turns: _Turns) -> None:
                 nonlocal done
-                start, end = self._span(index)
-                view = buf[: end - start]
-                if any_order:
-                    read_at(start, view)
-                with turns.turn(0, index):
-                    if not any_order:
-                        read_at(start, view)
-                    if check is not None:  # the very bytes encrypted below: no one else writes this buffer
-                        check.authenticate_additional_data(view)
+                # `check` gets the very bytes encrypted below: no one else writes this buffer.
+                view = self._read_in_turn(index, buf, turns, read_at, any_order, check)
                 tags[index] = cipher.encrypt_segment(index, view, view)
                 with turns.turn(1, index):
                     dst.write(view)
