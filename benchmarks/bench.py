@@ -776,11 +776,16 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         f"the `openssl speed` reference is {openssl_version()}",
         f"loads: alternating plain/encrypted pairs in fresh processes, medians; ran in {elapsed:.0f} s",
     ]
+    publish(header, table, notes, args.output)
+    return 0
+
+
+def publish(header: list[str], table: Table, notes: list[str], output: Path | None) -> None:
+    """Print the report (header lines, the table, the notes) and write it to `output` when given."""
     report = "\n".join(header) + "\n\n" + table.render() + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     print("\n" + report)
-    if args.output:
-        args.output.write_text(report)
-    return 0
+    if output:
+        output.write_text(report)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from benchmarks.bench import (  # noqa: E402
     alternate,
     drop_caches,
     med,
+    publish,
     render_installed,
     reported,
     run_child,
@@ -265,10 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         "the warm rows and tokens/s are reported",
         f"generate([{PROMPT!r}], max_new_tokens={MAX_NEW_TOKENS}, greedy, ignore_eos) -> {text[:60]!r}…",
     ]
-    report = "\n".join(header) + "\n\n" + table.render() + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    print("\n" + report)
-    if args.output:
-        args.output.write_text(report)
+    publish(header, table, notes, args.output)
     return 0
 
 

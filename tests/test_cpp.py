@@ -64,6 +64,7 @@ from tests.test_tamper import (  # the tamper suite's corpus and its kinds of da
     key_cases,
     manifest_edits,
     modified,
+    symlinked_package,
     truncation_points,
 )
 
@@ -454,17 +455,7 @@ def test_manifest_edited_truncated_or_missing(checker: Checker, corpus: Corpus, 
 
 @pytest.mark.parametrize("what", ["file", "models folder"])
 def test_symlinks_refused(checker: Checker, corpus: Corpus, tmp_path: Path, what: str) -> None:  # noqa: F811
-    package = tmp_path / "pkg" / "_ovcrypt"
-    shutil.copytree(corpus.folder, package)
-    outside = tmp_path / "outside"
-    shutil.copytree(corpus.folder / "models", outside)
-    if what == "file":
-        target = encrypted_path(package, "medium", Role.BIN)
-        target.unlink()
-        target.symlink_to(outside / target.name)
-    else:
-        shutil.rmtree(package / "models")
-        (package / "models").symlink_to(outside, target_is_directory=True)
+    package = symlinked_package(corpus.folder, tmp_path, what)
     assert "symbolic link" in assert_same_outcome(checker, package, "medium", what)
 
 

@@ -436,13 +436,13 @@ def test_manifest_edited_or_truncated(keyed: Corpus, monkeypatch: pytest.MonkeyP
     assert manifest.read_bytes() == original
 
 
-@pytest.mark.parametrize("what", ["file", "models folder"])
-def test_symlinks_refused(keyed: Corpus, tmp_path: Path, no_openvino_handoff: list[str], what: str) -> None:
-    """A symlink leading outside the package is refused, even to a genuine copy of the file."""
+def symlinked_package(folder: Path, tmp_path: Path, what: str) -> Path:
+    """A copy of `folder` whose medium.bin.ovc ("file") or whole models/ ("models folder") is a symlink to a
+    genuine copy outside the package."""
     package = tmp_path / "pkg" / "_ovcrypt"
-    shutil.copytree(keyed.folder, package)
+    shutil.copytree(folder, package)
     outside = tmp_path / "outside"
-    shutil.copytree(keyed.folder / "models", outside)
+    shutil.copytree(folder / "models", outside)
     if what == "file":
         target = encrypted_path(package, "medium", Role.BIN)
         target.unlink()
@@ -450,6 +450,13 @@ def test_symlinks_refused(keyed: Corpus, tmp_path: Path, no_openvino_handoff: li
     else:
         shutil.rmtree(package / "models")
         (package / "models").symlink_to(outside, target_is_directory=True)
+    return package
+
+
+@pytest.mark.parametrize("what", ["file", "models folder"])
+def test_symlinks_refused(keyed: Corpus, tmp_path: Path, no_openvino_handoff: list[str], what: str) -> None:
+    """A symlink leading outside the package is refused, even to a genuine copy of the file."""
+    package = symlinked_package(keyed.folder, tmp_path, what)
     error = assert_refused(package, "medium", Role.BIN, no_openvino_handoff)  # the weights are read first
     assert isinstance(error, ManifestError) and "symbolic link" in str(error)
 
