@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import build_wheel, make_ir, run, write_product
+from tests.helpers import make_ir, run, write_product
+from tests.test_config import output_of_failed_build
 
 TARGET = "tool.hatch.build.targets.wheel"
 
@@ -142,17 +143,10 @@ def test_build_data_of_earlier_hooks_is_named(tmp_path: Path, key_env: dict[str,
 # --- real builds --------------------------------------------------------------------------------
 
 
-def failed_build(project: Path, key_env: dict[str, str]) -> str:
-    result = build_wheel(project, key_env, check=False)
-    assert result.returncode != 0, "the build should have failed"
-    assert not list((project / "dist").glob("*.whl")), "a wheel with plaintext models was left behind"
-    return result.stdout + result.stderr
-
-
 def test_force_included_models_fail_the_build_and_check(tmp_path: Path, key_env: dict[str, str]) -> None:
     """The issue's case: a product that force-includes its models, then adds the hook."""
     project = project_with(tmp_path, toml=f'[{TARGET}.force-include]\n"models" = "acme_vision/models"\n')
-    out = failed_build(project, key_env)
+    out = output_of_failed_build(project, key_env)
     assert f'through the entry "models" of `{TARGET}.force-include`: remove it' in out
     check = run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], env=key_env, check=False)
     assert check.returncode == 1 and f'the entry "models" of `{TARGET}.force-include`' in check.stderr
@@ -196,5 +190,5 @@ def test_other_hooks_cannot_slip_a_model_in(
 ) -> None:
     project = project_with(tmp_path, toml=f'[{table}]\nmode = "{mode}"\n')
     (project / "hatch_build.py").write_text(HOOK)
-    out = failed_build(project, key_env)
+    out = output_of_failed_build(project, key_env)
     assert expected in out, out[-3000:]
