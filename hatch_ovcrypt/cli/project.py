@@ -59,9 +59,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {spec.name:<16} {model.kind:<11} {display_path(spec.source, root)}{files}")
     print("settings:")
     written = set(table)
+    # The runtime's extensions: the table's, with openvino_tokenizers added when an IR uses extension ops.
     settings = {
         "package": plan.package, "key-env": options.key_env, "key-provider": options.key_provider or "none",
-        "segment-size": options.segment_size, "extensions": ", ".join(options.extensions) or "none",
+        "segment-size": options.segment_size, "extensions": ", ".join(plan.extensions) or "none",
         "allow-plaintext-sdist": str(options.allow_plaintext_sdist).lower(),
     }  # fmt: skip
     for name, value in settings.items():
