@@ -60,12 +60,18 @@ def read_locked(
         # Same key, name and role but another build's file: each segment's key derives from the salt,
         # so matching the salt the signed manifest recorded binds the whole file.
         raise IntegrityError(f"{label}: is not the file this package was built with (it comes from another build)")
-    if expected_size is not None and header.file_size != expected_size:
+    if expected_size is not None:
+        check_expected_size(header, expected_size, label)
+    return Locked(header, lambda: SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label))
+
+
+def check_expected_size(header: Header, expected_size: int, label: str) -> None:
+    """The file size a header implies must be the one the signed manifest records (IntegrityError)."""
+    if header.file_size != expected_size:
         raise IntegrityError(
             f"{label}: is not the file this package was built with: its header makes it {header.file_size} "
             f"bytes long, the package lists {expected_size} (it comes from another build, or the manifest was edited)"
         )
-    return Locked(header, lambda: SegmentCipher.open(key_for(header.key_id, label), header, raw, tag, label))
 
 
 def check_identity(header: Header, label: str, name: str | None, role: Role | None) -> None:
@@ -102,12 +108,28 @@ def decrypt_file(
     `before_decrypt()` runs once the key is found and before any segment is decrypted (the runtime
     waits there for its device check); what it raises fails the call with nothing decrypted.
     """
-    header, unlock = read_locked(f, label, key_for, name=name, role=role, salt=salt, expected_size=expected_size)
+    locked = read_locked(f, label, key_for, name=name, role=role, salt=salt, expected_size=expected_size)
+    bounded = expected_size is not None or max_size is not None
+    return decrypt_locked(f, locked, label, bounded=bounded, max_size=max_size, before_decrypt=before_decrypt)
+
+
+def decrypt_locked(
+    f: IO[bytes],
+    locked: Locked,
+    label: str,
+    *,
+    bounded: bool,
+    max_size: int | None = None,
+    before_decrypt: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """decrypt_file's second half, for a caller that has read and checked the header itself (read_locked)
+    and `f` still positioned after it. `bounded`: the header's size was checked against a size the caller
+    trusts (read_locked's `expected_size`, or `max_size` here)."""
+    header, unlock = locked
     if max_size is not None and header.file_size > max_size:
         raise IntegrityError(f"{label}: its header makes it {header.file_size} bytes long, over the {max_size} allowed")
     if before_decrypt is not None:
         unlock = _then(unlock, before_decrypt)
-    bounded = expected_size is not None or max_size is not None
     if not (matches_file_size(f, header, label) and bounded):
         cipher = unlock()
         unlock = lambda: cipher  # noqa: E731

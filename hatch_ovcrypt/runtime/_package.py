@@ -6,19 +6,19 @@ is built from the plaintext (an OpenVINO model, a GenAI pipeline) is `_runtime`'
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import _settings
 from ._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFoundError
 from ._keys import KeyLike, KeyRing
 from ._layout import MANIFEST_NAME, MODELS_DIR
-from ._loader import decrypt_file, read_locked
+from ._loader import Locked, check_expected_size, decrypt_locked, read_locked
 from ._manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
-from ._reader import read_header
 from ._spec import forget_keys
 
 if TYPE_CHECKING:
@@ -117,20 +117,23 @@ class Package:
         Raises the runtime's errors: ModelNotFoundError, KeyMissingError/WrongKeyError, IntegrityError;
         and whatever `before_decrypt()` raises (decrypt_file).
         """
+        with self._open(name, path) as (f, locked, label):
+            return decrypt_locked(f, locked, label, bounded=True, before_decrypt=before_decrypt)
+
+    @contextlib.contextmanager
+    def _open(self, name: str, path: str) -> Iterator[tuple[IO[bytes], Locked, str]]:
+        """One model file, opened and its header read, in the order of docs/FORMAT.md §4 and the C++ reader:
+        name, role and salt against its manifest entry; the manifest's key id; the manifest's MAC (standard-
+        library HMAC only: no cryptography yet); then the size the signed manifest records, which bounds what a
+        forged header can make the loader allocate."""
         resource, label, entry, identity = self._resource(name, path)
         with resource.open("rb") as f:
-            # The manifest's MAC first (standard-library HMAC only: no cryptography yet), so the size it records
-            # is trusted before it bounds the buffer that decrypt_file allocates. A file under another key than
-            # the manifest's is refused before any key is looked up: it comes from another build.
-            header, _, _ = read_header(f, label)
-            self._check_key_id(header.key_id, label)
+            locked = read_locked(f, label, self.key_for, name=identity.name, role=identity.role,
+                                 salt=bytes.fromhex(entry.salt))  # fmt: skip
+            self._check_key_id(locked.header.key_id, label)
             self.verify_manifest(label)
-            f.seek(0)
-            return decrypt_file(
-                f, label, self.key_for, name=identity.name, role=identity.role, salt=bytes.fromhex(entry.salt),
-                expected_size=entry.size,  # the signed size bounds what a forged header can make us allocate
-                before_decrypt=before_decrypt,
-            )  # fmt: skip
+            check_expected_size(locked.header, entry.size, label)
+            yield f, locked, label
 
     def check_files(self, name: str, paths: list[str]) -> None:
         """Authenticate these files' headers against the signed manifest, without decrypting them.
@@ -138,12 +141,7 @@ class Package:
         A few hundred bytes per file: cheap enough for every warm start from the compiled-model cache.
         """
         for path in paths:
-            resource, label, entry, identity = self._resource(name, path)
-            with resource.open("rb") as f:
-                salt = bytes.fromhex(entry.salt)
-                locked = read_locked(
-                    f, label, self.key_for, name=identity.name, role=identity.role, salt=salt, expected_size=entry.size
-                )
+            with self._open(name, path) as (_, locked, _label):
                 locked.unlock()
 
 

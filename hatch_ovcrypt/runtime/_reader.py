@@ -38,8 +38,6 @@ def matches_file_size(f: IO[bytes], header: Header, label: str) -> bool:
     return True
 
 
-
-
 def decrypt_into(f: IO[bytes], cipher: SegmentCipher, out: memoryview, *, threads: int | None = None) -> None:
     """Read the ciphertext of an opened file straight into `out` and decrypt it there (see read_and_decrypt)."""
     read_and_decrypt(f, cipher.header, cipher.label, lambda: cipher, out, threads=threads)
