@@ -58,11 +58,7 @@ def _require_kind(rt: Runtime, name: str, kinds: tuple[str, ...], what: str) -> 
 
 def ir_in_memory(rt: Runtime, name: str, part: str) -> tuple[str, ov.Tensor]:
     """One IR of a model as openvino-genai takes it: the XML text and a weights tensor that owns its memory."""
-    import numpy as np
-
-    _, chosen = rt.part(name, part)
-    weights = rt.files.decrypt(name, chosen.bin) if chosen.bin else np.zeros(0, np.uint8)
-    xml = rt.files.decrypt(name, chosen.xml)
+    xml, weights = rt.decrypt_ir(name, part)
     try:
         text = xml.tobytes().decode()
     finally:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     else:
         from importlib.abc import Traversable
 
+    import numpy as np
     import openvino as ov
 
     from ._keys import KeyRing
@@ -129,14 +130,20 @@ class Runtime:
         `before_decrypt()` runs before each file's first segment is decrypted, once its key is found;
         an exception it raises fails the load with nothing decrypted.
         """
+        self.load_extensions()
+        xml, weights = self.decrypt_ir(name, part, before_decrypt)
+        return model_from_memory(self.core, xml, weights)
+
+    def decrypt_ir(
+        self, name: str, part: str | None, before_decrypt: Callable[[], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One IR's (xml, weights), decrypted into memory OpenVINO owns; empty weights for an IR without a .bin."""
         import numpy as np
 
         _, chosen = self.part(name, part)
-        self.load_extensions()
         # Weights first: a process's first load imports cryptography while the weights are being read.
         weights = self.files.decrypt(name, chosen.bin, before_decrypt) if chosen.bin else np.zeros(0, np.uint8)
-        xml = self.files.decrypt(name, chosen.xml, before_decrypt)
-        return model_from_memory(self.core, xml, weights)
+        return self.files.decrypt(name, chosen.xml, before_decrypt), weights
 
     # --- compiling -----------------------------------------------------------------------------
 
