@@ -8,6 +8,7 @@ environment that installs hatch-ovcrypt as the example's `[build-system] require
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -234,3 +235,52 @@ def test_product_example_sdist_holds_no_models(tmp_path: Path, key_env: dict[str
         members = tf.getnames()
     assert "acme_vision-1.0.0/pyproject.toml" in members
     assert [m for m in members if "/models/" in m or m.endswith("/models")] == []
+
+
+# --- installing the plugin ---------------------------------------------------------------------------------------
+
+
+def plugin_requirements() -> list[str]:
+    """Each `hatch-ovcrypt…` requirement that the README's "Installing the plugin" table quotes."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Installing the plugin") :].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return [r for row in rows for r in re.findall(r'`"(hatch-ovcrypt[^"`]*)"`', row)]
+
+
+def test_install_table_requirements_are_pep_508() -> None:
+    from packaging.requirements import Requirement
+
+    requirements = [Requirement(r) for r in plugin_requirements()]
+    assert {r.name for r in requirements} == {"hatch-ovcrypt"}
+    assert all(r.extras == {"genai"} for r in requirements)
+    urls = [r.url for r in requirements if r.url]
+    assert urls and all(re.search(r"\.whl#sha256=", url) for url in urls), urls
+    assert all(str(r.specifier) == f"=={__version__}" for r in requirements if not r.url)
+
+
+@pytest.mark.parametrize("front_end", ["build", "uv"])
+def test_a_direct_url_with_the_wrong_hash_is_refused(
+    plugin_wheel_dir: Path, tmp_path: Path, key_env: dict[str, str], front_end: str
+) -> None:
+    """The README's claim for the direct-URL form: a wheel that does not match its #sha256= is not installed."""
+    from uv import find_uv_bin
+
+    [url_form] = [r for r in plugin_requirements() if " @ " in r]
+    wheel = only_wheel(plugin_wheel_dir)
+    wrong = hashlib.sha256(wheel.read_bytes() + b"tampered").hexdigest()
+    requirement = re.sub(r"@ \S+", f"@ {wheel.as_uri()}#sha256={wrong}", url_form)
+    project, _, _ = example_project(tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(re.sub(r'"hatch-ovcrypt\[genai\]==[^"]*"', f'"{requirement}"', pyproject.read_text()))
+    assert requirement in pyproject.read_text()
+    if front_end == "build":
+        result = build_wheel(project, key_env, isolated=True, check=False)
+        refusal = "DO NOT MATCH THE HASHES"
+    else:
+        cmd = [str(find_uv_bin()), "build", "--python", sys.executable, "--wheel", str(project)]
+        result = run(cmd, env={**key_env, "UV_NO_PROGRESS": "1"}, check=False)
+        refusal = "Hash mismatch"
+    assert result.returncode != 0
+    assert refusal in result.stdout + result.stderr
+    assert not list((project / "dist").glob("*.whl"))
