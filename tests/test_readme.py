@@ -99,6 +99,28 @@ def test_toml_block_parses(block: Block) -> None:
         pytest.fail(f"{block.where}: not valid TOML: {exc}")
 
 
+
+def hook_tables(block: Block) -> list[dict[str, object]]:
+    """The `ovcrypt` hook tables a TOML block configures, global or wheel-target."""
+    try:
+        build = tomllib.loads(block.text).get("tool", {}).get("hatch", {}).get("build", {})
+    except tomllib.TOMLDecodeError:
+        return []  # test_toml_block_parses reports it
+    wheel = build.get("targets", {}).get("wheel", {})
+    tables = [build.get("hooks", {}).get("ovcrypt"), wheel.get("hooks", {}).get("ovcrypt")]
+    return [table for table in tables if table is not None]
+
+
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.where) for b in ALL_BLOCKS if hook_tables(b)])
+def test_hook_table_examples_use_real_options(block: Block, tmp_path: Path) -> None:
+    """A misspelled option would parse as TOML and still be wrong: the plugin's own parser reads each example."""
+    from hatch_ovcrypt.config import parse_options
+
+    for table in hook_tables(block):
+        raw = {"models": {"m": "models/m.xml"}, **table}  # a snippet that shows one option still needs a model
+        _, problems = parse_options(raw, tmp_path, "tool.hatch.build.hooks.ovcrypt")
+        assert problems == [], f"{block.where}: {problems}"
+
 @pytest.mark.parametrize("block", blocks_of("python"))
 def test_python_block_compiles(block: Block) -> None:
     compile(block.text, block.where, "exec")
@@ -236,6 +258,25 @@ def test_product_example_sdist_holds_no_models(tmp_path: Path, key_env: dict[str
     assert "acme_vision-1.0.0/pyproject.toml" in members
     assert [m for m in members if "/models/" in m or m.endswith("/models")] == []
 
+
+
+@pytest.mark.slow
+def test_product_example_with_hatch_build(plugin_wheel_dir: Path, tmp_path: Path, key_env: dict[str, str]) -> None:
+    """Step 2 as the README writes it: `hatch build` makes the sdist (no models) and the wheel (encrypted)."""
+    project, models, _ = example_project(tmp_path)
+    env = {
+        **key_env,
+        "UV_FIND_LINKS": str(plugin_wheel_dir),  # hatch's build environments come from uv
+        "UV_NO_PROGRESS": "1",
+        "HATCH_DATA_DIR": str(tmp_path / "hatch-data"),
+    }
+    out = tmp_path / "dist"
+    run([str(Path(sys.executable).parent / "hatch"), "build", str(out)], cwd=project, env=env)
+    assert sorted(p.name for p in out.iterdir()) == ["acme_vision-1.0.0-py3-none-any.whl", "acme_vision-1.0.0.tar.gz"]
+    with tarfile.open(out / "acme_vision-1.0.0.tar.gz") as tf:
+        assert [m for m in tf.getnames() if "/models" in m] == []
+    names = zipfile.ZipFile(out / "acme_vision-1.0.0-py3-none-any.whl").namelist()
+    assert all(f"acme_vision/_ovcrypt/models/{name}" in "\n".join(names) for name in models)
 
 # --- installing the plugin ---------------------------------------------------------------------------------------
 
