@@ -440,6 +440,48 @@ def test_verify_a_package_folder_checks_its_manifest(setup: Setup, cli: Cli) -> 
     assert_one_line_error(cli("verify", folder, "--key-file", setup.file_a), 1, "manifest.json failed authentication")
 
 
+def test_verify_reports_every_problem_of_a_package(setup: Setup, cli: Cli) -> None:
+    """Issue 18: a tampered file and a missing file both appear (the first problem used to hide the rest)."""
+    folder = render_folder(setup.root / "_ovcrypt", {"det": setup.xml, "other": setup.xml}, setup.key_a)
+    tampered, missing = encrypted_path(folder, "det", Role.BIN), encrypted_path(folder, "other", Role.XML)
+    data = bytearray(tampered.read_bytes())
+    data[-100] ^= 1
+    tampered.write_bytes(bytes(data))
+    missing.unlink()
+    r = cli("verify", folder, "--key-file", setup.file_a)
+    assert_one_line_error(r, 1, "det.bin.ovc is not the file it was signed with", "det.bin.ovc: segment",
+                          "other.xml.ovc, which is missing")  # fmt: skip
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"generator": "hatch-ovcrypt', '"generator": "edited'))
+    r = cli("verify", folder, "--key-file", setup.file_a)
+    assert_one_line_error(r, 1, "manifest.json failed authentication", "det.bin.ovc is not the file it was signed",
+                          "other.xml.ovc, which is missing", "4 check(s) failed")  # fmt: skip
+    # rekey refuses with the first problem, and says how many more there are
+    assert_one_line_error(cli("rekey", folder, "--new-key-file", setup.file_b, "--key-file", setup.file_a), 1,
+                          "manifest.json failed authentication", "and 2 more problem(s)")  # fmt: skip
+
+
+def test_leftover_temporary_files_reported_by_verify_and_removed_by_rekey(setup: Setup, cli: Cli) -> None:
+    """What a killed rekey leaves (atomic_writer's `.<name>.<random>.tmp`, never renamed into place)."""
+    folder = render_folder(setup.root / "_ovcrypt", {"det": setup.xml}, setup.key_a)
+    leftovers = [folder / "models" / ".det.bin.ovc.k3x_9qa2.tmp", folder / ".manifest.json.a8zz01bq.tmp",
+                 setup.enc / ".det.xml.ovc.0123abcd.tmp"]  # fmt: skip
+    for path in leftovers:
+        path.write_bytes(os.urandom(1000))
+    unrelated = [folder / "models" / ".det.bin.ovc.notours.tmp", setup.enc / "notes.tmp"]
+    for path in unrelated:
+        path.write_text("kept")
+    r = cli("verify", folder, setup.enc, "--key-file", setup.file_a)
+    assert_one_line_error(r, 1, *(f"{p}: a temporary file left behind by an interrupted" for p in leftovers),
+                          "3 check(s) failed")  # fmt: skip
+    assert r.out.count("ok: ") == 5, r.out  # the manifest and four files are fine
+    r = cli("rekey", folder, setup.enc, "--new-key-file", setup.file_b, "--key-file", setup.file_a)
+    assert r.code == 0, r.err
+    assert all(f"removed {p}" in r.out for p in leftovers) and not any(p.exists() for p in leftovers)
+    assert all(p.read_text() == "kept" for p in unrelated)
+    assert cli("verify", folder, setup.enc, "--key-file", setup.file_b).code == 0
+
+
 def test_every_argument_has_help_text() -> None:
     """Issue 12: `hatch-ovcrypt VERB --help` explains every argument."""
     import argparse
