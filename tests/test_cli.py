@@ -20,7 +20,7 @@ from hatch_ovcrypt.cli.common import Keys
 from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, key_id
 from hatch_ovcrypt.runtime._writer import FileSource
 from hatch_ovcrypt.writer import encrypt_file
-from tests.helpers import encrypted_path, make_ir, render_folder
+from tests.helpers import encrypted_path, make_ir, render_folder, write_product
 
 SCRIPT = Path(sys.executable).with_name("hatch-ovcrypt")
 
@@ -508,3 +508,49 @@ def test_check_says_how_to_make_the_example_models(tmp_path: Path) -> None:
     result = run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], check=False,
                  env={"OVCRYPT_KEY": "00" * 32})  # fmt: skip
     assert result.returncode == 1 and "this project makes its models with `python make_models.py`" in result.stderr
+
+
+# --- check: texts --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def product(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A product checked with a key in $OVCRYPT_KEY, outside any uv project, and not run by uv."""
+    project = write_product(tmp_path / "product", {"det": "models/det.xml"})
+    shutil.copytree(model_dir, project / "models")
+    monkeypatch.setenv("OVCRYPT_KEY", secrets.token_hex(32))
+    monkeypatch.delenv("UV", raising=False)
+    assert not [p for p in (project, *project.parents) if (p / "uv.lock").is_file()]
+    return project
+
+
+@pytest.mark.parametrize("uv", ["none", "UV set", "uv.lock", "uv.lock of a workspace", "[tool.uv]", "covered"])
+def test_check_gives_uv_cache_keys_advice_only_where_uv_is_in_use(product: Path, cli: Cli, uv: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    pyproject = product / "pyproject.toml"
+    if uv == "UV set":
+        monkeypatch.setenv("UV", "/usr/local/bin/uv")
+    elif uv == "uv.lock":
+        (product / "uv.lock").write_text("version = 1\n")
+    elif uv == "uv.lock of a workspace":
+        (product.parent / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["product"]\n')
+        (product.parent / "uv.lock").write_text("version = 1\n")
+    elif uv == "[tool.uv]":
+        pyproject.write_text(pyproject.read_text() + "\n[tool.uv]\npackage = true\n")
+    elif uv == "covered":
+        pyproject.write_text(pyproject.read_text() + '\n[tool.uv]\ncache-keys = ["pyproject.toml", "models/**"]\n')
+    r = cli("check", product)
+    assert r.code == 0, r.err
+    advised = "cache-keys = [" in r.out
+    assert advised == (uv not in ("none", "covered")), r.out
+    assert "pip install -e" not in r.out  # pip builds anew each time: it needs no advice
+    if advised:
+        assert {"UV set": "$UV is set", "[tool.uv]": "[tool.uv] table"}.get(uv, "uv.lock") in r.out
+
+
+def test_check_says_what_models_takes(product: Path, cli: Cli) -> None:
+    pyproject = product / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('models = { det = "models/det.xml" }', ""))
+    r = cli("check", product)
+    assert r.code == 1 and "Traceback" not in r.err
+    assert ".models` is required: a table of model name -> path (an IR .xml, a model folder, or a file" in r.err
