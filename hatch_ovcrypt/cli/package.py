@@ -20,7 +20,7 @@ from ..runtime._layout import MANIFEST_NAME, MODELS_DIR
 from ..runtime._loader import KeyLookup, read_locked
 from ..runtime._manifest import FileEntry, FileIdentity, Manifest, file_identity, parse_manifest
 from ..runtime._reader import iter_plaintext, read_header
-from ..runtime._spec import SALT_SIZE, Header, derive_salt, key_id
+from ..runtime._spec import SALT_SIZE, Header, derive_salt, forget_keys, key_id
 from .common import ENCRYPTED_SUFFIX
 
 
@@ -76,6 +76,7 @@ class PackageFolder:
     def path(self, identity: FileIdentity) -> Path:
         return self.root / MODELS_DIR / identity.file
 
+    @forget_keys
     def check(self, key_for: KeyLookup, new_key: bytes | None = None) -> None:
         """Raise the first of problems() (naming how many more there are), or return when there is none."""
         found = self.problems(key_for, new_key)
@@ -83,6 +84,7 @@ class PackageFolder:
             more = f" (and {len(found) - 1} more problem(s): `hatch-ovcrypt verify` lists them)" if found[1:] else ""
             raise type(found[0])(f"{found[0]}{more}")
 
+    @forget_keys
     def problems(self, key_for: KeyLookup, new_key: bytes | None = None) -> list[OvcryptError]:
         """Every way this folder differs from what it was signed as, each an error to report; empty when none.
 
@@ -99,14 +101,15 @@ class PackageFolder:
             manifest_key = key_for(bytes.fromhex(self.manifest.key_id), self.label)
             self.manifest.verify(manifest_key)
         except OvcryptError as exc:
-            found.append(exc)
+            found.append(exc.with_traceback(None))  # kept for its message: not its frames, which held the key
         for _, _, entry, identity in self.files():
             try:
                 self._check_file(entry, identity, manifest_key, new_key)
             except OvcryptError as exc:
-                found.append(exc)
+                found.append(exc.with_traceback(None))
         return found
 
+    @forget_keys
     def _check_file(self, entry: FileEntry, identity: FileIdentity, manifest_key: bytes | None,
                     new_key: bytes | None) -> None:  # fmt: skip
         path = self.path(identity)
