@@ -180,7 +180,8 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
     if raw_models is None:
         problem(
             "models",
-            'is required: a table of model name -> IR .xml path, such as { detector = "models/detector.xml" }',
+            "is required: a table of model name -> path (an IR .xml, a model folder, or a file to convert), "
+            'such as { detector = "models/detector.xml" }',
         )
     elif not isinstance(raw_models, Mapping):
         problem("models", f"for build hook `{HOOK_NAME}` must be a table")

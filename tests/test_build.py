@@ -92,6 +92,7 @@ def test_wheel_holds_runtime_manifest_and_ciphertext_only(built: tuple[Path, Pat
     with zipfile.ZipFile(wheel) as zf:
         settings = zf.read("acme_vision/_ovcrypt/_settings.py").decode()
         assert "KEY_ENV: str = 'OVCRYPT_KEY'" in settings and "KEY_PROVIDER: str | None = None" in settings
+        assert "the build generated this file for that product" in settings and "as it sits in" not in settings
         assert manifest["models"]["detector"]["kind"] == "ir"
         entry = manifest["models"]["detector"]["files"]["detector.bin"]
         data = zf.read(f"acme_vision/_ovcrypt/models/{entry['file']}")

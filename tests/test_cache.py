@@ -256,3 +256,85 @@ def test_concurrent_processes(folder: Path, model: Path, tmp_path: Path, key: by
     assert [p.suffix for p in cache.iterdir()] == [".ovc"]
     expected = float(reference_output(model, sample_input()).sum())
     assert float(outputs[0][0]) == pytest.approx(expected, rel=1e-4)
+
+
+# --- warnings: one per problem, attributed to the caller's line, not to the runtime's modules --------
+# Each case prepares a problem under `root` (an empty folder) and returns the cache_dir to pass.
+
+
+def _entry_replaced_by_fifo(folder: Path, root: Path) -> Path:
+    runtime_for(folder).compile_model("detector", cache_dir=root)
+    [entry] = entries(root)
+    entry.unlink()
+    os.mkfifo(entry)
+    return root
+
+
+def _entry_corrupted(folder: Path, root: Path) -> Path:
+    runtime_for(folder).compile_model("detector", cache_dir=root)
+    corrupt_flip(entries(root)[0])
+    return root
+
+
+def _cache_is_a_file(folder: Path, root: Path) -> Path:
+    (root / "cache").write_text("")
+    return root / "cache"
+
+
+def _cache_is_shared(folder: Path, root: Path) -> Path:
+    root.chmod(0o777)
+    return root
+
+
+def _cache_is_below_a_file(folder: Path, root: Path) -> Path:
+    (root / "blocker").write_text("")
+    return root / "blocker" / "cache"
+
+
+WARNING_CASES = {
+    "entry is a FIFO": (_entry_replaced_by_fifo, "ignored compiled-model cache entry"),
+    "entry corrupted": (_entry_corrupted, "discarded compiled-model cache entry"),
+    "cache_dir is a file": (_cache_is_a_file, "not using the compiled-model cache folder"),
+    "cache_dir writable by others": (_cache_is_shared, "not using the compiled-model cache folder"),
+    "cache_dir cannot be made": (_cache_is_below_a_file, "cannot write compiled-model cache entry"),
+}
+
+
+@pytest.mark.parametrize("case", list(WARNING_CASES))
+def test_each_cache_problem_warns_once_at_the_callers_line(folder: Path, tmp_path: Path, case: str) -> None:
+    prepare, text = WARNING_CASES[case]
+    root = tmp_path / "cache-root"
+    root.mkdir(mode=0o700)
+    cache = prepare(folder, root)
+    rt = runtime_for(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        rt.compile_model("detector", cache_dir=cache)
+    ours = [str(w.message) for w in caught if "hatch-ovcrypt" in str(w.message)]
+    assert len(ours) == 1 and text in ours[0], ours
+    [warning] = [w for w in caught if "hatch-ovcrypt" in str(w.message)]
+    assert warning.category is RuntimeWarning
+    assert (warning.filename, warning.lineno) == (__file__, line), "the warning must name the caller's line"
+
+
+def test_warning_of_a_vendored_runtime_names_the_import_line(folder: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The runtime as a product ships it (its own copy), reached by a lazy `from ... import model`: the warning
+    names the import statement, through importlib's frames."""
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("")
+    monkeypatch.setenv(CACHE_DIR_ENV, str(blocker))
+    monkeypatch.syspath_prepend(str(folder.parent))
+    monkeypatch.delitem(sys.modules, "_ovcrypt", raising=False)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            line = sys._getframe().f_lineno + 1
+            from _ovcrypt import detector  # type: ignore[import-not-found]  # noqa: F401
+    finally:
+        for name in [m for m in sys.modules if m == "_ovcrypt" or m.startswith("_ovcrypt.")]:
+            del sys.modules[name]
+    ours = [w for w in caught if "hatch-ovcrypt" in str(w.message)]
+    assert len(ours) == 1, [str(w.message) for w in ours]
+    assert (ours[0].filename, ours[0].lineno) == (__file__, line)

@@ -20,7 +20,7 @@ from hatch_ovcrypt.cli.common import Keys
 from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, key_id
 from hatch_ovcrypt.runtime._writer import FileSource
 from hatch_ovcrypt.writer import encrypt_file
-from tests.helpers import encrypted_path, make_ir, render_folder
+from tests.helpers import encrypted_path, make_ir, render_folder, write_product
 
 SCRIPT = Path(sys.executable).with_name("hatch-ovcrypt")
 
@@ -440,6 +440,48 @@ def test_verify_a_package_folder_checks_its_manifest(setup: Setup, cli: Cli) -> 
     assert_one_line_error(cli("verify", folder, "--key-file", setup.file_a), 1, "manifest.json failed authentication")
 
 
+def test_verify_reports_every_problem_of_a_package(setup: Setup, cli: Cli) -> None:
+    """Issue 18: a tampered file and a missing file both appear (the first problem used to hide the rest)."""
+    folder = render_folder(setup.root / "_ovcrypt", {"det": setup.xml, "other": setup.xml}, setup.key_a)
+    tampered, missing = encrypted_path(folder, "det", Role.BIN), encrypted_path(folder, "other", Role.XML)
+    data = bytearray(tampered.read_bytes())
+    data[-100] ^= 1
+    tampered.write_bytes(bytes(data))
+    missing.unlink()
+    r = cli("verify", folder, "--key-file", setup.file_a)
+    assert_one_line_error(r, 1, "det.bin.ovc is not the file it was signed with", "det.bin.ovc: segment",
+                          "other.xml.ovc, which is missing")  # fmt: skip
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"generator": "hatch-ovcrypt', '"generator": "edited'))
+    r = cli("verify", folder, "--key-file", setup.file_a)
+    assert_one_line_error(r, 1, "manifest.json failed authentication", "det.bin.ovc is not the file it was signed",
+                          "other.xml.ovc, which is missing", "4 check(s) failed")  # fmt: skip
+    # rekey refuses with the first problem, and says how many more there are
+    assert_one_line_error(cli("rekey", folder, "--new-key-file", setup.file_b, "--key-file", setup.file_a), 1,
+                          "manifest.json failed authentication", "and 2 more problem(s)")  # fmt: skip
+
+
+def test_leftover_temporary_files_reported_by_verify_and_removed_by_rekey(setup: Setup, cli: Cli) -> None:
+    """What a killed rekey leaves (atomic_writer's `.<name>.<random>.tmp`, never renamed into place)."""
+    folder = render_folder(setup.root / "_ovcrypt", {"det": setup.xml}, setup.key_a)
+    leftovers = [folder / "models" / ".det.bin.ovc.k3x_9qa2.tmp", folder / ".manifest.json.a8zz01bq.tmp",
+                 setup.enc / ".det.xml.ovc.0123abcd.tmp"]  # fmt: skip
+    for path in leftovers:
+        path.write_bytes(os.urandom(1000))
+    unrelated = [folder / "models" / ".det.bin.ovc.notours.tmp", setup.enc / "notes.tmp"]
+    for path in unrelated:
+        path.write_text("kept")
+    r = cli("verify", folder, setup.enc, "--key-file", setup.file_a)
+    assert_one_line_error(r, 1, *(f"{p}: a temporary file left behind by an interrupted" for p in leftovers),
+                          "3 check(s) failed")  # fmt: skip
+    assert r.out.count("ok: ") == 5, r.out  # the manifest and four files are fine
+    r = cli("rekey", folder, setup.enc, "--new-key-file", setup.file_b, "--key-file", setup.file_a)
+    assert r.code == 0, r.err
+    assert all(f"removed {p}" in r.out for p in leftovers) and not any(p.exists() for p in leftovers)
+    assert all(p.read_text() == "kept" for p in unrelated)
+    assert cli("verify", folder, setup.enc, "--key-file", setup.file_b).code == 0
+
+
 def test_every_argument_has_help_text() -> None:
     """Issue 12: `hatch-ovcrypt VERB --help` explains every argument."""
     import argparse
@@ -466,3 +508,49 @@ def test_check_says_how_to_make_the_example_models(tmp_path: Path) -> None:
     result = run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], check=False,
                  env={"OVCRYPT_KEY": "00" * 32})  # fmt: skip
     assert result.returncode == 1 and "this project makes its models with `python make_models.py`" in result.stderr
+
+
+# --- check: texts --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def product(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A product checked with a key in $OVCRYPT_KEY, outside any uv project, and not run by uv."""
+    project = write_product(tmp_path / "product", {"det": "models/det.xml"})
+    shutil.copytree(model_dir, project / "models")
+    monkeypatch.setenv("OVCRYPT_KEY", secrets.token_hex(32))
+    monkeypatch.delenv("UV", raising=False)
+    assert not [p for p in (project, *project.parents) if (p / "uv.lock").is_file()]
+    return project
+
+
+@pytest.mark.parametrize("uv", ["none", "UV set", "uv.lock", "uv.lock of a workspace", "[tool.uv]", "covered"])
+def test_check_gives_uv_cache_keys_advice_only_where_uv_is_in_use(product: Path, cli: Cli, uv: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    pyproject = product / "pyproject.toml"
+    if uv == "UV set":
+        monkeypatch.setenv("UV", "/usr/local/bin/uv")
+    elif uv == "uv.lock":
+        (product / "uv.lock").write_text("version = 1\n")
+    elif uv == "uv.lock of a workspace":
+        (product.parent / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["product"]\n')
+        (product.parent / "uv.lock").write_text("version = 1\n")
+    elif uv == "[tool.uv]":
+        pyproject.write_text(pyproject.read_text() + "\n[tool.uv]\npackage = true\n")
+    elif uv == "covered":
+        pyproject.write_text(pyproject.read_text() + '\n[tool.uv]\ncache-keys = ["pyproject.toml", "models/**"]\n')
+    r = cli("check", product)
+    assert r.code == 0, r.err
+    advised = "cache-keys = [" in r.out
+    assert advised == (uv not in ("none", "covered")), r.out
+    assert "pip install -e" not in r.out  # pip builds anew each time: it needs no advice
+    if advised:
+        assert {"UV set": "$UV is set", "[tool.uv]": "[tool.uv] table"}.get(uv, "uv.lock") in r.out
+
+
+def test_check_says_what_models_takes(product: Path, cli: Cli) -> None:
+    pyproject = product / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('models = { det = "models/det.xml" }', ""))
+    r = cli("check", product)
+    assert r.code == 1 and "Traceback" not in r.err
+    assert ".models` is required: a table of model name -> path (an IR .xml, a model folder, or a file" in r.err

@@ -26,6 +26,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ import openvino as ov
 import pytest
 
 from hatch_ovcrypt.runtime._errors import OvcryptError
+from hatch_ovcrypt.runtime._keys import MAX_KEY_FILE_BYTES
 from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
 from hatch_ovcrypt.runtime._spec import TAG_SIZE, Role
 from tests.helpers import (
@@ -154,10 +156,13 @@ class Run:
 
 
 def dump(programs: Programs, folder: Path, model: str, *args: str, key: bytes | None = None,
-         env: dict[str, str] | None = None) -> Run:  # fmt: skip
+         env: dict[str, str] | None = None, timeout: float = 120, max_heap: int | None = None) -> Run:  # fmt: skip
+    """Run ovcrypt_dump; `timeout` fails a reader that blocks, `max_heap` (bytes, RLIMIT_DATA) one that would
+    otherwise grow until the machine runs out of memory."""
     extra = {"OVCRYPT_KEY": key.hex()} if key is not None else {}
+    limit = None if max_heap is None else lambda: resource.setrlimit(resource.RLIMIT_DATA, (max_heap, max_heap))
     result = subprocess.run([str(programs.dump), *args, str(folder), model], env=programs.env(**extra, **(env or {})),
-                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+                            capture_output=True, text=True, timeout=timeout, check=False, preexec_fn=limit)  # fmt: skip
     return Run(result.returncode, result.stdout, result.stderr)
 
 
@@ -547,6 +552,68 @@ def test_dump_takes_keys_as_the_python_runtime_does(programs: Programs, corpus: 
     unknown = dump(programs, corpus.folder, "nothing", key=corpus.key)
     assert unknown.stderr.startswith("ovcrypt_dump: ModelNotFoundError")
     assert dump(programs, corpus.folder, "small", "--bogus").code == 2
+
+
+# --- what is not a regular file, and key files without end: refused at once, as by the Python runtime ---
+
+REFUSE_WITHIN = 30  # seconds: a reader that blocks fails the test instead of hanging it
+
+
+def _package_file_is_fifo(folder: Path) -> None:
+    path = encrypted_path(folder, "medium", Role.BIN)
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _manifest_is_fifo(folder: Path) -> None:
+    (folder / MANIFEST_NAME).unlink()
+    os.mkfifo(folder / MANIFEST_NAME)
+
+
+@pytest.mark.parametrize("damage", [_package_file_is_fifo, _manifest_is_fifo], ids=["model file", "manifest"])
+def test_fifo_in_a_package_refused_at_once(programs: Programs, corpus: Corpus, tmp_path: Path,  # noqa: F811
+                                           monkeypatch: pytest.MonkeyPatch, damage: Damage) -> None:  # fmt: skip
+    """A FIFO in place of a package's file blocked a plain open() forever; the Python runtime refuses it."""
+    monkeypatch.setenv("OVCRYPT_KEY", corpus.key.hex())
+    folder = tmp_path / "_ovcrypt"
+    shutil.copytree(corpus.folder, folder)
+    damage(folder)
+    expected = python_outcome(folder, "medium")
+    assert expected in ("IntegrityError", "ManifestError")
+    line = assert_refused_one_line(dump(programs, folder, "medium", key=corpus.key, timeout=REFUSE_WITHIN), expected)
+    assert "regular file" in line or "missing" in line, line
+
+
+def test_fifo_or_device_in_a_plain_folder_refused_at_once(programs: Programs, corpus: Corpus, tmp_path: Path) -> None:  # noqa: F811
+    """A plain folder follows symbolic links: a FIFO, or a link to /dev/zero, is still never read."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    shutil.copyfile(encrypted_path(corpus.folder, "medium", Role.XML), folder / "medium.xml.ovc")
+    os.mkfifo(folder / "medium.bin.ovc")
+    for _ in range(2):
+        run = dump(programs, folder, "medium", key=corpus.key, timeout=REFUSE_WITHIN)
+        assert "not a regular file" in assert_refused_one_line(run, "IntegrityError")
+        (folder / "medium.bin.ovc").unlink()
+        (folder / "medium.bin.ovc").symlink_to("/dev/zero")
+
+
+def test_key_file_bounded_as_in_the_python_runtime(programs: Programs, corpus: Corpus, tmp_path: Path,  # noqa: F811
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """OVCRYPT_KEY_FILE=/dev/zero ended in std::bad_alloc; both readers take at most MAX_KEY_FILE_BYTES."""
+    at_limit, over = tmp_path / "at-limit.key", tmp_path / "over.key"
+    at_limit.write_text(corpus.key.hex().ljust(MAX_KEY_FILE_BYTES))  # the key, then spaces
+    over.write_text(corpus.key.hex().ljust(MAX_KEY_FILE_BYTES + 1))
+    for path, expected in ((at_limit, "OK"), (over, "KeyFormatError"), (Path("/dev/zero"), "KeyFormatError")):
+        monkeypatch.delenv("OVCRYPT_KEY", raising=False)
+        monkeypatch.setenv("OVCRYPT_KEY_FILE", str(path))
+        assert python_outcome(corpus.folder, "small") == expected, path
+        run = dump(programs, corpus.folder, "small", env={"OVCRYPT_KEY_FILE": str(path)}, timeout=REFUSE_WITHIN,
+                   max_heap=2 << 30)  # fmt: skip
+        if expected == "OK":
+            assert run.code == 0, run.stderr
+            continue
+        line = assert_refused_one_line(run, expected)
+        assert f"key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes" in line, line
 
 
 # --- the manifest's canonical JSON, and manifest v2 folder models -----------------------------------

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +35,13 @@ from tests.helpers import (
 )
 
 
-def infer(folder: Path, monkeypatch: pytest.MonkeyPatch, keys: str | None) -> np.ndarray:
+def infer(folder: Path, monkeypatch: pytest.MonkeyPatch, keys: str | None, width: int = 64) -> np.ndarray:
     """A fresh runtime over `folder`, given $OVCRYPT_KEY = keys (or nothing), runs the model once."""
     if keys is None:
         monkeypatch.delenv("OVCRYPT_KEY", raising=False)
     else:
         monkeypatch.setenv("OVCRYPT_KEY", keys)
-    return np.asarray(runtime_for(folder).compile_model("det")(sample_input())[0])
+    return np.asarray(runtime_for(folder).compile_model("det")(sample_input(width))[0])
 
 
 def secrets_in(text: str, *keys: bytes) -> list[str]:
@@ -236,3 +238,46 @@ def test_key_provider_import_failure_is_one_clear_line(provider_site: tuple[Path
     (broken / "acme_vision" / "keys.py").write_text("def other(key_id):\n    return None\n")
     result = run_product(broken)
     assert result.startswith("ERROR True ") and "get_key" in result, result
+
+
+# --- a rekey killed mid-way -------------------------------------------------------------------
+
+
+def test_rekey_killed_mid_way_is_reported_by_verify_and_finished_by_a_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL runs no cleanup: the temporary file being written stays. `verify` names it; a re-run removes it."""
+    big = make_ir(tmp_path / "src" / "det.xml", 64 << 20, seed=7, width=1024)
+    a, b = secrets.token_bytes(32), secrets.token_bytes(32)
+    folder = render_folder(tmp_path / "_ovcrypt", {"det": big}, a)
+    (tmp_path / "a").write_text(a.hex())
+    (tmp_path / "b").write_text(b.hex())
+    models = folder / "models"
+    env = {**os.environ, "OVCRYPT_KEY": f"{a.hex()},{b.hex()}"}
+    proc = subprocess.Popen([sys.executable, "-m", "hatch_ovcrypt", "rekey", str(folder), "--new-key-file",
+                             str(tmp_path / "b")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not [p for p in models.glob(".det.bin.ovc.*.tmp") if p.stat().st_size > (1 << 20)]:
+            assert proc.poll() is None, "the rekey ended before it could be killed mid-file; use a larger model"
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    [leftover] = models.glob(".det.bin.ovc.*.tmp")
+    assert proc.returncode == -signal.SIGKILL
+
+    monkeypatch.setenv("OVCRYPT_KEY", f"{a.hex()},{b.hex()}")
+    assert main(["verify", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert f"{leftover}: a temporary file left behind by an interrupted (killed) rekey" in err, err
+
+    assert main(["rekey", str(folder), "--new-key-file", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {leftover}" in out and "re-signed" in out, out
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    assert main(["verify", str(folder), "--key-file", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    assert np.array_equal(infer(folder, monkeypatch, b.hex(), 1024), reference_output(big, sample_input(1024)))
+

@@ -29,7 +29,7 @@ from .common import (
     human_size,
     keys_from_args,
 )
-from .package import authenticate, header_of, package_folders
+from .package import LEFTOVER, authenticate, header_of, leftover_temporaries, package_folders
 
 RECIPE_FIRST = "decrypt a recipe model with `hatch-ovcrypt openssl-decrypt` first, or build it with the hook"
 # What `decrypt` names the plaintext of each role of a single-IR model (a folder's files keep their paths).
@@ -113,13 +113,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     files = encrypted_files(args.paths)
     keys = keys_from_args(args)
     failed = 0
-    for folder in package_folders(files).values():
-        try:
-            folder.check(keys.key_for)
-        except OvcryptError as exc:
-            fail(str(exc))
-            failed += 1
-        else:
+    folders = package_folders(files)
+    for folder in folders.values():
+        problems = folder.problems(keys.key_for)  # every one of them, not only the first
+        for problem in problems:
+            fail(str(problem))
+        failed += len(problems)
+        if not problems:
             print(f"ok: {folder.label} (signed under key id {folder.manifest.key_id}, lists every file as it is)")
     for path in files:
         try:
@@ -129,6 +129,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             failed += 1
             continue
         print(f"ok: {path} ({header.role.label} of model {header.name!r}, {header.segment_count} segment(s))")
+    for leftover in leftover_temporaries(files, folders.values()):
+        fail(f"{leftover}: {LEFTOVER}; delete it, or run the rekey again (it removes such files)")
+        failed += 1
     if failed:
         fail(f"{failed} check(s) failed")
     return EXIT_FAILED if failed else EXIT_OK

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..progress import progress_for
-from ..runtime._errors import ManifestError
+from ..runtime._atomic import temporary_target
+from ..runtime._errors import ManifestError, OvcryptError
 from ..runtime._layout import MANIFEST_NAME, MODELS_DIR
 from ..runtime._loader import KeyLookup, read_locked
 from ..runtime._manifest import FileEntry, FileIdentity, Manifest, file_identity, parse_manifest
 from ..runtime._reader import iter_plaintext, read_header
-from ..runtime._spec import SALT_SIZE, Header, derive_salt, key_id
+from ..runtime._spec import SALT_SIZE, Header, derive_salt, forget_keys, key_id
+from .common import ENCRYPTED_SUFFIX
 
 
 def header_of(path: Path) -> Header:
@@ -74,31 +76,58 @@ class PackageFolder:
     def path(self, identity: FileIdentity) -> Path:
         return self.root / MODELS_DIR / identity.file
 
+    @forget_keys
     def check(self, key_for: KeyLookup, new_key: bytes | None = None) -> None:
-        """The manifest's MAC under its key, then every file it lists: present, regular, and exactly the file
-        it was signed with (size, SHA-256, header salt). ManifestError names the first file that is not.
+        """Raise the first of problems() (naming how many more there are), or return when there is none."""
+        found = self.problems(key_for, new_key)
+        if found:
+            more = f" (and {len(found) - 1} more problem(s): `hatch-ovcrypt verify` lists them)" if found[1:] else ""
+            raise type(found[0])(f"{found[0]}{more}")
+
+    @forget_keys
+    def problems(self, key_for: KeyLookup, new_key: bytes | None = None) -> list[OvcryptError]:
+        """Every way this folder differs from what it was signed as, each an error to report; empty when none.
+
+        The manifest's MAC under its key (or why that key is not at hand), then every file it lists: present,
+        regular, and exactly the file it was signed with (size, SHA-256, header salt). Each file is compared
+        even when the MAC failed, so one run names every damaged or missing file.
 
         With `new_key` (an interrupted rekey being run again), a file already under that key passes when its
         plaintext is exactly the one signed: the salt recorded for it is recomputed from that plaintext.
         """
-        manifest_key = key_for(bytes.fromhex(self.manifest.key_id), self.label)
-        self.manifest.verify(manifest_key)
+        found: list[OvcryptError] = []
+        manifest_key = None
+        try:
+            manifest_key = key_for(bytes.fromhex(self.manifest.key_id), self.label)
+            self.manifest.verify(manifest_key)
+        except OvcryptError as exc:
+            found.append(exc.with_traceback(None))  # kept for its message: not its frames, which held the key
         for _, _, entry, identity in self.files():
-            path = self.path(identity)
-            if path.is_symlink() or not path.is_file():
-                raise ManifestError(f"{self.label}: lists {identity.file}, which is missing from {path.parent}")
-            if new_key is not None and new_key != manifest_key and header_of(path).key_id == key_id(new_key):
-                if _signed_salt(path, new_key, manifest_key) != entry.salt:
-                    raise ManifestError(f"{self.label}: {identity.file} is not the file it was signed with (salt "
-                                        "differs); it was replaced or rolled back: restore it, or rebuild")  # fmt: skip
-                continue
-            actual = file_entry(path, identity.file)
-            if actual != entry:
-                what = [f for f in ("size", "sha256", "salt") if getattr(actual, f) != getattr(entry, f)]
-                raise ManifestError(
-                    f"{self.label}: {identity.file} is not the file it was signed with ({', '.join(what)} differ); "
-                    "it was replaced or rolled back: restore it from the release, or rebuild"
-                )
+            try:
+                self._check_file(entry, identity, manifest_key, new_key)
+            except OvcryptError as exc:
+                found.append(exc.with_traceback(None))
+        return found
+
+    @forget_keys
+    def _check_file(self, entry: FileEntry, identity: FileIdentity, manifest_key: bytes | None,
+                    new_key: bytes | None) -> None:  # fmt: skip
+        path = self.path(identity)
+        if path.is_symlink() or not path.is_file():
+            raise ManifestError(f"{self.label}: lists {identity.file}, which is missing from {path.parent}")
+        if (new_key is not None and manifest_key is not None and new_key != manifest_key
+                and header_of(path).key_id == key_id(new_key)):  # fmt: skip
+            if _signed_salt(path, new_key, manifest_key) != entry.salt:
+                raise ManifestError(f"{self.label}: {identity.file} is not the file it was signed with (salt "
+                                    "differs); it was replaced or rolled back: restore it, or rebuild")  # fmt: skip
+            return
+        actual = file_entry(path, identity.file)
+        if actual != entry:
+            what = [f for f in ("size", "sha256", "salt") if getattr(actual, f) != getattr(entry, f)]
+            raise ManifestError(
+                f"{self.label}: {identity.file} is not the file it was signed with ({', '.join(what)} differ); "
+                "it was replaced or rolled back: restore it from the release, or rebuild"
+            )
 
 
 def _signed_salt(path: Path, key: bytes, signed_under: bytes) -> str:
@@ -135,6 +164,30 @@ def package_folders(files: list[Path]) -> dict[Path, PackageFolder]:
             listed = {folder.path(identity).resolve() for *_, identity in folder.files()}
             if path.resolve() in listed:
                 found[folder.root] = folder
+    return found
+
+
+LEFTOVER = "a temporary file left behind by an interrupted (killed) rekey or encrypt"
+
+
+def leftover_temporaries(files: Iterable[Path], folders: Iterable[PackageFolder]) -> list[Path]:
+    """Temporary files that a killed `rekey` or `encrypt` left beside these encrypted files or manifests.
+
+    Every write goes through atomic_writer, whose temporary file `.<name>.<random>.tmp` is renamed over
+    `<name>` when complete and removed on any error; only a killed process leaves one behind. Listed are
+    those of an encrypted file or a manifest, in any folder that holds one of `files` or is a package root.
+    """
+    dirs = {path.parent for path in files} | {folder.root for folder in folders}
+    found = []
+    for folder in sorted(dirs):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            target = temporary_target(name)
+            if target and (target.endswith(ENCRYPTED_SUFFIX) or target == MANIFEST_NAME):
+                found.append(folder / name)
     return found
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
     print(f"key: from {source}, key id {key_id(plan.key).hex()}")
     model_files = [path for spec in options.models for path in plaintext_paths(spec)]
-    if hint := uv_cache_keys_hint(root, model_files):
+    uv = uv_in_use(root, os.environ)
+    if uv and (hint := uv_cache_keys_hint(root, model_files)):
         print(
-            "editable installs: uv caches them and would keep running the old encrypted snapshot after the models "
-            f"change; add to pyproject.toml:\n{hint}\n(with pip, run `pip install -e .` again after the models change)"
+            f"editable installs with uv (in use here: {uv}): uv caches them and would keep running the old "
+            f"encrypted snapshot after the models change; add to pyproject.toml:\n{hint}"
         )
     return EXIT_OK
+
+
+def uv_in_use(root: Path, environ: Mapping[str, str]) -> str | None:
+    """Why uv looks like this project's installer, or None; only then does `check` give uv's cache-keys advice.
+
+    Any one of: uv started this process (`uv run` sets $UV, the path of the uv binary, for everything it runs);
+    a uv.lock in the project or in a folder above it that holds a pyproject.toml (a uv workspace's root); a
+    [tool.uv] table in the project's pyproject.toml. pip users see no advice: `pip install -e .` builds anew.
+    """
+    from hatchling.metadata.core import ProjectMetadata
+
+    if environ.get("UV"):
+        return "$UV is set: uv runs this command"
+    for folder in (root, *root.parents):
+        if (folder / "uv.lock").is_file() and (folder / "pyproject.toml").is_file():
+            return f"{folder / 'uv.lock'}"
+    if isinstance(ProjectMetadata(str(root), None).config.get("tool", {}).get("uv"), dict):
+        return "pyproject.toml has a [tool.uv] table"
+    return None
 
 
 def _key_environment(table: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, str], str]:

@@ -3,7 +3,7 @@
 Each file is decrypted segment by segment (DecryptingSource) and written by the build's own
 writer to a temporary file beside it, which is renamed over it only once complete, so a failure
 leaves the old file untouched. A file already under the new key is skipped, so an interrupted
-rekey can simply be run again.
+rekey can simply be run again; the run removes the temporary files that a killed run left behind.
 
 When the files are an installed package's `_ovcrypt` folder, its manifest.json names the key id
 and the files' digests, and the runtime refuses files under any other key id; so once every file
@@ -26,7 +26,7 @@ from ..runtime._manifest import FileEntry, Manifest, ModelEntry
 from ..runtime._reader import DecryptingSource
 from ..runtime._spec import key_id
 from .common import EXIT_OK, Keys, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
-from .package import PackageFolder, file_entry, header_of, package_folders
+from .package import LEFTOVER, PackageFolder, file_entry, header_of, leftover_temporaries, package_folders
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
@@ -45,6 +45,9 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     for path, header in headers.items():  # every key must be at hand before the first file changes
         if header.key_id != new_id:
             old.key_for(header.key_id, str(path))
+    for leftover in leftover_temporaries(files, packages.values()):  # a killed run's: never renamed into place
+        leftover.unlink(missing_ok=True)
+        print(f"removed {leftover}: {LEFTOVER}")
     done = 0
     for path, header in headers.items():
         if header.key_id == new_id:

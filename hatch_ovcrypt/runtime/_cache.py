@@ -24,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._atomic import atomic_writer
@@ -175,6 +177,10 @@ def usable_folder(folder: Path) -> bool:
 def store(path: Path, key: bytes, compiled: ov.CompiledModel) -> None:
     """Export, encrypt and atomically write one entry. A failure only costs the next warm start."""
     try:
+        # A folder that is unusable (a file, say) was warned about once by load(): checked before mkdir,
+        # whose FileExistsError would warn about the same folder a second time.
+        if not usable_folder(path.parent):
+            return
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not usable_folder(path.parent):
             return
@@ -210,4 +216,28 @@ def _discard(path: Path, fd: int, exc: BaseException) -> None:
 
 
 def _warn(message: str) -> None:
-    warnings.warn(f"hatch-ovcrypt: {message}", RuntimeWarning, stacklevel=4)
+    """A RuntimeWarning attributed to the line that called into the runtime, not to the runtime itself."""
+    warnings.warn(f"hatch-ovcrypt: {message}", RuntimeWarning, stacklevel=_caller_stacklevel())
+
+
+_RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that makes warnings.warn, called in _warn, name the first frame outside this runtime.
+
+    Counted as warnings.warn steps: it skips importlib's own frames (a lazy `from <package>._ovcrypt import
+    detector` runs through them) without counting them. (Python 3.12's skip_file_prefixes does the same.)"""
+    frame: FrameType | None = sys._getframe(1)  # _warn: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        frame = frame.f_back
+        while frame is not None and _is_importlib(frame.f_code.co_filename):
+            frame = frame.f_back
+        level += 1
+    return level
+
+
+def _is_importlib(filename: str) -> bool:
+    """The frames warnings.warn steps over (its _is_internal_frame)."""
+    return "importlib" in filename and "_bootstrap" in filename

@@ -1,11 +1,13 @@
-"""How this package finds its key: rendered by the build from the product's hook table.
+"""How this package finds its key: settings generated for the product by its build.
+
+In a product's wheel, the build generated this file for that product from its hook table (`key-env`,
+`key-provider`, `extensions`), so the values below are the product's own. Only in the hatch-ovcrypt
+source tree, where no build has generated it, are they the defaults.
 
 These settings are code, not manifest data, on purpose: the manifest can only be authenticated once a
 key is found, so nothing in it may choose which environment variable is read or which module is
 imported to find that key (docs/SECURITY.md). The integrity of this file, like that of every other
 installed module, is the platform's job (hash-pinned installs, signed images).
-
-The values below are the defaults, for the runtime as it sits in the hatch-ovcrypt source tree.
 """
 
 from __future__ import annotations

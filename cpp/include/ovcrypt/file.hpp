@@ -72,6 +72,20 @@ private:
     int fd_ = -1;
 };
 
+/// Open `path` read-only without ever blocking: without O_NONBLOCK, open() of a FIFO waits for a writer
+/// forever. The caller then fstat()s the descriptor and refuses anything but a regular file (a FIFO, a
+/// device such as /dev/zero, a socket), as the Python runtime does. -1 with errno set when open() fails.
+inline int open_nonblocking(const char* path, int extra_flags = 0) noexcept {
+    int fd;
+    do {
+        fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags);
+    } while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+/// True when `fd` is a regular file; its status is left in `st`.
+inline bool is_regular_file(int fd, struct stat& st) noexcept { return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode); }
+
 /// Read up to `size` bytes at `offset`; fewer only at the end of the file.
 inline std::size_t pread_up_to(int fd, std::uint8_t* out, std::size_t size, std::uint64_t offset,
                                const std::string& label) {
@@ -141,13 +155,10 @@ private:
 class EncryptedFile {
 public:
     /// Step 1: open `path` and parse its header; needs no key. `label` prefixes every message
-    /// ("model 'detector' file detector.bin.ovc"). With `no_follow`, a symbolic link is refused.
+    /// ("model 'detector' file detector.bin.ovc"). With `no_follow`, a symbolic link is refused. Anything but
+    /// a regular file (a FIFO, a device) is refused at once (IntegrityError), never read or waited on.
     static EncryptedFile open(const std::filesystem::path& path, std::string label, bool no_follow = false) {
-        const int flags = O_RDONLY | O_CLOEXEC | (no_follow ? O_NOFOLLOW : 0);
-        int fd;
-        do {
-            fd = ::open(path.c_str(), flags);
-        } while (fd < 0 && errno == EINTR);
+        const int fd = detail::open_nonblocking(path.c_str(), no_follow ? O_NOFOLLOW : 0);
         if (fd < 0) {
             if (errno == ENOENT) throw IntegrityError(label + ": is missing");
             if (errno == ELOOP) throw ManifestError(label + ": is a symbolic link; encrypted files must be regular files");
@@ -155,7 +166,7 @@ public:
         }
         EncryptedFile file(detail::FileDescriptor(fd), std::move(label));
         struct stat st {};
-        if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (!detail::is_regular_file(fd, st)) {  // a FIFO, a device: refused before any read
             throw IntegrityError(file.label_ + ": is not a regular file");
         }
         file.file_size_ = static_cast<std::uint64_t>(st.st_size);

@@ -12,7 +12,6 @@
 #pragma once
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +31,10 @@
 namespace ovcrypt {
 
 constexpr const char* DEFAULT_KEY_ENV = "OVCRYPT_KEY";
+/// A key file larger than this is refused unread beyond it (KeyFormatError), as by the Python runtime
+/// (runtime/_keys.py MAX_KEY_FILE_BYTES): a key file holds a few keys, and a path such as /dev/zero must
+/// end in one line, not in exhausted memory.
+constexpr std::size_t MAX_KEY_FILE_BYTES = 64 << 10;
 
 namespace detail {
 
@@ -83,7 +86,8 @@ inline std::vector<format::MasterKey> parse_key_list(std::string_view text, cons
     return keys;
 }
 
-/// Keys from a key file (ASCII text: one key or a list).
+/// Keys from a key file (ASCII text: one key or a list), at most MAX_KEY_FILE_BYTES of it. Like the Python
+/// runtime, any file that can be read is read (a pipe such as bash's `<(...)`, /dev/stdin), within that bound.
 inline std::vector<format::MasterKey> read_key_file(const std::string& path, const std::string& source) {
     int fd;
     do {
@@ -92,13 +96,12 @@ inline std::vector<format::MasterKey> read_key_file(const std::string& path, con
     if (fd < 0 && errno == ENOENT) throw KeyMissingError(source + ": key file " + path + " does not exist");
     if (fd < 0) throw KeyFormatError(source + ": cannot read key file " + path + " (" + std::strerror(errno) + ")");
     detail::WipedString content;
-    struct stat st {};
-    if (::fstat(fd, &st) == 0 && st.st_size > 0) {
-        content.text.reserve(static_cast<std::size_t>(st.st_size) + 1);  // no reallocation leaves key text behind
-    }
+    // Room for the bound and one byte more, reserved at once: no reallocation leaves key text behind.
+    content.text.reserve(MAX_KEY_FILE_BYTES + 1);
     char chunk[4096];
-    for (;;) {
-        const ssize_t n = ::read(fd, chunk, sizeof chunk);
+    while (content.text.size() <= MAX_KEY_FILE_BYTES) {
+        const std::size_t room = MAX_KEY_FILE_BYTES + 1 - content.text.size();
+        const ssize_t n = ::read(fd, chunk, std::min(sizeof chunk, room));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             const int error = errno;
@@ -111,6 +114,10 @@ inline std::vector<format::MasterKey> read_key_file(const std::string& path, con
     }
     OPENSSL_cleanse(chunk, sizeof chunk);
     ::close(fd);
+    if (content.text.size() > MAX_KEY_FILE_BYTES) {
+        throw KeyFormatError(source + ": key file " + path + " is larger than " + std::to_string(MAX_KEY_FILE_BYTES) +
+                             " bytes: it is not a key file");
+    }
     for (char c : content.text) {
         if (static_cast<unsigned char>(c) > 0x7f) {
             throw KeyFormatError(source + ": cannot read key file " + path + " (it is not ASCII text)");

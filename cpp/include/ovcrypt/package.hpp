@@ -11,11 +11,11 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -42,11 +42,7 @@ public:
     static Package open_package(const std::filesystem::path& dir, KeyRing keys = KeyRing()) {
         Package package(dir, std::move(keys));
         const std::filesystem::path path = dir / layout::MANIFEST_NAME;
-        std::ifstream in(path, std::ios::binary);
-        if (!in) throw ManifestError(path.string() + " is missing; reinstall the package");
-        std::ostringstream text;
-        text << in.rdbuf();
-        package.manifest_ = std::make_shared<const Manifest>(Manifest::parse(text.str()));
+        package.manifest_ = std::make_shared<const Manifest>(Manifest::parse(read_manifest(path)));
         package.models_dir_ = dir / layout::MODELS_DIR;
         return package;
     }
@@ -182,6 +178,31 @@ private:
             }
         }
         return path;
+    }
+
+    /// The bytes of manifest.json. As in the Python runtime, only a regular file is read: a FIFO there would
+    /// block a plain open() forever, a device such as /dev/zero would never end.
+    static std::string read_manifest(const std::filesystem::path& path) {
+        const int fd = detail::open_nonblocking(path.c_str());
+        if (fd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
+            throw ManifestError(path.string() + " is missing; reinstall the package");
+        }
+        if (fd < 0) throw ManifestError(path.string() + " cannot be opened (" + std::strerror(errno) + ")");
+        const detail::FileDescriptor owner(fd);
+        struct stat st {};
+        if (!detail::is_regular_file(fd, st)) {
+            throw ManifestError(path.string() + " is not a regular file; reinstall the package");
+        }
+        std::string text;
+        char chunk[1 << 16];
+        std::uint64_t offset = 0;
+        for (;;) {
+            const std::size_t got =
+                detail::pread_up_to(fd, reinterpret_cast<std::uint8_t*>(chunk), sizeof chunk, offset, path.string());
+            text.append(chunk, got);
+            offset += got;
+            if (got < sizeof chunk) return text;
+        }
     }
 
     /// The models of a plain folder, by the naming rules of model.hpp.
