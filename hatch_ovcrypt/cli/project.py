@@ -36,20 +36,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..checks import check_project, hook_table
     from ..config import HOOK_NAME, ConfigurationError, display_path
     from ..dependencies import uv_cache_keys_hint
+    from ..pyproject import ProjectFileError, known_targets, misplaced_hook_tables, project_files
     from ..runtime._spec import key_id
     from ..sources import plaintext_paths
 
     root = Path(args.project_dir).resolve()
     if not (root / "pyproject.toml").is_file():
         raise UsageError(f"{root} has no pyproject.toml")
-    builder = WheelBuilder(str(root))
-    table = hook_table(builder)
+    try:
+        misplaced = misplaced_hook_tables(project_files(root), known_targets())
+        builder = WheelBuilder(str(root))
+        table = hook_table(builder)
+    except ProjectFileError as exc:  # one line: file:line:column and what is wrong, not tomllib's traceback
+        raise CheckFailed(str(exc)) from None
+    except (TypeError, ValueError) as exc:  # hatchling's own refusals of [tool.hatch] (`... must be a table`)
+        raise CheckFailed(f"{root / 'pyproject.toml'}: {exc}") from None
     if table is None:
-        raise CheckFailed(f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table")
+        missing = f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table"
+        if len(misplaced) == 1:
+            raise CheckFailed(f"{missing}; {misplaced[0]}")
+        raise CheckFailed(str(ConfigurationError(misplaced)) if misplaced else missing)
     environ, source = _key_environment(table, args)
     plan, problems = check_project(table, root, builder, environ)
-    if plan is None:
-        raise CheckFailed(str(ConfigurationError(problems)))
+    if plan is None or misplaced:
+        raise CheckFailed(str(ConfigurationError(misplaced + problems)))
     options = plan.options
     names = ", ".join(spec.name for spec in options.models)
     print(f"ok: {len(options.models)} model(s) ({names}) into {plan.package}._ovcrypt")
