@@ -61,7 +61,7 @@ def _decode_error(path: Path, text: str, exc: ValueError) -> str:
     if line is None or column is None:
         line, column = text.count("\n") + 1, len(text.rpartition("\n")[2]) + 1  # at end of document
     message = f"{path}:{line}:{column}: not valid TOML: {reason}"
-    stop = sum(len(row) for row in text.splitlines(keepends=True)[: line - 1]) + column - 1
+    stop = sum(len(row) + 1 for row in text.split("\n")[: line - 1]) + column - 1  # lines as tomllib counts them
     opened = _open_inline_table(text, stop)
     if opened is not None and (opened < line or text[stop : stop + 1] in ("#", "\n", "\r")):
         message += (
