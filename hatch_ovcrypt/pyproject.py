@@ -133,7 +133,36 @@ def misplaced_hook_tables(files: list[ProjectFile], targets: set[str]) -> list[P
             else:
                 why = f"is not a table hatchling reads{where}, so builds ignore it and ship no models"
             problems.append(Problem(".".join(path), f"{why}: did you mean [{meant}]?"))
+    return problems + _shadowed_hook_tables(files)
+
+
+def _shadowed_hook_tables(files: list[ProjectFile]) -> list[Problem]:
+    """pyproject.toml's hook tables that hatch.toml hides: hatchling takes each top-level key of [tool.hatch]
+    from hatch.toml when it has it, so a hatch.toml with [build] hides all of [tool.hatch.build]."""
+    if len(files) < 2 or "build" not in files[1].document:
+        return []
+    build = _table_at(files[0].document, ("tool", "hatch", "build"))
+    targets = _table_at(build, ("targets",))
+    paths = [("hooks", HOOK_NAME)] + [("targets", name, "hooks", HOOK_NAME) for name in targets]
+    problems = []
+    for path in paths:
+        if _table_at(build, path):
+            problems.append(Problem(
+                ".".join(("tool", "hatch", "build", *path)),
+                f"is hidden by [build] in {HATCH_TOML}, which replaces all of pyproject.toml's [tool.hatch.build]: "
+                f"move the table into {HATCH_TOML} as [{'.'.join(('build', *path))}]",
+            ))  # fmt: skip
     return problems
+
+
+def _table_at(table: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
+    """The table at `path` under `table`, or an empty one when any step is missing or not a table."""
+    for key in path:
+        value = table.get(key)
+        if not isinstance(value, Mapping):
+            return {}
+        table = value
+    return table
 
 
 def known_targets() -> set[str]:

@@ -143,6 +143,17 @@ def test_a_misplaced_table_beside_the_right_one_fails_the_check(
     assert out.startswith("ok: 1 model(s) (ovcrypto)")
 
 
+def test_a_hook_table_hidden_by_hatch_toml_says_where_to_move_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hatchling takes [tool.hatch]'s top-level keys from hatch.toml when it has them: its [build] hides ours."""
+    project = write_product(tmp_path, {"m": "models/m.xml"})
+    (project / "hatch.toml").write_text('[build.targets.sdist]\nexclude = ["/models"]\n')
+    _, _, err = check(project, capsys)
+    assert f"`{HOOK}` is hidden by [build] in hatch.toml, which replaces all of pyproject.toml's " \
+           "[tool.hatch.build]: move the table into hatch.toml as [build.targets.wheel.hooks.ovcrypt]" in one_line(err)
+
+
 # --- openvino-tokenizers missing where `check` runs -------------------------------------------------------
 
 
