@@ -79,11 +79,29 @@ def test_other_toml_errors_and_hatch_toml(tmp_path: Path, capsys: pytest.Capture
     assert f"{tmp_path / 'hatch.toml'}:1:7: not valid TOML" in one_line(err)
 
 
-def test_hatchlings_own_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\n[tool.hatch.build.targets.wheel]\n'
-                                             "hooks = 3\n")  # fmt: skip
-    code, _, err = check(tmp_path, capsys)
-    assert code == 1 and "Field `tool.hatch.build.targets.wheel.hooks` must be a table" in one_line(err)
+@pytest.mark.parametrize(
+    ("before", "after", "refusal"),
+    [
+        ("[tool.hatch.build.targets.sdist]\n", "[tool.hatch.build]\nhooks = 3\n[tool.hatch.build.targets.sdist]\n",
+         "Field `tool.hatch.build.hooks` must be a table"),
+        ('packages = ["src/acme_vision"]', 'packages = "src"',
+         "Field `tool.hatch.build.targets.wheel.packages` must be an array of strings"),
+        ('name = "acme-vision"\n', "", "Missing required field `project.name`"),
+        ("dependencies = [", 'dependencies = ["num py", ',
+         "Dependency #1 of field `project.dependencies` is invalid: Expected semicolon"),
+    ],
+)  # fmt: skip
+def test_hatchlings_own_refusals_are_one_line(
+    tmp_path: Path, key_env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    before: str, after: str, refusal: str,
+) -> None:  # fmt: skip
+    project = write_product(tmp_path, {"m": "models/m.xml"})
+    make_ir(project / "models/m.xml")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(before, after, 1))
+    monkeypatch.setenv("OVCRYPT_KEY", key_env["OVCRYPT_KEY"])
+    code, _, err = check(project, capsys)
+    assert code == 1 and f"{pyproject}: {refusal}" in one_line(err)
 
 
 # --- hook tables where hatchling never looks ------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +47,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"{root} has no pyproject.toml")
     try:
         misplaced = misplaced_hook_tables(project_files(root), known_targets())
-        builder = WheelBuilder(str(root))
-        table = hook_table(builder)
     except ProjectFileError as exc:  # one line: file:line:column and what is wrong, not tomllib's traceback
         raise CheckFailed(str(exc)) from None
-    except (TypeError, ValueError) as exc:  # hatchling's own refusals of [tool.hatch] (`... must be a table`)
-        raise CheckFailed(f"{root / 'pyproject.toml'}: {exc}") from None
-    if table is None:
-        missing = f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table"
-        if len(misplaced) == 1:
-            raise CheckFailed(f"{missing}; {misplaced[0]}")
-        raise CheckFailed(str(ConfigurationError(misplaced)) if misplaced else missing)
-    environ, source = _key_environment(table, args)
-    plan, problems = check_project(table, root, builder, environ)
+    with _hatchling_refusals(root / "pyproject.toml"):
+        builder = WheelBuilder(str(root))
+        builder.metadata.validate_fields()  # what a build checks first: name, version, dependencies
+        table = hook_table(builder)
+        if table is None:
+            missing = f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table"
+            if len(misplaced) == 1:
+                raise CheckFailed(f"{missing}; {misplaced[0]}")
+            raise CheckFailed(str(ConfigurationError(misplaced)) if misplaced else missing)
+        environ, source = _key_environment(table, args)
+        plan, problems = check_project(table, root, builder, environ)
     if plan is None or misplaced:
         raise CheckFailed(str(ConfigurationError(misplaced + problems)))
     options = plan.options
@@ -85,6 +87,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"change; add to pyproject.toml:\n{hint}\n(with pip, run `pip install -e .` again after the models change)"
         )
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _hatchling_refusals(pyproject: Path) -> Iterator[None]:
+    """hatchling's own refusals of the project (`Missing required field `project.name``, `Field ... must be a
+    table`) as one line naming the file, as the build would stop on them; any other error passes unchanged."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        innermost = exc.__traceback__
+        while innermost is not None and innermost.tb_next is not None:
+            innermost = innermost.tb_next
+        if innermost is None or "hatchling" not in Path(innermost.tb_frame.f_code.co_filename).parts:
+            raise
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise CheckFailed(f"{pyproject}: {text}") from None
 
 
 def _key_environment(table: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, str], str]:
