@@ -214,7 +214,7 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
     sources = [key for key in MODEL_SOURCES if isinstance(value, Mapping) and key in value]
     if not isinstance(value, Mapping) or len(sources) != 1:
         unknown = [key for key in value if key not in MODEL_KEYS] if isinstance(value, Mapping) and not sources else []
-        typos = [f"`{key}`: {hint[2:]}" for key in unknown if (hint := did_you_mean(key, MODEL_SOURCES))]
+        typos = [f"`{key}`: {meant[2:]}" for key in unknown if (meant := did_you_mean(key, MODEL_SOURCES))]
         hint = f" ({', '.join(typos)})" if typos else ""
         problems.append(Problem(path, "must be a path (an IR .xml, a model folder, or a file to convert), or a table "
                                       f"with exactly one of `xml`, `folder` or `source`{hint}"))  # fmt: skip
@@ -250,8 +250,9 @@ def model_name_problem(name: str) -> str | None:
     """Why an identifier cannot name a model, or None. Each model is also an attribute of `_ovcrypt` and a line
     of its type stub (`name: ov.CompiledModel`), so the name must work in both.
 
-    Soft keywords (`match`, `case`, `type`, and `_` below) are accepted: they stay valid names in attribute access,
-    imports and annotations (`match: ov.CompiledModel` parses), unlike hard keywords (`class: ...` does not).
+    Soft keywords `match`, `case` and `type` are accepted: they stay valid names in attribute access, imports and
+    annotations (`match: ov.CompiledModel` parses), unlike hard keywords (`class: ...` does not). The soft keyword
+    `_` is refused with every name that starts with `_`: `_ovcrypt.__getattr__` never gives those as models.
     """
     if keyword.iskeyword(name):
         return (
