@@ -22,7 +22,11 @@ A model may also be a table with exactly one of `xml`, `folder` or `source`:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import functools
+import keyword
+import pkgutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +142,8 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
         problems.append(Problem(f"{location}.{key}" if key else location, message))
 
     for key in sorted(set(raw) - KNOWN_KEYS - RESERVED_KEYS):
-        problem(key, f"is not an option of build hook `{HOOK_NAME}` (options: {', '.join(sorted(KNOWN_KEYS))})")
+        problem(key, f"is not an option of build hook `{HOOK_NAME}`{did_you_mean(key, KNOWN_KEYS | RESERVED_KEYS)} "
+                     f"(options: {', '.join(sorted(KNOWN_KEYS))})")  # fmt: skip
 
     def string(key: str, default: str | None) -> str | None:
         value = raw.get(key, default)
@@ -203,17 +208,25 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
     found = len(problems)
     if not is_model_name(name):
         problems.append(Problem(path, "is not a valid model name: use a Python identifier, such as `detector`"))
+    elif why := model_name_problem(name):
+        problems.append(Problem(path, why))
     if isinstance(value, str):
         return _model_from_path(name, value, root, path) if len(problems) == found else None
     sources = [key for key in MODEL_SOURCES if isinstance(value, Mapping) and key in value]
     if not isinstance(value, Mapping) or len(sources) != 1:
+        unknown = [key for key in value if key not in MODEL_KEYS] if isinstance(value, Mapping) and not sources else []
+        typos = [f"`{key}`: {meant[2:]}" for key in unknown if (meant := did_you_mean(key, MODEL_SOURCES))]
+        hint = f" ({', '.join(typos)})" if typos else ""
         problems.append(Problem(path, "must be a path (an IR .xml, a model folder, or a file to convert), or a table "
-                                      "with exactly one of `xml`, `folder` or `source`"))  # fmt: skip
+                                      f"with exactly one of `xml`, `folder` or `source`{hint}"))  # fmt: skip
         return None
     (source,) = sources
     allowed = MODEL_SOURCES[source]
     for key in sorted(set(value) - {source} - allowed):
-        why = "is not a model option" if key not in MODEL_KEYS else f"does not apply to a model given by `{source}`"
+        if key in MODEL_KEYS:
+            why = f"does not apply to a model given by `{source}`"
+        else:
+            why = f"is not a model option{did_you_mean(key, allowed)}"
         problems.append(Problem(f"{path}.{key}", f"{why} (options with `{source}`: {', '.join(sorted(allowed))})"))
     location = value[source]
     if not isinstance(location, str) or (source == "xml" and not location.endswith(".xml")):
@@ -224,6 +237,58 @@ def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Pr
         name, value, _resolve(root, location), path, problems
     )
     return spec if len(problems) == found else None
+
+
+def did_you_mean(key: str, options: Iterable[str]) -> str:
+    """`; did you mean `key-env`?` for a misspelt option (`key_env`, `keyenv`, `modles`), or "" when none is close."""
+    choices = sorted(options)
+    spelt = key.strip().lower().replace("_", "-")
+    close = [spelt] if spelt in choices else difflib.get_close_matches(spelt, choices, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why an identifier cannot name a model, or None. Each model is also an attribute of `_ovcrypt` and a line
+    of its type stub (`name: ov.CompiledModel`), so the name must work in both.
+
+    Soft keywords `match`, `case` and `type` are accepted: they stay valid names in attribute access, imports and
+    annotations (`match: ov.CompiledModel` parses), unlike hard keywords (`class: ...` does not). The soft keyword
+    `_` is refused with every name that starts with `_`: `_ovcrypt.__getattr__` never gives those as models.
+    """
+    if keyword.iskeyword(name):
+        return (
+            f"is a Python keyword: `from ..._ovcrypt import {name}` and the generated type stub would be syntax "
+            f"errors; choose another name, such as `{name.lower()}_model`"
+        )
+    if name.startswith("_"):
+        return (
+            "starts with `_`, which `_ovcrypt` keeps for its own modules (`_keys`, `_settings`, ...) and never gives "
+            f"as a model attribute; choose a name without the leading `_`, such as `{name.lstrip('_') or 'model'}`"
+        )
+    if name in runtime_names():
+        return (
+            f"is a name the runtime module `_ovcrypt` already has: `from ..._ovcrypt import {name}` would give the "
+            f"runtime's own `{name}`, not the model; choose another name, such as `{name}_model`"
+        )
+    from .stubs import stub_names
+
+    if name in stub_names():
+        return (
+            f"is a name the type stub of `_ovcrypt` already uses (`{name}`), and the model's line there would "
+            f"replace it; choose another name, such as `{name}_model`"
+        )
+    return None
+
+
+@functools.cache
+def runtime_names() -> frozenset[str]:
+    """The names a product's `_ovcrypt` binds itself, which a model's attribute can never override (module
+    globals win over `__getattr__`): the runtime module's globals (its functions and errors, and what it imports)
+    and its submodules. Computed from the runtime package, which every product gets a verbatim copy of."""
+    from . import runtime
+
+    submodules = {module.name for module in pkgutil.iter_modules(runtime.__path__)}
+    return frozenset(vars(runtime)) | frozenset(runtime.__all__) | submodules
 
 
 def _resolve(root: Path, location: str) -> Path:

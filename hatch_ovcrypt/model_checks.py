@@ -148,11 +148,53 @@ def _unreadable(spec: ModelSpec, xml: Path, root: Path, exc: Exception) -> Probl
     message = openvino_message(exc)
     hint = ""
     if "extension" in message and importlib.util.find_spec(TOKENIZERS_MODULE) is None:
-        hint = (
-            "; its ops need an OpenVINO extension: install openvino-tokenizers in the build environment "
-            '(`requires = ["hatchling", "hatch-ovcrypt[genai]"]` under [build-system])'
-        )
+        hint = _tokenizers_hint(root)
     return Problem(spec.path, f"OpenVINO cannot read {display_path(xml, root)}: {message}{hint}")
+
+
+def _tokenizers_hint(root: Path) -> str:
+    """What to install where, when the Python running the checks lacks openvino-tokenizers.
+
+    A build's isolated environment has what [build-system] requires; `hatch-ovcrypt check` and --no-isolation
+    builds run in the user's own. When the pyproject already asks for the extension, only that Python lacks it.
+    """
+    import sys
+
+    here = (
+        f"install `hatch-ovcrypt[genai]` into the Python these checks run in ({sys.executable}), as "
+        "`hatch-ovcrypt check` and --no-isolation builds use their own Python, not the build's"
+    )
+    if _build_requires_tokenizers(root):
+        return (
+            "; its ops need the openvino-tokenizers extension, which [build-system] requires already asks for: "
+            f"the pyproject is right, {here}"
+        )
+    return (
+        "; its ops need the openvino-tokenizers extension: add it to the build "
+        f'(`requires = ["hatchling", "hatch-ovcrypt[genai]"]` under [build-system]), and {here}'
+    )
+
+
+def _build_requires_tokenizers(root: Path) -> bool:
+    """Whether the pyproject's [build-system] requires asks for openvino-tokenizers (or hatch-ovcrypt[genai])."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    from .pyproject import PYPROJECT, ProjectFileError, read_toml
+
+    try:
+        requires = read_toml(root / PYPROJECT).get("build-system", {}).get("requires", [])
+    except (OSError, ProjectFileError, AttributeError):
+        return False
+    for text in requires if isinstance(requires, list) else []:
+        try:
+            requirement = Requirement(str(text))
+        except InvalidRequirement:
+            continue
+        name = canonicalize_name(requirement.name)
+        if name == "openvino-tokenizers" or (name == "hatch-ovcrypt" and "genai" in requirement.extras):
+            return True
+    return False
 
 
 MODEL_MAKER = "make_models.py"

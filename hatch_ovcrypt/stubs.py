@@ -7,6 +7,8 @@ the runtime's whole public API (runtime/__init__.py); a test checks the two agre
 
 from __future__ import annotations
 
+import ast
+import functools
 from pathlib import Path
 
 from .runtime._manifest import IR_KIND, Manifest
@@ -98,6 +100,24 @@ def render_stub(manifest: Manifest, header: str) -> str:
         vlm=of_kind("vlm"), text2image=of_kind("text2image"), folders=of_kind("llm", "vlm", "text2image", "files"),
         attributes=attributes,
     )  # fmt: skip
+
+
+@functools.cache
+def stub_names() -> frozenset[str]:
+    """The names the stub binds at its top level (imports, aliases, functions): a model of such a name would
+    rebind one of them, and its attribute line would break the stub."""
+    empty = dict.fromkeys(("models", "parts", "files", "llm", "vlm", "text2image", "folders"), "NoReturn")
+    tree = ast.parse(_TEMPLATE.format(**empty, attributes=""))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).partition(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return frozenset(names)
 
 
 def write_type_information(dest: Path, manifest: Manifest, header: str) -> None:

@@ -232,3 +232,102 @@ def test_global_table_stops_a_plaintext_sdist_before_it_is_written(tmp_path: Pat
     assert result.returncode != 0
     assert "`tool.hatch.build.hooks.ovcrypt.models.m` 2 files in models/ would be packed into the sdist" in out
     assert not list((project / "dist").glob("*.tar.gz")), "a plaintext sdist was written"
+
+
+# --- option typos and model names (issue 18) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "at", "meant"),
+    [
+        ({"modles": {"m": "m.xml"}}, "modles", "models"),
+        ({"key_env": "K"}, "key_env", "key-env"),
+        ({"keyenv": "K"}, "keyenv", "key-env"),
+        ({"segment_size": 4096}, "segment_size", "segment-size"),
+        ({"enable_by_default": False}, "enable_by_default", "enable-by-default"),  # hatchling's own option
+        ({"models": {"m": {"folder": "models", "kidn": "llm"}}}, "models.m.kidn", "kind"),
+        ({"models": {"m": {"source": "m.onnx", "compress_to_fp16": False}}}, "models.m.compress_to_fp16",
+         "compress-to-fp16"),
+    ],
+)  # fmt: skip
+def test_an_option_typo_names_the_option_meant(raw: dict[str, object], at: str, meant: str) -> None:
+    from hatch_ovcrypt.config import parse_options
+
+    _, problems = parse_options({"models": {"m": "m.xml"}, **raw}, Path("/p"), LOCATION)
+    (problem,) = [p for p in problems if p.path == f"{LOCATION}.{at}"]
+    assert f"did you mean `{meant}`?" in problem.message, problem
+
+
+def test_a_model_table_without_its_source_names_the_one_meant() -> None:
+    from hatch_ovcrypt.config import parse_options
+
+    _, problems = parse_options({"models": {"m": {"xlm": "m.xml"}}}, Path("/p"), LOCATION)
+    assert [str(p) for p in problems] == [
+        f"`{LOCATION}.models.m` must be a path (an IR .xml, a model folder, or a file to convert), or a table with "
+        "exactly one of `xml`, `folder` or `source` (`xlm`: did you mean `xml`?)"
+    ]
+
+
+def _refused_names() -> list[str]:
+    """Every name the build must refuse, computed from what they clash with (never a hand list)."""
+    import keyword
+
+    from hatch_ovcrypt import runtime
+    from hatch_ovcrypt.stubs import stub_names
+
+    public = {name for name in vars(runtime) if not name.startswith("_")}
+    return sorted({*keyword.kwlist, *public, *runtime.__all__, *stub_names(), "_private", "_settings", "__path__"})
+
+
+def test_names_the_runtime_module_binds_include_the_issues_examples() -> None:
+    refused = _refused_names()
+    for name in ("class", "None", "threading", "annotations", "compile_model", "WrongKeyError", "ov", "ModelName"):
+        assert name in refused
+
+
+@pytest.mark.parametrize("name", _refused_names())
+def test_a_model_name_that_clashes_is_refused_with_its_toml_path(name: str) -> None:
+    from hatch_ovcrypt.config import parse_options
+
+    _, problems = parse_options({"models": {name: "m.xml", "fine": "m.xml"}}, Path("/p"), LOCATION)
+    assert [p.path for p in problems] == [f"{LOCATION}.models.{name}"], problems
+    assert "choose" in problems[0].message
+
+
+def test_keyword_and_runtime_names_fail_the_build(tmp_path: Path, key_env: dict[str, str]) -> None:
+    project = write_product(tmp_path, {"class": "models/m.xml", "threading": "models/m.xml", "ok": "models/m.xml"})
+    make_ir(project / "models/m.xml")
+    out = output_of_failed_build(project, key_env)
+    assert f"`{LOCATION}.models.class` is a Python keyword" in out
+    assert f"`{LOCATION}.models.threading` is a name the runtime module `_ovcrypt` already has" in out
+    assert "2 problems to fix before building" in out and "Traceback" not in out
+
+
+def test_the_stub_parses_for_every_name_the_build_accepts() -> None:
+    """Every candidate name is either refused by the build, or its stub parses, binds it once, and leaves the
+    runtime module's own names alone (so the attribute reaches the model)."""
+    import ast
+    import keyword
+
+    from hatch_ovcrypt import runtime
+    from hatch_ovcrypt.config import model_name_problem
+    from hatch_ovcrypt.runtime._manifest import IR_KIND, FileEntry, Manifest, ModelEntry
+    from hatch_ovcrypt.stubs import render_stub
+
+    candidates = [*_refused_names(), *keyword.softkwlist, "type", "case", "detector", "Det2", "print", "list"]
+    accepted = sorted({name for name in candidates if model_name_problem(name) is None})
+    assert {"match", "case", "type", "detector", "print"} <= set(accepted)
+    entry = FileEntry("x.ovc", 1, "00", "00")
+    kinds = [IR_KIND, "llm", "vlm", "text2image", "files"]
+    models = {
+        name: ModelEntry(kinds[i % len(kinds)], {"a.xml": entry} if kinds[i % len(kinds)] != IR_KIND else {})
+        for i, name in enumerate(accepted)
+    }
+    stub = render_stub(Manifest("test", "00" * 16, models), "# header\n")
+    bound = []
+    for node in ast.parse(stub).body:  # a syntax error fails here
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            bound.append(node.target.id)
+    typed = [name for name in accepted if models[name].kind != "files"]
+    assert sorted(bound) == typed
+    assert not set(typed) & set(vars(runtime))

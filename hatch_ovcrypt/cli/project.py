@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..checks import check_project, hook_table
     from ..config import HOOK_NAME, ConfigurationError, display_path
     from ..dependencies import uv_cache_keys_hint
+    from ..pyproject import ProjectFileError, known_targets, misplaced_hook_tables, project_files
     from ..runtime._spec import key_id
     from ..sources import plaintext_paths
 
     root = Path(args.project_dir).resolve()
     if not (root / "pyproject.toml").is_file():
         raise UsageError(f"{root} has no pyproject.toml")
-    builder = WheelBuilder(str(root))
-    table = hook_table(builder)
-    if table is None:
-        raise CheckFailed(f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table")
-    environ, source = _key_environment(table, args)
-    plan, problems = check_project(table, root, builder, environ)
-    if plan is None:
-        raise CheckFailed(str(ConfigurationError(problems)))
+    try:
+        misplaced = misplaced_hook_tables(project_files(root), known_targets())
+    except ProjectFileError as exc:  # one line: file:line:column and what is wrong, not tomllib's traceback
+        raise CheckFailed(str(exc)) from None
+    with _hatchling_refusals(root / "pyproject.toml"):
+        builder = WheelBuilder(str(root))
+        builder.metadata.validate_fields()  # what a build checks first: name, version, dependencies
+        table = hook_table(builder)
+        if table is None:
+            missing = f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table"
+            if len(misplaced) == 1:
+                raise CheckFailed(f"{missing}; {misplaced[0]}")
+            raise CheckFailed(str(ConfigurationError(misplaced)) if misplaced else missing)
+        environ, source = _key_environment(table, args)
+        plan, problems = check_project(table, root, builder, environ)
+    if plan is None or misplaced:
+        raise CheckFailed(str(ConfigurationError(misplaced + problems)))
     options = plan.options
     names = ", ".join(spec.name for spec in options.models)
     print(f"ok: {len(options.models)} model(s) ({names}) into {plan.package}._ovcrypt")
@@ -96,6 +107,22 @@ def uv_in_use(root: Path, environ: Mapping[str, str]) -> str | None:
     if isinstance(ProjectMetadata(str(root), None).config.get("tool", {}).get("uv"), dict):
         return "pyproject.toml has a [tool.uv] table"
     return None
+
+
+@contextlib.contextmanager
+def _hatchling_refusals(pyproject: Path) -> Iterator[None]:
+    """hatchling's own refusals of the project (`Missing required field `project.name``, `Field ... must be a
+    table`) as one line naming the file, as the build would stop on them; any other error passes unchanged."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        innermost = exc.__traceback__
+        while innermost is not None and innermost.tb_next is not None:
+            innermost = innermost.tb_next
+        if innermost is None or "hatchling" not in Path(innermost.tb_frame.f_code.co_filename).parts:
+            raise
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise CheckFailed(f"{pyproject}: {text}") from None
 
 
 def _key_environment(table: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, str], str]:

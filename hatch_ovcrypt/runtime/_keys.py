@@ -22,6 +22,7 @@ from ._spec import KEY_SIZE, forget_keys, key_id
 KeyLike = bytes | bytearray | str
 KeyProvider = Callable[[str], KeyLike | None]
 _HEX = frozenset("0123456789abcdefABCDEF")
+PROVIDER_SOURCE = "the key provider"
 
 
 def generate_key() -> str:
@@ -180,12 +181,23 @@ def _parse_hex_key(token: str, where: str) -> bytes:
 @forget_keys
 def keys_from_environment(env_name: str, environ: Mapping[str, str] | None = None) -> Iterator[bytes]:
     """Keys from `$env_name`, then from the file that `$env_name_FILE` names."""
+    for _, key in sourced_keys_from_environment(env_name, environ):
+        yield key
+
+
+@forget_keys
+def sourced_keys_from_environment(
+    env_name: str, environ: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, bytes]]:
+    """Each key of keys_from_environment with where it came from: `$NAME`, or `$NAME_FILE (path)`."""
     environ = os.environ if environ is None else environ
     if env_name in environ:
-        yield from parse_key_list(environ[env_name], f"environment variable {env_name}")
+        for key in parse_key_list(environ[env_name], f"environment variable {env_name}"):
+            yield f"${env_name}", key
     file_var = f"{env_name}_FILE"
     if environ.get(file_var):
-        yield from read_key_file(Path(environ[file_var]), f"environment variable {file_var}")
+        for key in read_key_file(Path(environ[file_var]), f"environment variable {file_var}"):
+            yield f"${file_var} ({environ[file_var]})", key
 
 
 class _Secret:
@@ -233,34 +245,43 @@ class KeyRing:
         self._provider = provider
 
     @forget_keys
-    def _candidates(self, wanted: str) -> Iterator[bytes]:
+    def _candidates(self, wanted: str) -> Iterator[tuple[str, bytes | None]]:
+        """Each key offered, with where it came from; a provider that has none for `wanted` gives (source, None)."""
         with self._lock:
             explicit = [secret.reveal() for secret in self._keys.values()]
-        yield from explicit
-        yield from keys_from_environment(self.env_name)
+        for key in explicit:
+            yield "set_key()", key
+        yield from sourced_keys_from_environment(self.env_name)
         if self._provider is not None:
             found = self._provider(wanted)
-            if found is not None:
-                yield parse_key(found, "key provider")
+            yield PROVIDER_SOURCE, None if found is None else parse_key(found, PROVIDER_SOURCE)
 
     @forget_keys
     def key_for(self, wanted: bytes, label: str) -> bytes:
-        """The key whose id is `wanted`; otherwise a KeyMissingError or WrongKeyError naming the ids."""
-        offered: list[str] = []
+        """The key whose id is `wanted`; otherwise a KeyMissingError or WrongKeyError naming the ids offered and
+        where each came from (set_key(), $NAME, $NAME_FILE, the key provider)."""
+        offered: dict[str, list[str]] = {}  # key ids by where they came from, in lookup order
+        provider_had_none = False
         try:
-            for key in self._candidates(wanted.hex()):
+            for source, key in self._candidates(wanted.hex()):
+                if key is None:
+                    provider_had_none = True
+                    continue
                 kid = key_id(key)
                 if kid == wanted:
                     return key
-                if kid.hex() not in offered:
-                    offered.append(kid.hex())
+                ids = offered.setdefault(source, [])
+                if kid.hex() not in ids:
+                    ids.append(kid.hex())
         except (KeyFormatError, KeyMissingError) as exc:  # a bad variable or key file: say which file needed it
             raise type(exc)(f"{label}: {exc}") from None
+        declined = f"; {PROVIDER_SOURCE} returned None for it" if provider_had_none else ""
         if not offered:
             raise KeyMissingError(
-                f"{label}: no key found; set the environment variable {self.env_name} "
-                f"(or {self.env_name}_FILE, a path to a file holding the key), or call set_key()"
+                f"{label}: no key found for key id {wanted.hex()}; set the environment variable {self.env_name} "
+                f"(or {self.env_name}_FILE, a path to a file holding the key), or call set_key(){declined}"
             )
-        raise WrongKeyError(
-            f"{label}: needs key id {wanted.hex()}, but the keys offered have key ids {', '.join(offered)}"
+        sources = "; ".join(
+            f"{source} offers key id{'s' if len(ids) > 1 else ''} {', '.join(ids)}" for source, ids in offered.items()
         )
+        raise WrongKeyError(f"{label}: needs key id {wanted.hex()}, but {sources}{declined}")
