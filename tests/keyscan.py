@@ -115,3 +115,35 @@ def assert_no_key_in_locals(exc: BaseException, *secrets: bytes | str) -> None:
     assert secrets
     hits = key_locals(exc, *secrets)
     assert not hits, f"{type(exc).__name__}: key material in traceback locals: {hits}"
+
+
+def traceback_blobs(exc: BaseException) -> list[tuple[str, bytes]]:
+    """What an error reporter could record of `exc` and the errors chained to it, as blobs to scan for plaintext
+    (tests/leakscan.py): every frame local outside the tests (bytes-like and array locals as their bytes, text
+    encoded, anything else as its repr), and the traceback as TracebackException renders it with its locals."""
+    blobs: list[tuple[str, bytes]] = []
+    for error in _chain(exc):
+        for frame in _frames(error):
+            for name, value in frame.f_locals.items():
+                label = f"{frame.f_code.co_name}:{frame.f_lineno} {name}"
+                blobs.append((label, _as_bytes(value)))
+    captured = traceback.TracebackException(type(exc), exc, exc.__traceback__, capture_locals=True)
+    blobs.append(("rendered traceback with locals", "".join(captured.format()).encode("utf-8", "replace")))
+    return blobs
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace")
+    tobytes = getattr(value, "tobytes", None)  # numpy arrays (the loader's buffers)
+    if callable(tobytes):
+        with contextlib.suppress(Exception):
+            data = tobytes()
+            if isinstance(data, bytes):
+                return data
+    try:
+        return repr(value).encode("utf-8", "replace")
+    except Exception:  # a repr that fails shows nothing
+        return b""
