@@ -87,7 +87,10 @@ def test_compile_model_and_read_model_leave_no_plaintext_in_locals(
     data = bytearray(xml.read_bytes())
     data[-40] ^= 1
     xml.write_bytes(bytes(data))
-    for call in (lambda rt: rt.read_model("m"), lambda rt: rt.compile_model("m"), lambda rt: rt.decrypt_ir("m", None)):
+    calls: list[Callable[[Runtime], object]] = [
+        lambda rt: rt.read_model("m"), lambda rt: rt.compile_model("m"), lambda rt: rt.decrypt_ir("m", None)
+    ]  # fmt: skip
+    for call in calls:
         error = _raised(lambda: call(_runtime(tampered)))  # noqa: B023 - called at once
         assert isinstance(error, IntegrityError)
         assert_no_plaintext_in_traceback(error, scanner)
