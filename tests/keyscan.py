@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import sys
-import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -164,9 +163,12 @@ class Injected(BaseException):  # not an error: an interruption, as KeyboardInte
 
 
 class KeyHolders:
-    """A tracer (sys.settrace, on every thread) over hatch_ovcrypt's own code that records each function in
-    which a local holds one of `secrets` at some line (as in `key_locals`; also inside a mapping such as
-    os.environ), and whether forget_keys's wrapper is on the stack at or above that frame.
+    """A tracer (sys.settrace) over hatch_ovcrypt's own code that records each function in which a local holds
+    one of `secrets` at some line (as in `key_locals`; also inside a mapping such as os.environ, and inside
+    buffers up to 1 MiB), and whether forget_keys's wrapper is on the stack at or above that frame.
+
+    The calling thread only: the reader's worker threads hand their errors to it, whose forget_keys then clears
+    their frames too (test_tampered_file_under_the_right_key fails them there).
 
     With `inject` (a code object), it raises Injected into the first frame of that code at the first line where
     a local holds a secret, and then stops tracing.
@@ -180,13 +182,11 @@ class KeyHolders:
         self._spec_file = str(PACKAGE / "runtime" / "_spec.py")
 
     def __enter__(self) -> KeyHolders:
-        threading.settrace(self._global)
         sys.settrace(self._global)
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.settrace(None)
-        threading.settrace(None)
 
     def _global(self, frame: FrameType, event: str, arg: object) -> Any:
         if self.injected or not frame.f_code.co_filename.startswith(str(PACKAGE)) or self._is_wrapper(frame):
@@ -202,7 +202,7 @@ class KeyHolders:
         code = frame.f_code
         if code not in self.holders:
             self.holders[code] = (frame.f_lineno, names, self._covered(frame))
-        if code is self.inject and event == "line":
+        if code is self.inject:  # at a line, or as it returns (raising there fails the call all the same)
             self.injected = True
             sys.settrace(None)
             raise Injected(f"injected into {code.co_name} at line {frame.f_lineno}, where {names} hold a key")
@@ -219,15 +219,20 @@ class KeyHolders:
         return False
 
     def _holds(self, value: object) -> bool:
-        if isinstance(value, (bytes, bytearray)) and len(value) <= 1 << 16:
-            return any(secret in value for secret in self._raw)
+        if isinstance(value, (bytes, bytearray)):
+            return len(value) <= 1 << 20 and any(secret in value for secret in self._raw)
+        if isinstance(value, memoryview) or type(value).__name__ == "ndarray":  # decrypted buffers, segments
+            with contextlib.suppress(Exception):
+                data = memoryview(value).cast("B")  # type: ignore[arg-type]
+                return data.nbytes <= 1 << 20 and any(secret in data.tobytes() for secret in self._raw)
+            return False
         if isinstance(value, str):
             return any(t in value for t in self._texts)
         if isinstance(value, Mapping):
             with contextlib.suppress(Exception):
                 return any(self._holds(v) for v in list(value.values())[:10_000])
             return False
-        if isinstance(value, (int, float, Path, memoryview, ModuleType, type)) or callable(value):
+        if isinstance(value, (int, float, Path, ModuleType, type)) or callable(value):
             return False
         if type(value).__module__ == "numpy":
             return False
