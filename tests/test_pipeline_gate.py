@@ -63,6 +63,7 @@ def test_every_builder_goes_through_the_gate() -> None:
 UNSAFE: list[dict[str, Any]] = [
     {"CACHE_DIR": "cache"},
     {"cache_dir": "cache"},
+    {props.cache_dir: "cache"},  # openvino's own property object as the key
     {"CACHE_ENCRYPTION_CALLBACKS": [bytes, bytes]},
     {"DEVICE_PROPERTIES": {"CPU": {"CACHE_DIR": "cache"}}},  # device-scoped: OpenVINO caches all the same
     dict([props.device.properties({"CPU": {props.cache_dir: "cache"}})]),  # the same, as openvino spells it
