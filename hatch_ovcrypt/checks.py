@@ -17,6 +17,7 @@ from .model_checks import ModelPlan, check_model, load_extensions, runtime_exten
 from .plaintext import check_plaintext_in_sdist, check_plaintext_in_wheel
 from .runtime._errors import OvcryptError
 from .runtime._keys import keys_from_environment
+from .runtime._spec import forget_keys
 
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface
@@ -38,6 +39,7 @@ def is_from_sdist(root: Path) -> bool:
     return (root / "PKG-INFO").is_file()
 
 
+@forget_keys  # it holds the build's key, and the environment that holds it
 def check_project(
     raw: Mapping[str, Any], root: Path, builder: BuilderInterface[Any, Any], environ: Mapping[str, str] | None = None,
     build_data: Mapping[str, Any] | None = None,
@@ -74,6 +76,7 @@ def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
     return any(plan.kind in ("llm", "vlm", "text2image") for plan in plans.values())
 
 
+@forget_keys  # the environment holds the key
 def check_models(
     options: Options, root: Path, environ: Mapping[str, str], from_sdist: bool = False
 ) -> tuple[dict[str, ModelPlan], list[Problem]]:

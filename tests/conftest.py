@@ -83,3 +83,23 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("hatch-ovcrypt suite counts")
         for label, n in sorted(_suite_counts.items()):
             terminalreporter.write_line(f"{label}: {n}")
+
+
+# --- a spy on decryption ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def segment_decryptions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The index of every segment decrypted while the test runs (the real decryption still happens): what a
+    test checks to prove that an error came before anything was decrypted."""
+    from hatch_ovcrypt.runtime._spec import SegmentCipher
+
+    decrypted: list[int] = []
+    original = SegmentCipher.decrypt_segment
+
+    def spy(self: SegmentCipher, index: int, buf: memoryview, tag: bytes) -> None:
+        decrypted.append(index)
+        original(self, index, buf, tag)
+
+    monkeypatch.setattr(SegmentCipher, "decrypt_segment", spy)
+    return decrypted

@@ -8,25 +8,17 @@ from pathlib import Path
 import pytest
 
 from hatch_ovcrypt.runtime._errors import DeviceError, OvcryptError
-from hatch_ovcrypt.runtime._spec import SegmentCipher
 from tests.helpers import make_ir, render_folder, runtime_for
 
 
 @pytest.mark.parametrize("device", ["GPU", "NPU.1", "NOSUCHDEVICE"])
 def test_absent_device_is_refused_before_decrypting(
-    tmp_path: Path, key: bytes, device: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, key: bytes, device: str, segment_decryptions: list[int]
 ) -> None:
     folder = render_folder(tmp_path / "_ovcrypt", {"m": make_ir(tmp_path / "m.xml", 4096)}, key)
     runtime = runtime_for(folder)
     runtime.keyring.add(key)
-    decrypted: list[int] = []
-    original = SegmentCipher.decrypt_segment
-
-    def spy(self: SegmentCipher, index: int, buf: memoryview, tag: bytes) -> None:
-        decrypted.append(index)
-        original(self, index, buf, tag)
-
-    monkeypatch.setattr(SegmentCipher, "decrypt_segment", spy)
+    decrypted = segment_decryptions
     with pytest.raises(DeviceError) as info:
         runtime.compile_model("m", device)
     message = str(info.value)

@@ -85,7 +85,7 @@ def test_llm_pipeline_generates_exactly_what_the_plain_folder_generates(llm: tup
 def test_tokenizer_and_generation_config_equal_the_originals(llm: tuple[Path, bytes]) -> None:
     folder, key = llm
     rt = runtime(folder, key)
-    tok, plain = _genai.tokenizer(rt, "assistant"), genai.Tokenizer(str(LLM))
+    tok, plain = _genai.tokenizer(rt, "assistant", "CPU", {}), genai.Tokenizer(str(LLM))
     for prompt in PROMPTS:
         assert np.array_equal(tok.encode(prompt).input_ids.data, plain.encode(prompt).input_ids.data)
     assert tok.chat_template == plain.chat_template and tok.chat_template

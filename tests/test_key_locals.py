@@ -11,7 +11,7 @@ import io
 import os
 import secrets
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from hatch_ovcrypt.runtime._openssl import (
 )
 from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, parse_header
 from hatch_ovcrypt.runtime._writer import BufferSource, SourceChangedError, encrypt, plaintext_fingerprint
+from tests.helpers import render_folder
 from tests.keyscan import assert_no_key_in_locals, file_key
 
 SEG = MIN_SEGMENT_SIZE
@@ -326,3 +327,120 @@ def test_runtime_paths_hold_no_key(tmp_path: Path, key: bytes) -> None:
 
     keys = Keys([other], "--key-file k")
     assert_no_key_in_locals(_raised(lambda: keys.key_for(bytes(16), "x")), other)
+
+
+# --- the build hook and the CLI: every function that holds a key, found by tracing, failed where it holds it ---
+# Issue 17 item 4: check_project kept the master key (and os.environ, which holds it) in plain locals. Rather
+# than list the functions that hold keys, each build and CLI run below is traced (tests/keyscan.py KeyHolders):
+# every function of hatch_ovcrypt whose locals ever hold the key must run under forget_keys, and each one is then
+# made to fail at the first line where it holds the key, and the traceback (rendered with its locals) is searched.
+
+NEW_KEY = bytes(range(100, 132))
+RECIPE_KEY, RECIPE_IV = bytes(range(16)), bytes(range(16, 32))
+
+
+def _run_cli(*argv: str) -> Callable[[], object]:
+    from hatch_ovcrypt.cli import main
+
+    def run() -> None:
+        assert main(list(argv)) == 0, argv
+
+    return run
+
+
+def _build(project: Path, out: Path, version: str) -> Callable[[], object]:
+    from hatchling.builders.wheel import WheelBuilder
+
+    return lambda: list(WheelBuilder(str(project)).build(directory=str(out), versions=[version]))
+
+
+def _setup(run: str, tmp: Path, key: bytes, monkeypatch: pytest.MonkeyPatch) -> Callable[[], object]:
+    """A fresh folder for one run of `run`; returns the call. The key is in $OVCRYPT_KEY and in a key file."""
+    from tests.helpers import make_ir, write_product
+
+    tmp.mkdir()
+    monkeypatch.setenv("OVCRYPT_KEY", key.hex())
+    monkeypatch.chdir(tmp)
+    (tmp / "k").write_text(key.hex())
+    (tmp / "k2").write_text(NEW_KEY.hex())
+    xml = make_ir(tmp / "m.xml", 2 * SEG)
+    if run in ("build", "build editable", "check"):
+        project = write_product(tmp / "proj", {"m": "models/m.xml"})
+        make_ir(project / "models" / "m.xml", 2 * SEG)
+        if run == "check":
+            return _run_cli("check", str(project))
+        return _build(project, tmp / "dist", "editable" if run == "build editable" else "standard")
+    if run.startswith("openssl"):
+        (tmp / "kh").write_text(RECIPE_KEY.hex())
+        (tmp / "ivh").write_text(RECIPE_IV.hex())
+        plain = tmp / "m.bin"
+        if run == "openssl-decrypt":
+            assert _run_cli("openssl-encrypt", str(plain), str(tmp / "enc.bin"), "--key-hex-file", "kh",
+                            "--iv-hex-file", "ivh")() is None  # fmt: skip
+            plain = tmp / "enc.bin"
+        return _run_cli(run, str(plain), str(tmp / "out.bin"), "--key-hex-file", "kh", "--iv-hex-file", "ivh")
+    _run_cli("encrypt", str(xml), "--out", "enc", "--key-file", "k")()  # not traced: the "encrypt" run is
+    folder = render_folder(tmp / "_ovcrypt", {"m": xml}, key)
+    files = [str(tmp / "enc" / "m.xml.ovc"), str(tmp / "enc" / "m.bin.ovc")]
+    return {
+        "encrypt": _run_cli("encrypt", str(xml), "--out", "enc2", "--key-file", "k"),
+        "verify": _run_cli("verify", *files, str(folder), "--key-file", "k"),
+        "decrypt": _run_cli("decrypt", *files, "--out", "plain", "--key-file", "k"),
+        "rekey": _run_cli("rekey", *files, str(folder), "--key-file", "k", "--new-key-file", "k2"),
+        "compile": _run_cli("compile", files[0], "--key-file", "k"),
+        "compile folder": _run_cli("compile", str(folder), "--key-file", "k"),
+    }[run]
+
+
+RUNS = ["build", "build editable", "check", "encrypt", "verify", "decrypt", "rekey", "compile", "compile folder",
+        "openssl-encrypt", "openssl-decrypt"]  # fmt: skip
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_function_holding_a_key_forgets_it(
+    run: str, tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.keyscan import Injected, KeyHolders
+
+    def secrets_in(folder: Path) -> tuple[bytes, ...]:
+        keys = (key, NEW_KEY, RECIPE_KEY, RECIPE_IV)
+        if run in ("decrypt", "compile", "compile folder"):  # verbs that decrypt: the IR's text is a secret too
+            return (*keys, (folder / "m.xml").read_bytes())
+        return keys
+
+    call = _setup(run, tmp_path / "trace", key, monkeypatch)
+    with KeyHolders(*secrets_in(tmp_path / "trace")) as found:
+        call()
+    assert found.holders, "the tracer saw no key at all, so it proved nothing"
+    uncovered = found.uncovered()
+    assert not uncovered, f"{run}: functions that hold a key or plaintext outside forget_keys: {uncovered}"
+    failed = 0
+    for i, code in enumerate(found.holders):
+        call = _setup(run, tmp_path / f"inject{i}", key, monkeypatch)
+        secrets_ = secrets_in(tmp_path / f"inject{i}")
+        error: Injected | None = None
+        with KeyHolders(*secrets_, inject=code) as injecting:
+            try:
+                call()
+            except Injected as exc:
+                error = exc
+        if not injecting.injected:  # this time it ran on a worker thread only (the reader chooses per file)
+            continue
+        assert error is not None, f"{code.co_name} was failed, but the run went on"
+        assert_no_key_in_locals(error, *secrets_)
+        failed += 1
+    assert failed >= len(found.holders) - 2, "most holders were not failed: the test proves little"
+
+
+def test_keygen_leaves_no_key_in_locals(tmp_path: Path) -> None:
+    """keygen's key is new, so it cannot be searched for: no frame may hold any 64-hex-character text."""
+    import re
+
+    from hatch_ovcrypt.cli import build_parser
+
+    args = build_parser().parse_args(["keygen", "--out", str(tmp_path / "missing" / "key")])
+    error = _raised(lambda: args.func(args))
+    assert isinstance(error, OSError)
+    hits = [f"{frame.f_code.co_name} {name}" for frame, _ in traceback.walk_tb(error.__traceback__)
+            for name, value in frame.f_locals.items() if re.search(r"[0-9a-f]{64}", repr(value))]  # fmt: skip
+    assert not hits, f"a new key in traceback locals: {hits}"

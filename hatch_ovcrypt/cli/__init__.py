@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..runtime._errors import OvcryptError
+from ..runtime._spec import forget_keys
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, UsageError, fail, refuse_inline_keys
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CheckFailed", "UsageError", "build_parser", "main"]
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def verb(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=text, description=text, allow_abbrev=False)
-        sub.set_defaults(func=func)
+        # Verbs hold keys and plaintext: an error that leaves one carries no frame holding either.
+        sub.set_defaults(func=forget_keys(func))
         return sub
 
     for module in (project, files, rekey, models, openssl):

@@ -116,11 +116,12 @@ def read_file(name: str, path: str) -> bytes:
     return _get().read_file(name, path)
 
 
-def tokenizer(name: str) -> openvino_genai.Tokenizer:
-    """The tokenizer of a folder model (its tokenizer and detokenizer IRs), built in memory."""
+def tokenizer(name: str, **properties: Any) -> openvino_genai.Tokenizer:
+    """The tokenizer of a folder model (its tokenizer and detokenizer IRs), built in memory on CPU with `properties`
+    (OpenVINO's plaintext cache options are refused: UnsafeConfigError)."""
     from ._genai import tokenizer as build
 
-    return build(_get(), name)
+    return build(_get(), name, "CPU", properties)
 
 
 def generation_config(name: str) -> openvino_genai.GenerationConfig:

@@ -13,12 +13,16 @@ GenerationConfig. The chat template and the special-token ids travel inside the 
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import UnsupportedModelError
 from ._loader import owning_tensor
 from ._memfolder import memory_folder
+from ._runtime import refuse_unsafe_options
+from ._spec import forget_keys
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -35,6 +39,40 @@ _TEXT2IMAGE_FACTORIES = {
     "StableDiffusionPipeline": "stable_diffusion",
     "LatentConsistencyModelPipeline": "latent_consistency_model",
 }
+
+
+_B = TypeVar("_B", bound=Callable[..., Any])
+# Every object a product can build from a folder model, by its builder's name: each went through `builder`.
+BUILDERS: dict[str, Callable[..., Any]] = {}
+
+
+def builder(*kinds: str) -> Callable[[_B], _B]:
+    """Make `build(rt, name, device, properties)` a GenAI builder: the one gate before anything is decrypted.
+
+    Before `build` runs: openvino-genai must import, the model must be of one of `kinds` (any, if none are
+    named), no property may turn on OpenVINO's plaintext cache (UnsafeConfigError, as for compile_model), and
+    the device must be one OpenVINO has here (DeviceError). An error that leaves `build` carries no frame
+    holding decrypted text or weights, nor a key (forget_keys). Registered in BUILDERS, which the tests
+    walk: a builder added without this gate fails them.
+    """
+
+    def wrap(build: _B) -> _B:
+        what = build.__name__
+
+        @functools.wraps(build)
+        @forget_keys
+        def checked(rt: Runtime, name: str, device: str, properties: dict[str, Any]) -> Any:
+            genai_module()
+            if kinds:
+                _require_kind(rt, name, kinds, what)
+            refuse_unsafe_options(properties, f"{what} property", "GenAI objects have no encrypted cache: leave it out")
+            rt.check_device(device)
+            return build(rt, name, device, dict(properties))
+
+        BUILDERS[what] = checked
+        return checked  # type: ignore[return-value]
+
+    return wrap
 
 
 def genai_module() -> Any:
@@ -76,8 +114,17 @@ def _configs(rt: Runtime, name: str, prefix: str = "") -> dict[str, bytes]:
     }
 
 
-def tokenizer(rt: Runtime, name: str, prefix: str = "") -> openvino_genai.Tokenizer:
-    """The model's tokenizer and detokenizer IRs as one openvino_genai.Tokenizer, built in memory."""
+@builder()
+def tokenizer(rt: Runtime, name: str, device: str, properties: dict[str, Any]) -> openvino_genai.Tokenizer:
+    """The model's tokenizer and detokenizer IRs as one openvino_genai.Tokenizer, built in memory on `device`
+    (openvino-genai compiles tokenizers on CPU; it is checked all the same) with `properties`."""
+    return _tokenizer(rt, name, properties=properties)
+
+
+def _tokenizer(
+    rt: Runtime, name: str, prefix: str = "", properties: dict[str, Any] | None = None
+) -> openvino_genai.Tokenizer:
+    """The tokenizer and detokenizer IRs under `prefix`; for builders, which have checked everything already."""
     genai = genai_module()  # openvino_genai.Tokenizer loads the tokenizers' extension itself: no import needed
     parts = rt.files.model(name).parts(name)
     missing = [p for p in (prefix + TOKENIZER, prefix + DETOKENIZER) if p not in parts]
@@ -88,9 +135,10 @@ def tokenizer(rt: Runtime, name: str, prefix: str = "") -> openvino_genai.Tokeni
         )
     tok_xml, tok_weights = ir_in_memory(rt, name, prefix + TOKENIZER)
     detok_xml, detok_weights = ir_in_memory(rt, name, prefix + DETOKENIZER)
-    return genai.Tokenizer(tok_xml, tok_weights, detok_xml, detok_weights)
+    return genai.Tokenizer(tok_xml, tok_weights, detok_xml, detok_weights, **(properties or {}))
 
 
+@forget_keys
 def generation_config(rt: Runtime, name: str) -> openvino_genai.GenerationConfig:
     """The folder's generation_config.json as openvino-genai reads it (defaults when the folder has none)."""
     genai = genai_module()
@@ -100,17 +148,17 @@ def generation_config(rt: Runtime, name: str) -> openvino_genai.GenerationConfig
         return genai.GenerationConfig(str(folder / GENERATION_CONFIG))
 
 
+@builder("llm")
 def llm_pipeline(rt: Runtime, name: str, device: str, properties: dict[str, Any]) -> openvino_genai.LLMPipeline:
     """LLMPipeline(model, weights, tokenizer, device, generation_config) from the decrypted folder."""
     genai = genai_module()
-    _require_kind(rt, name, ("llm",), "llm_pipeline")
-    rt.check_device(device)
-    tok = tokenizer(rt, name)
+    tok = _tokenizer(rt, name)
     config = generation_config(rt, name)
     xml, weights = ir_in_memory(rt, name, "openvino_model")
     return genai.LLMPipeline(xml, weights, tok, device, config, **properties)
 
 
+@builder("vlm")
 def vlm_pipeline(rt: Runtime, name: str, device: str, properties: dict[str, Any]) -> openvino_genai.VLMPipeline:
     """VLMPipeline(models, tokenizer, config folder, device, generation_config) from the decrypted folder.
 
@@ -118,9 +166,7 @@ def vlm_pipeline(rt: Runtime, name: str, device: str, properties: dict[str, Any]
     "language"); the configs VLMPipeline reads from `config_dir_path` live in a memory folder.
     """
     genai = genai_module()
-    _require_kind(rt, name, ("vlm",), "vlm_pipeline")
-    rt.check_device(device)
-    tok = tokenizer(rt, name)
+    tok = _tokenizer(rt, name)
     config = generation_config(rt, name)
     models = {
         _vlm_name(part): ir_in_memory(rt, name, part)
@@ -135,14 +181,13 @@ def _vlm_name(part: str) -> str:
     return part.removeprefix(_VLM_PREFIX).removesuffix(_VLM_SUFFIX)
 
 
+@builder("text2image")
 def text2image_pipeline(
     rt: Runtime, name: str, device: str, properties: dict[str, Any]
 ) -> openvino_genai.Text2ImagePipeline:
     """A Text2ImagePipeline from the decrypted folder, built from its components as openvino-genai's
     factories take them (Stable Diffusion and Latent Consistency Models)."""
     genai = genai_module()
-    _require_kind(rt, name, ("text2image",), "text2image_pipeline")
-    rt.check_device(device)
     index = json.loads(rt.read_file(name, "model_index.json"))
     factory = _TEXT2IMAGE_FACTORIES.get(str(index.get("_class_name")))
     if factory is None:
@@ -152,7 +197,7 @@ def text2image_pipeline(
         )
     with memory_folder(_configs(rt, name)) as folder:
         scheduler = genai.Scheduler.from_config(str(folder / "scheduler" / "scheduler_config.json"))
-        clip_tokenizer = tokenizer(rt, name, "tokenizer/")
+        clip_tokenizer = _tokenizer(rt, name, "tokenizer/")
         text_encoder = genai.CLIPTextModel(
             *ir_in_memory(rt, name, "text_encoder/openvino_model"),
             genai.CLIPTextModel.Config(str(folder / "text_encoder" / "config.json")),

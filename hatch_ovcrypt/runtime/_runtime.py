@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,24 +34,47 @@ if TYPE_CHECKING:
     from ._keys import KeyRing
 
 # OpenVINO's own cache writes decrypted weights to disk in plaintext (on CPU, even with its
-# cache-encryption callbacks), so these options are refused whatever their spelling.
+# cache-encryption callbacks), so these options are refused whatever their spelling or nesting.
 _UNSAFE_OPTIONS = {"CACHE_DIR", "CACHE_ENCRYPTION_CALLBACKS"}
-# Devices that stand for others; OpenVINO resolves them itself.
+# Devices that stand for others (OpenVINO's "meta" devices), and what each takes after the colon.
 _VIRTUAL_DEVICES = {"AUTO", "MULTI", "HETERO", "BATCH"}
+_EXCLUDING = {"AUTO", "MULTI"}  # "AUTO:-GPU": every device but these
+_COUNTED = re.compile(r"\(\d+\)$")  # "MULTI:CPU(2)", "BATCH:CPU(4)": a request count or batch size
 # The main IR of a folder model when the caller names no part.
 DEFAULT_PARTS = {"llm": "openvino_model"}
 
 
+def refuse_unsafe_options(options: Mapping[Any, Any] | None, what: str, instead: str) -> None:
+    """Raise UnsafeConfigError if `options` sets one of OpenVINO's plaintext cache options, at any depth.
+
+    Device-scoped properties (`DEVICE_PROPERTIES: {"CPU": {"CACHE_DIR": ...}}`, also as an OVAny) turn the
+    cache on as well, so nested mappings are searched too. `what` names the options ("compile option"),
+    `instead` says what to do.
+    """
+    for path in _option_paths(options or {}, ()):
+        if str(path[-1]).upper() in _UNSAFE_OPTIONS:
+            raise UnsafeConfigError(
+                f"{what} {'.'.join(map(str, path))} is refused: OpenVINO's cache stores decrypted weights on disk "
+                f"in plaintext; {instead}"
+            )
+
+
+def _option_paths(options: Mapping[Any, Any], above: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    for name, value in options.items():
+        yield (*above, name)
+        inner = getattr(value, "value", None) if type(value).__name__ == "OVAny" else value
+        if isinstance(inner, Mapping):
+            yield from _option_paths(inner, (*above, name))
+
+
 def config_key(config: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
     """A hashable, order-independent form of a compile config; refuses OpenVINO's plaintext cache options."""
+    refuse_unsafe_options(
+        config, "compile option",
+        f"use compile_model(..., cache_dir=...) or ${CACHE_DIR_ENV} for hatch-ovcrypt's encrypted cache instead",
+    )  # fmt: skip
     if not config:
         return ()
-    unsafe = sorted(k for k in config if str(k).upper() in _UNSAFE_OPTIONS)
-    if unsafe:
-        raise UnsafeConfigError(
-            f"compile option {unsafe[0]} is refused: OpenVINO's cache stores decrypted weights on disk in plaintext; "
-            f"use compile_model(..., cache_dir=...) or ${CACHE_DIR_ENV} for hatch-ovcrypt's encrypted cache instead"
-        )
     return tuple(sorted((str(k), repr(v)) for k, v in config.items()))
 
 
@@ -87,6 +111,7 @@ class Runtime:
 
     # --- files and parts -----------------------------------------------------------------------
 
+    @forget_keys  # plaintext as well as keys: no frame of an error that leaves here holds either
     def read_file(self, name: str, path: str) -> bytes:
         """Any file of a model, decrypted in memory (for a single-IR model: `<name>.xml` or `<name>.bin`)."""
         data = self.files.decrypt(name, path)
@@ -122,6 +147,7 @@ class Runtime:
                 ) from None
         self._extensions_loaded = True
 
+    @forget_keys
     def read_model(
         self, name: str, part: str | None = None, *, before_decrypt: Callable[[], None] | None = None
     ) -> ov.Model:
@@ -134,6 +160,7 @@ class Runtime:
         xml, weights = self.decrypt_ir(name, part, before_decrypt)
         return model_from_memory(self.core, xml, weights)
 
+    @forget_keys
     def decrypt_ir(
         self, name: str, part: str | None, before_decrypt: Callable[[], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -172,32 +199,76 @@ class Runtime:
             return compiled
 
     def check_device(self, device: str) -> None:
-        """Refuse a device OpenVINO does not have here, before anything is decrypted (DeviceError).
+        """Refuse a device string OpenVINO would refuse here, before anything is decrypted (DeviceError).
 
-        Only the named device's plugin is asked: listing every available device loads every plugin
+        Names are checked as OpenVINO spells them (case-sensitive: "cpu" is no device): a real device
+        ("CPU", "GPU.1") must have a plugin that lists it; a virtual one (AUTO, MULTI, HETERO, BATCH) may
+        name devices after a colon, each checked the same way ("AUTO:-GPU" excludes and "MULTI:CPU(2)"
+        counts, as OpenVINO reads them). A bare virtual device passes: its config may name the devices.
+        Only the named devices' plugins are asked: listing every available device loads every plugin
         (NPU, AUTO, HETERO, BATCH...), which cost 4.9 MiB of peak RSS on a 64 MiB model (smaps).
         """
-        base = device.split(":", 1)[0].split(",", 1)[0].upper()
-        family = base.split(".", 1)[0]
-        if family in _VIRTUAL_DEVICES or base in self._device_names(family):
+        problem = self._device_problem(device) if isinstance(device, str) else "a device is a string"
+        if problem is None:
             return
         available = list(self.core.available_devices)
         example = available[0] if available else "CPU"
         raise DeviceError(
-            f"OpenVINO device {device!r} is not available on this machine (available devices: "
+            f"OpenVINO device {device!r} is not available on this machine ({problem}; available devices: "
             f"{', '.join(available) or 'none'}); pass one of them, for example device={example!r}"
         )
 
-    def _device_names(self, family: str) -> set[str]:
-        """The names OpenVINO accepts for the devices of one plugin ("CPU"; "GPU", "GPU.0", "GPU.1"...),
-        as its available_devices would list them, plus the family's own name; empty if it has none."""
+    def _device_problem(self, device: str) -> str | None:
+        """Why OpenVINO would refuse `device`, or None."""
+        family, colon, listed = device.partition(":")
+        if family not in _VIRTUAL_DEVICES:
+            if not colon:
+                return self._real_device_problem(device)
+            if family.upper() in _VIRTUAL_DEVICES:
+                return f"OpenVINO has no device {family!r}, names are case-sensitive: {family.upper()!r}?"
+            return f"only {', '.join(sorted(_VIRTUAL_DEVICES))} take devices after a colon"
+        members = [m for m in listed.split(",") if m]
+        if family == "BATCH" and colon and len(members) != 1:
+            return "BATCH takes exactly one device, as in BATCH:CPU(4)"
+        kept = []
+        for listed_member in members:
+            if family in _EXCLUDING and listed_member.startswith("-"):
+                continue
+            # HETERO takes no counts; it reads "-GPU" as GPU.
+            member = (listed_member if family == "HETERO" else _COUNTED.sub("", listed_member)).lstrip("-")
+            inner = member.partition(":")[0]
+            if inner in _VIRTUAL_DEVICES and not (family == "BATCH" and member == "AUTO"):
+                return f"{family} cannot list the virtual device {inner}"
+            problem = self._real_device_problem(member) if inner != "AUTO" else None
+            if problem is not None:
+                return problem
+            kept.append(member)
+        if members and not kept:  # only exclusions: something must remain
+            excluded = {m[1:] for m in members}
+            remaining = [d for d in self.core.available_devices if d not in excluded and
+                         d.partition(".")[0] not in excluded]  # fmt: skip
+            if not remaining:
+                return f"{device} excludes every available device"
+        return None
+
+    def _real_device_problem(self, device: str) -> str | None:
+        """Why OpenVINO would refuse the real device `device` ("CPU", "GPU", "GPU.1"), or None.
+
+        Asks only that device's plugin for the devices it has (the CPU plugin lists one, with no id).
+        """
+        family, _, ident = device.partition(".")
         try:
             ids = [str(i) for i in self.core.get_property(family, "AVAILABLE_DEVICES")]
         except RuntimeError:  # no such plugin, or it cannot be loaded here
-            return set()
+            cased = family.isalpha() and family.upper() != family
+            hint = f", names are case-sensitive: {family.upper()!r}?" if cased else ""
+            return f"OpenVINO has no device {family!r}{hint}"
         if not ids:
-            return set()
-        return {family} | ({f"{family}.{i}" for i in ids} if len(ids) > 1 else set())
+            return f"no {family} device is present"
+        if ident and ident not in ids:  # "CPU." is "CPU", as OpenVINO reads it
+            named = [f"{family}.{i}" for i in ids if i]
+            return f"{family} has no device {ident!r}" + (f" ({', '.join(named)})" if named else f", only {family}")
+        return None
 
     @forget_keys
     def _compile(
