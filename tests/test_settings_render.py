@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hatch_ovcrypt.writer import SETTINGS_MODULE, render_settings
 
 # Ends the string literal and starts a statement of its own, under the old template rendering.
-CRAFTED = "\"\\'\nopen(__file__ + '.ran', 'w').write('code ran')\n#"
+CRAFTED = '"\\\'\nopen(__file__ + ".ran", "w").write("code ran")\n#'
 VALUES = [
     CRAFTED,
     "\\1\\g<0>\\\\n",  # group references and escapes that a template would expand
@@ -22,15 +23,15 @@ VALUES = [
 ]
 
 
+@pytest.mark.parametrize("field", ["KEY_ENV", "KEY_PROVIDER", "EXTENSIONS"])
 @pytest.mark.parametrize("value", VALUES)
-def test_a_crafted_value_lands_as_its_literal_and_runs_nothing(tmp_path: Path, value: str) -> None:
-    render_settings(tmp_path, value, value, (value, "openvino_tokenizers"))
-    module = tmp_path / SETTINGS_MODULE
-    settings = runpy.run_path(str(module))
+def test_a_crafted_value_lands_as_its_literal_and_runs_nothing(tmp_path: Path, value: str, field: str) -> None:
+    values: dict[str, Any] = {"KEY_ENV": "OVCRYPT_KEY", "KEY_PROVIDER": None, "EXTENSIONS": ()}
+    values[field] = (value, "openvino_tokenizers") if field == "EXTENSIONS" else value
+    render_settings(tmp_path, values["KEY_ENV"], values["KEY_PROVIDER"], values["EXTENSIONS"])
+    settings = runpy.run_path(str(tmp_path / SETTINGS_MODULE))
     assert not (tmp_path / f"{SETTINGS_MODULE}.ran").exists(), "the rendered settings ran injected code"
-    assert settings["KEY_ENV"] == value
-    assert settings["KEY_PROVIDER"] == value
-    assert settings["EXTENSIONS"] == (value, "openvino_tokenizers")
+    assert {name: settings[name] for name in values} == values
 
 
 def test_defaults_render_as_before(tmp_path: Path) -> None:
