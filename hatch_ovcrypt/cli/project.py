@@ -36,6 +36,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..checks import check_project, hook_table
     from ..config import HOOK_NAME, ConfigurationError, display_path
     from ..dependencies import uv_cache_keys_hint
+    from ..plaintext import sdist_unchecked_warning
     from ..runtime._spec import key_id
     from ..sources import plaintext_paths
 
@@ -48,6 +49,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise CheckFailed(f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table")
     environ, source = _key_environment(table, args)
     plan, problems = check_project(table, root, builder, environ)
+    if warning := sdist_unchecked_warning(root):
+        print(f"warning: {warning}", file=sys.stderr)
     if plan is None:
         raise CheckFailed(str(ConfigurationError(problems)))
     options = plan.options
