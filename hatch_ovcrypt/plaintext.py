@@ -264,6 +264,40 @@ def check_plaintext_from_sdist(options: Options, root: Path) -> list[Problem]:
     ]  # fmt: skip
 
 
+def remove_plaintext_sdist(options: Options, root: Path, directory: Path) -> Path | None:
+    """After a refused wheel build: remove this project's sdist from the output folder if it holds any plaintext
+    model file (same path and bytes), so that no plaintext artifact is left ready for upload. `hatch build`,
+    `python -m build` and `uv build` write the sdist there just before the wheel when the sdist build does not
+    run this hook. Returns the removed sdist, or None."""
+    import tarfile
+
+    from hatchling.builders.sdist import SdistBuilder
+
+    project_id = SdistBuilder(str(root)).artifact_project_id
+    sdist = directory / f"{project_id}.tar.gz"
+    wanted = {f"{project_id}/{display_path(path, root.resolve())}": path for path in _model_files(options)}
+    if not wanted or not sdist.is_file():
+        return None
+    try:
+        with tarfile.open(sdist) as tar:
+            for member in tar:
+                path = wanted.get(member.name)
+                if path is None or not member.isfile() or member.size != path.stat().st_size:
+                    continue
+                f = tar.extractfile(member)
+                digest = hashlib.sha256()
+                while f is not None and (block := f.read(1 << 20)):
+                    digest.update(block)
+                if digest.digest() == _sha256(path):
+                    break
+            else:
+                return None
+    except (OSError, tarfile.TarError):  # not an sdist we can read: leave it
+        return None
+    sdist.unlink(missing_ok=True)
+    return sdist
+
+
 def sdist_runs_the_hook(root: Path) -> bool:
     """Whether hatchling runs this hook when it builds the sdist (a global or sdist-target table, enabled)."""
     from hatchling.builders.sdist import SdistBuilder

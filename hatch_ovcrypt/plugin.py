@@ -46,7 +46,9 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             return
         plan, problems = check_project(self.config, root, builder, build_data=build_data)
         if plan is None:
-            self.app.abort(str(ConfigurationError(problems)))
+            removed = self._remove_plaintext_sdist(root, builder)
+            note = f"\nhatch-ovcrypt: removed the sdist {removed}: it holds the plaintext models" if removed else ""
+            self.app.abort(str(ConfigurationError(problems)) + note)
             return
         if not is_from_sdist(root) and (warning := sdist_unchecked_warning(root)):
             self.app.display_warning(f"hatch-ovcrypt: warning: {warning}")
@@ -68,6 +70,19 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         else:
             build_data["force_include"].update(mapping)
         build_data["dependencies"].extend(self._missing_requirements(plan))
+
+    def _remove_plaintext_sdist(self, root: Path, builder: Any) -> Path | None:
+        """A refused wheel build removes the sdist it finds beside it that holds the plaintext models."""
+        from .config import hook_location, parse_options
+        from .plaintext import remove_plaintext_sdist
+
+        options, _ = parse_options(self.config, root, hook_location(builder.config.target_config, builder.PLUGIN_NAME))
+        if options.allow_plaintext_sdist or not self.directory:
+            return None
+        try:
+            return remove_plaintext_sdist(options, root, Path(self.directory))
+        except Exception:  # the refusal itself must still be reported
+            return None
 
     def _missing_requirements(self, plan: Plan) -> list[str]:
         """The runtime's requirements that the product does not already declare itself (with dynamic dependencies)."""
