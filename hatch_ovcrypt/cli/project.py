@@ -49,8 +49,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise CheckFailed(f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table")
     environ, source = _key_environment(table, args)
     plan, problems = check_project(table, root, builder, environ)
-    if warning := sdist_unchecked_warning(root):
-        print(f"warning: {warning}", file=sys.stderr)
     if plan is None:
         raise CheckFailed(str(ConfigurationError(problems)))
     options = plan.options
@@ -71,6 +69,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name, value in settings.items():
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
     print(f"key: from {source}, key id {key_id(plan.key).hex()}")
+    if warning := sdist_unchecked_warning(root):
+        print(f"warning: {warning}", file=sys.stderr)
     model_files = [path for spec in options.models for path in plaintext_paths(spec)]
     if hint := uv_cache_keys_hint(root, model_files):
         print(
