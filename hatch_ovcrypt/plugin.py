@@ -164,14 +164,14 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             self._staging = None
 
 
-Handler = Callable[[int, FrameType | None], Any] | int | None
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class _SigtermCleanup:
     """While the staging folder exists, SIGTERM (what a CI cancel sends) removes it first, then does what the
     previous handler would: call it, or die of SIGTERM as the default does."""
 
-    def __init__(self, folder: Path, previous: Handler) -> None:
+    def __init__(self, folder: Path, previous: _Handler) -> None:
         self.folder = folder
         self.previous = previous
 
