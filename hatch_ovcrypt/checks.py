@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .config import HOOK_NAME, Options, Problem, hook_location, parse_options
 from .dependencies import check_runtime_dependencies
 from .model_checks import ModelPlan, check_model, load_extensions, runtime_extensions
-from .plaintext import check_plaintext_in_sdist, check_plaintext_in_wheel
+from .plaintext import check_plaintext_from_sdist, check_plaintext_in_sdist, check_plaintext_in_wheel
 from .runtime._errors import OvcryptError
 from .runtime._keys import keys_from_environment
 from .runtime._spec import forget_keys
@@ -64,8 +64,9 @@ def check_project(
     problems += check_runtime_dependencies(
         builder.metadata.core.dependencies, builder.metadata.dynamic, needs_genai=needs_genai(plans), location=location
     )
-    if not from_sdist and not options.allow_plaintext_sdist:
-        problems += check_plaintext_in_sdist(options, root)
+    if not options.allow_plaintext_sdist:
+        # From a source tree: would the sdist carry them? From an unpacked sdist: any model file here leaked.
+        problems += check_plaintext_from_sdist(options, root) if from_sdist else check_plaintext_in_sdist(options, root)
     if problems or package is None or key is None:
         return None, problems
     return plan_of(options, package, key, plans, new_package), problems

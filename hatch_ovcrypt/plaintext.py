@@ -25,6 +25,12 @@ SDIST_FIX = (
 )
 
 
+SDIST_HOOK_ADVICE = (
+    "configure the hook as [tool.hatch.build.hooks.ovcrypt] (for every target) instead of "
+    "[tool.hatch.build.targets.wheel.hooks.ovcrypt], so the sdist build refuses plaintext models before it writes"
+)
+
+
 def _model_files(options: Options) -> dict[Path, ModelSpec]:
     return {path.resolve(): spec for spec in options.models for path in plaintext_paths(spec)}
 
@@ -69,7 +75,7 @@ def wheel_inclusions(
     builder: BuilderInterface[Any, Any], root: Path, build_data: Mapping[str, Any]
 ) -> Iterator[tuple[Path, str, str]]:
     """(resolved source file, path in the wheel, how it gets there and how to stop it) for every file that
-    the wheel build would pack, each way of hatchling's (1.24-1.33) computed with hatchling's own code."""
+    the wheel build would pack, each way of hatchling's (1.26.3-1.33) computed with hatchling's own code."""
     from hatchling.builders.utils import normalize_inclusion_map
 
     config = builder.config
@@ -238,6 +244,77 @@ def check_plaintext_in_sdist(options: Options, root: Path) -> list[Problem]:
                 + SDIST_FIX.format(dir=folder, location=options.location))
         for (toml, folder), paths in leaks.items()
     ]  # fmt: skip
+
+
+def check_plaintext_from_sdist(options: Options, root: Path) -> list[Problem]:
+    """Building from an unpacked sdist (`root` holds PKG-INFO): every plaintext model file here came out of that
+    sdist, so the sdist leaked it. One problem per model and folder, saying how to stop the leak."""
+    leaks: dict[tuple[str, str], list[Path]] = {}
+    for path, spec in _model_files(options).items():
+        folder = spec.source if spec.source.is_dir() else path.parent
+        leaks.setdefault((spec.path, display_path(folder.resolve(), root.resolve())), []).append(path)
+    # With the table for every target, the sdist build itself refuses: say so where it was not.
+    advice = f"; {SDIST_HOOK_ADVICE}" if options.location.startswith("tool.hatch.build.targets.") else ""
+    rebuild = "; build the wheel from the source tree (`python -m build --wheel`, `uv build --wheel` or `pip wheel .`)"
+    return [
+        Problem(toml, f"{_count(paths)} in {folder}/ came out of the sdist this wheel is built from, so that sdist "
+                "leaked the plaintext models: delete it, then "
+                + SDIST_FIX.format(dir=folder, location=options.location) + advice + rebuild)
+        for (toml, folder), paths in leaks.items()
+    ]  # fmt: skip
+
+
+def remove_plaintext_sdist(options: Options, root: Path, directory: Path) -> Path | None:
+    """After a refused wheel build: remove this project's sdist from the output folder if it holds any plaintext
+    model file (same path and bytes), so that no plaintext artifact is left ready for upload. `hatch build`,
+    `python -m build` and `uv build` write the sdist there just before the wheel when the sdist build does not
+    run this hook. Returns the removed sdist, or None."""
+    import tarfile
+
+    from hatchling.builders.sdist import SdistBuilder
+
+    project_id = SdistBuilder(str(root)).artifact_project_id
+    sdist = directory / f"{project_id}.tar.gz"
+    wanted = {f"{project_id}/{display_path(path, root.resolve())}": path for path in _model_files(options)}
+    if not wanted or not sdist.is_file():
+        return None
+    try:
+        with tarfile.open(sdist) as tar:
+            for member in tar:
+                path = wanted.get(member.name)
+                if path is None or not member.isfile() or member.size != path.stat().st_size:
+                    continue
+                f = tar.extractfile(member)
+                digest = hashlib.sha256()
+                while f is not None and (block := f.read(1 << 20)):
+                    digest.update(block)
+                if digest.digest() == _sha256(path):
+                    break
+            else:
+                return None
+    except (OSError, tarfile.TarError):  # not an sdist we can read: leave it
+        return None
+    sdist.unlink(missing_ok=True)
+    return sdist
+
+
+def sdist_runs_the_hook(root: Path) -> bool:
+    """Whether hatchling runs this hook when it builds the sdist (a global or sdist-target table, enabled)."""
+    from hatchling.builders.sdist import SdistBuilder
+
+    from .config import HOOK_NAME
+
+    return HOOK_NAME in SdistBuilder(str(root)).config.hook_config
+
+
+def sdist_unchecked_warning(root: Path) -> str | None:
+    """A one-line warning when the sdist build does not run the hook, so nothing stops a plaintext sdist."""
+    if sdist_runs_the_hook(root):
+        return None
+    return (
+        "the sdist build does not run hook `ovcrypt` (it is configured for the wheel target only), so "
+        "`python -m build --sdist` and `hatch build` write the sdist without any check; " + SDIST_HOOK_ADVICE
+    )
 
 
 def _count(paths: list[Path]) -> str:

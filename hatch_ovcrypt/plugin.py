@@ -7,10 +7,15 @@ removes the folder in `finalize`, and never writes into the source tree.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
 import shutil
+import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
@@ -27,10 +32,12 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)  # hatchling also builds hooks just to ask for dependencies()
         self._staging: Path | None = None
         self._plan: Plan | None = None
+        self._on_sigterm: _SigtermCleanup | None = None
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        from .checks import check_project
+        from .checks import check_project, is_from_sdist
         from .config import ConfigurationError
+        from .plaintext import sdist_unchecked_warning
 
         root = Path(self.root)
         builder = self.build_config.builder
@@ -39,11 +46,16 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             return
         plan, problems = check_project(self.config, root, builder, build_data=build_data)
         if plan is None:
-            self.app.abort(str(ConfigurationError(problems)))
+            removed = self._remove_plaintext_sdist(root, builder)
+            note = f"\nhatch-ovcrypt: removed the sdist {removed}: it holds the plaintext models" if removed else ""
+            self.app.abort(str(ConfigurationError(problems)) + note)
             return
+        if not is_from_sdist(root) and (warning := sdist_unchecked_warning(root)):
+            self.app.display_warning(f"hatch-ovcrypt: warning: {warning}")
         self._plan = plan
         self._staging = Path(tempfile.mkdtemp(prefix="hatch-ovcrypt-"))
         atexit.register(shutil.rmtree, self._staging, ignore_errors=True)  # if finalize never runs
+        self._on_sigterm = _remove_on_sigterm(self._staging)  # a cancelled CI job: atexit does not run then
         try:
             mapping = self._render(plan, version)
         except Exception as exc:
@@ -58,6 +70,19 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         else:
             build_data["force_include"].update(mapping)
         build_data["dependencies"].extend(self._missing_requirements(plan))
+
+    def _remove_plaintext_sdist(self, root: Path, builder: Any) -> Path | None:
+        """A refused wheel build removes the sdist it finds beside it that holds the plaintext models."""
+        from .config import hook_location, parse_options
+        from .plaintext import remove_plaintext_sdist
+
+        options, _ = parse_options(self.config, root, hook_location(builder.config.target_config, builder.PLUGIN_NAME))
+        if options.allow_plaintext_sdist or not self.directory:
+            return None
+        try:
+            return remove_plaintext_sdist(options, root, Path(self.directory))
+        except Exception:  # the refusal itself must still be reported
+            return None
 
     def _missing_requirements(self, plan: Plan) -> list[str]:
         """The runtime's requirements that the product does not already declare itself (with dynamic dependencies)."""
@@ -131,9 +156,52 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             self.app.abort(str(ConfigurationError(problems)))
 
     def _cleanup(self) -> None:
+        if self._on_sigterm is not None:
+            self._on_sigterm.restore()
+            self._on_sigterm = None
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class _SigtermCleanup:
+    """While the staging folder exists, SIGTERM (what a CI cancel sends) removes it first, then does what the
+    previous handler would: call it, or die of SIGTERM as the default does."""
+
+    def __init__(self, folder: Path, previous: _Handler) -> None:
+        self.folder = folder
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous != signal.SIG_IGN:  # the default (or a handler set outside Python): die of it
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def restore(self) -> None:
+        """Put the previous handler back, if ours is still the one installed."""
+        previous = signal.SIG_DFL if self.previous is None else self.previous  # None: set outside Python
+        with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
+            if signal.getsignal(signal.SIGTERM) is self:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_on_sigterm(folder: Path) -> _SigtermCleanup | None:
+    """Install a SIGTERM handler that removes `folder`; None where signals cannot be handled (another thread)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:  # SIGTERM does not end this process: finalize or atexit will clean up
+        return None
+    handler = _SigtermCleanup(folder, previous)
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # signal handlers can only be set from the main thread
+        return None
+    return handler
 
 
 def _terminal_progress() -> ProgressFactory | None:

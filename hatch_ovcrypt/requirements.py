@@ -8,7 +8,9 @@ Why these floors (each tested; the versions below them fail or cannot be install
 - cryptography 43: 42.x refuses every in-place GCM update ("buffer must be at least N bytes"),
   so every encrypt and decrypt fails.
 - openvino 2024.0 with numpy 1.24 (openvino 2024.x needs numpy < 2).
-- hatchling 1.24, which needs packaging 23.2.
+- hatchling 1.26.3, which needs packaging 24.2: before 1.26 hatchling sets no file size on a wheel's ZIP
+  entries, so a model over 4 GiB fails only after it was encrypted (zipfile's "File size too large, try
+  using force_zip64"); 1.26.0 to 1.26.2 were yanked, so 1.26.3 is the first that installs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 # What the generated runtime imports in the product: the hook adds these to the product's requirements.
 RUNTIME_REQUIREMENTS = ("openvino>=2024.0", "cryptography>=43", "numpy>=1.24")
 # What the plugin itself needs at build time, besides the runtime's.
-PLUGIN_REQUIREMENTS = ("hatchling>=1.24", "packaging>=23.2")
+PLUGIN_REQUIREMENTS = ("hatchling>=1.26.3", "packaging>=24.2")
 # Folder models (LLM/VLM pipelines) also need these, from the same release as the product's openvino.
 GENAI_PACKAGES = ("openvino-genai", "openvino-tokenizers")
 

@@ -6,6 +6,7 @@ failure never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 from collections.abc import Callable, Mapping
@@ -90,13 +91,40 @@ def copy_runtime(dest: Path) -> list[Path]:
 
 
 def render_settings(dest: Path, key_env: str, key_provider: str | None, extensions: tuple[str, ...]) -> None:
-    """Write `_settings.py` with this product's values: they are code, so no manifest edit can choose them."""
-    source = (RUNTIME_DIR / SETTINGS_MODULE).read_text("utf-8")
-    values = {"KEY_ENV": key_env, "KEY_PROVIDER": key_provider, "EXTENSIONS": tuple(extensions)}
+    """Write `_settings.py` with this product's values: they are code, so no manifest edit can choose them.
+
+    Each value goes in as its `repr`, inserted verbatim (never as a `re` template, which would rewrite its
+    backslashes); the result must parse and give back exactly these values, or ValueError is raised and
+    nothing is written.
+    """
+    template = (RUNTIME_DIR / SETTINGS_MODULE).read_text("utf-8")
+    values: dict[str, object] = {"KEY_ENV": key_env, "KEY_PROVIDER": key_provider, "EXTENSIONS": tuple(extensions)}
+    source = template
     for name, value in values.items():
-        source, count = re.subn(rf"^{name}: (.*) = .*$", rf"{name}: \1 = {value!r}", source, flags=re.M)
-        assert count == 1, name
+
+        def assignment(match: re.Match[str], name: str = name, literal: str = repr(value)) -> str:
+            return f"{name}: {match.group(1)} = {literal}"
+
+        source, count = re.subn(rf"^{name}: (.*) = .*$", assignment, source, flags=re.M)
+        if count != 1:
+            raise ValueError(f"{SETTINGS_MODULE} of the runtime has {count} assignments to {name}, not one")
+    try:
+        same = len(ast.parse(source).body) == len(ast.parse(template).body)
+        same = same and _rendered_values(source, set(values)) == values
+    except (SyntaxError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(f"the rendered {SETTINGS_MODULE} does not hold exactly the hook table's values")
     (dest / SETTINGS_MODULE).write_text(GENERATED_HEADER + source, "utf-8")
+
+
+def _rendered_values(source: str, names: set[str]) -> dict[str, object]:
+    """The literal values that `source` assigns to `names`, read with `ast` (nothing is executed)."""
+    found: dict[str, object] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in names:
+            found[node.target.id] = ast.literal_eval(node.value) if node.value is not None else None
+    return found
 
 
 @forget_keys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import venv
 from pathlib import Path
 
@@ -66,3 +67,37 @@ def test_build_and_load_on_exactly_the_declared_floors(plugin_wheel_dir: Path, t
     assert [Version(v).release[:2] for v in versions] == [
         (*floors[name].release, 0)[:2] for name in ("openvino", "cryptography", "numpy")
     ], versions
+
+
+ZIP64 = """
+import sys, zipfile
+from pathlib import Path
+zipfile.ZIP64_LIMIT = 1 << 20  # stands in for 4 GiB: the code paths are the same, the file stays small
+from hatchling.builders.wheel import WheelBuilder
+
+(wheel,) = WheelBuilder(sys.argv[1]).build(directory=sys.argv[2], versions=["standard"])
+with zipfile.ZipFile(wheel) as zf:
+    print(zf.getinfo("big/weights.ovc").file_size)
+"""
+
+
+@pytest.mark.slow
+def test_the_hatchling_floor_writes_zip64_entries(tmp_path: Path) -> None:
+    """Issue 18: hatchling before 1.26 sets no entry size, so zipfile refuses an entry over the Zip64 limit
+    (4 GiB) after it was written: `File size too large, try using force_zip64`. The floor must write it."""
+    env_dir = tmp_path / "floor"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    floors = [r.replace(">=", "==") for r in PLUGIN_REQUIREMENTS]
+    run([python, "-m", "pip", "--disable-pip-version-check", "-q", "install", *floors])
+    project = tmp_path / "p"
+    (project / "src" / "big").mkdir(parents=True)
+    (project / "src" / "big" / "__init__.py").write_text("")
+    size = (1 << 20) + 4096
+    (project / "src" / "big" / "weights.ovc").write_bytes(os.urandom(size))
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "big"\nversion = "1"\n\n[tool.hatch.build.targets.wheel]\npackages = ["src/big"]\n'
+    )
+    out = run([python, "-c", ZIP64, str(project), str(tmp_path / "dist")])
+    assert int(out.stdout) == size

@@ -192,3 +192,52 @@ def test_other_hooks_cannot_slip_a_model_in(
     (project / "hatch_build.py").write_text(HOOK)
     out = output_of_failed_build(project, key_env)
     assert expected in out, out[-3000:]
+
+
+# --- the sdist (issue 17, item 1) ------------------------------------------------------------------
+
+EXCLUDE = '[tool.hatch.build.targets.sdist]\nexclude = ["/models"]\n'
+
+
+def test_a_wheel_from_an_sdist_that_holds_the_models_fails_and_says_the_sdist_leaked_them(
+    tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    """Plain `python -m build` builds the sdist (no hook ran: wheel-target table), then the wheel from it."""
+    project = project_with(tmp_path / "p", edits=((EXCLUDE, ""),))
+    dist = tmp_path / "dist"
+    result = run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(project)],
+                 env=key_env, check=False)  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and not list(dist.glob("*.whl")), out
+    assert (
+        "`tool.hatch.build.targets.wheel.hooks.ovcrypt.models.m` 2 files in models/ came out of the sdist this wheel "
+        "is built from, so that sdist leaked the plaintext models: delete it, then add "
+        '`exclude = ["/models"]` under [tool.hatch.build.targets.sdist]'
+    ) in out
+    assert "configure the hook as [tool.hatch.build.hooks.ovcrypt] (for every target)" in out
+    assert f"hatch-ovcrypt: removed the sdist {dist / 'acme_vision-1.0.0.tar.gz'}: it holds" in out
+    assert not list(dist.glob("*.tar.gz")), "the plaintext sdist was left ready for upload"
+    # On purpose: the wheel from such an sdist builds.
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace("[tool.hatch.build.targets.wheel.hooks.ovcrypt]\n",
+                                                         "[tool.hatch.build.targets.wheel.hooks.ovcrypt]\n"
+                                                         "allow-plaintext-sdist = true\n"))  # fmt: skip
+    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(project)], env=key_env)
+    assert len(list(dist.glob("*.whl"))) == 1
+
+
+def test_check_and_the_build_warn_when_the_sdist_build_does_not_run_the_hook(
+    tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    project = project_with(tmp_path / "p")
+    warning = "the sdist build does not run hook `ovcrypt` (it is configured for the wheel target only)"
+    check = run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], env=key_env)
+    assert f"warning: {warning}" in check.stderr and "[tool.hatch.build.hooks.ovcrypt]" in check.stderr
+    build = run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "d"),
+                 str(project)], env=key_env)  # fmt: skip
+    assert f"hatch-ovcrypt: warning: {warning}" in build.stdout + build.stderr
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(
+        text.replace("[tool.hatch.build.targets.wheel.hooks.ovcrypt]", "[tool.hatch.build.hooks.ovcrypt]")
+    )
+    assert "warning" not in run([sys.executable, "-m", "hatch_ovcrypt", "check", str(project)], env=key_env).stderr

@@ -38,6 +38,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..checks import check_project, hook_table
     from ..config import HOOK_NAME, ConfigurationError, display_path
     from ..dependencies import uv_cache_keys_hint
+    from ..plaintext import sdist_unchecked_warning
     from ..pyproject import ProjectFileError, known_targets, misplaced_hook_tables, project_files
     from ..runtime._spec import key_id
     from ..sources import plaintext_paths
@@ -54,7 +55,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         builder.metadata.validate_fields()  # what a build checks first: name, version, dependencies
         table = hook_table(builder)
         if table is None:
-            missing = f"{root / 'pyproject.toml'} has no [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}] table"
+            missing = (
+                f"{root / 'pyproject.toml'} has no [tool.hatch.build.hooks.{HOOK_NAME}] table "
+                f"(nor [tool.hatch.build.targets.wheel.hooks.{HOOK_NAME}])"
+            )
             if len(misplaced) == 1:
                 raise CheckFailed(f"{missing}; {misplaced[0]}")
             raise CheckFailed(str(ConfigurationError(misplaced)) if misplaced else missing)
@@ -80,6 +84,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name, value in settings.items():
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
     print(f"key: from {source}, key id {key_id(plan.key).hex()}")
+    if warning := sdist_unchecked_warning(root):
+        print(f"warning: {warning}", file=sys.stderr)
     model_files = [path for spec in options.models for path in plaintext_paths(spec)]
     uv = uv_in_use(root, os.environ)
     if uv and (hint := uv_cache_keys_hint(root, model_files)):
