@@ -509,5 +509,3 @@ def _load_extensions(modules: Sequence[str]) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
