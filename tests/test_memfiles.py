@@ -102,6 +102,8 @@ def test_fill_writes_in_place_and_seals_and_writable_takes_a_path_writer() -> No
         assert (folder.path / "model/openvino_model.bin").read_bytes() == weights.tobytes()
         mapped = folder.map("model/openvino_model.bin")
         assert mapped is not None and mapped[:] == weights.tobytes()
+        address = np.frombuffer(mapped, np.uint8).ctypes.data
+        assert "dd" in vm_flags(address) and "dc" not in vm_flags(address)
         link = folder.writable("model.xml")
         link.write_bytes(b"<net/>")  # a writer that takes only a path, such as ov.save_model
         folder.seal("model.xml")

@@ -155,7 +155,7 @@ class MemoryFolder:
         fd = self._new_file(relpath)
         os.ftruncate(fd, size)
         if size:
-            mapped = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            mapped = _dont_dump(mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE))
             try:
                 with memoryview(mapped) as view:
                     yield view
@@ -184,10 +184,12 @@ class MemoryFolder:
         return os.pread(self._fds[relpath], size, 0) if size else b""
 
     def map(self, relpath: str) -> mmap.mmap | None:
-        """A read-only shared mapping of a whole file (None if empty); it outlives the folder and is the
-        file's one copy. Seal the file first."""
+        """A read-only shared mapping of a whole file (None if empty), left out of core dumps; it outlives the
+        folder and is the file's one copy. Seal the file first."""
         size = self.size(relpath)
-        return mmap.mmap(self._fds[relpath], size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else None
+        if not size:
+            return None
+        return _dont_dump(mmap.mmap(self._fds[relpath], size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
 
     def close(self) -> None:
         """Remove the links and the folder and close the memory files. Idempotent."""
@@ -222,6 +224,15 @@ class MemoryFolder:
         link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.symlink(f"/proc/self/fd/{fd}", link)
         return link
+
+
+def _dont_dump(mapped: mmap.mmap) -> mmap.mmap:
+    """Leave a mapping of plaintext out of core dumps (memory files are dumped as shared memory otherwise)."""
+    advice = getattr(mmap, "MADV_DONTDUMP", None)
+    if advice is not None:
+        with contextlib.suppress(OSError):
+            mapped.madvise(advice)
+    return mapped
 
 
 def _unnamed_tmpfs_file(tmpfs: Path) -> int:
