@@ -145,9 +145,12 @@ def test_without_memory_files_the_refusal_names_platform_and_reason(
     no_memfd: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_memfiles, "memory_backed_dir", lambda *_: None)
-    wanted = rf"^this system \({sys.platform}\) has neither a usable memfd_create nor a writable tmpfs at /dev/shm, "
-    with pytest.raises(UnsupportedModelError, match=wanted + r".*never writes decrypted files to disk$"):
+    wanted = rf"this system \({sys.platform}\) has neither a usable memfd_create nor a writable tmpfs at /dev/shm, "
+    with pytest.raises(UnsupportedModelError, match="^" + wanted + r".*never writes decrypted files to disk$"):
         MemoryFolder()
+    genai = r"^openvino-genai reads this model's configs only from files, but " + wanted
+    with pytest.raises(UnsupportedModelError, match=genai), memory_folder({"config.json": b"{}"}):
+        pass
     monkeypatch.setattr(_memfiles, "Path", lambda p: Path("/nonexistent") / p.lstrip("/"))
     with pytest.raises(UnsupportedModelError, match=r"has no /proc/self/fd"):
         MemoryFolder()

@@ -87,20 +87,25 @@ def _memfd_usable() -> bool:
     return True
 
 
-def choose_backing() -> tuple[Backing, Path | None]:
-    """("memfd", None) or ("tmpfs", the tmpfs folder), or UnsupportedModelError saying why neither works here."""
+def choose_backing(why: str = "") -> tuple[Backing, Path | None]:
+    """("memfd", None) or ("tmpfs", the tmpfs folder), or UnsupportedModelError saying why neither works here.
+
+    `why` (e.g. "openvino-genai reads this model's configs only from files") starts the error's message.
+    """
+    lead = f"{why}, but " if why else ""
     if not Path("/proc/self/fd").is_dir():
         raise UnsupportedModelError(
-            f"this system ({sys.platform}) has no /proc/self/fd, so no file that lives only in memory can be given "
-            "a path; hatch-ovcrypt never writes decrypted files to disk"
+            f"{lead}this system ({sys.platform}) has no /proc/self/fd, so no file that lives only in memory can be "
+            "given a path; hatch-ovcrypt never writes decrypted files to disk"
         )
     if _memfd_usable():
         return "memfd", None
     tmpfs = memory_backed_dir()
     if tmpfs is None or not hasattr(os, "O_TMPFILE"):
         raise UnsupportedModelError(
-            f"this system ({sys.platform}) has neither a usable memfd_create nor a writable tmpfs at {TMPFS_DIR}, so "
-            "no file that lives only in memory can be given a path; hatch-ovcrypt never writes decrypted files to disk"
+            f"{lead}this system ({sys.platform}) has neither a usable memfd_create nor a writable tmpfs at "
+            f"{TMPFS_DIR}, so no file that lives only in memory can be given a path; hatch-ovcrypt never writes "
+            "decrypted files to disk"
         )
     return "tmpfs", tmpfs
 
@@ -119,11 +124,12 @@ class MemoryFolder:
 
     A file someone else writes through its path (ov.save_model) is made with `writable()` and sealed with
     `seal()` before it is read. Relative paths are POSIX, may have folders, and must stay inside the folder.
-    Raises UnsupportedModelError on a platform without memory files (see the module's docstring).
+    Raises UnsupportedModelError on a platform without memory files (see the module's docstring); `why` says
+    what needed the files, and starts its message.
     """
 
-    def __init__(self) -> None:
-        self.backing, self._tmpfs = choose_backing()
+    def __init__(self, why: str = "") -> None:
+        self.backing, self._tmpfs = choose_backing(why)
         _remove_stale_folders()
         # 0700, ours alone, links only; named so that a later process can tell whether we are still alive
         self.path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{_pid_namespace()}-{os.getpid()}-"))
@@ -294,11 +300,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+GENAI_CONFIGS = "openvino-genai reads this model's configs only from files"
+
+
 @contextlib.contextmanager
-def memory_folder(files: Mapping[str, Data]) -> Iterator[Path]:
+def memory_folder(files: Mapping[str, Data], why: str = GENAI_CONFIGS) -> Iterator[Path]:
     """Yield a folder holding `files` (relative POSIX path -> content, copied) in sealed memory files; removed
     on exit. UnsupportedModelError where the platform has no memory files (see MemoryFolder)."""
-    with MemoryFolder() as folder:
+    with MemoryFolder(why) as folder:
         for relpath, data in files.items():
             folder.add(relpath, data)
         yield folder.path
