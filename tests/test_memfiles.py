@@ -362,3 +362,15 @@ def test_a_process_killed_mid_way_leaves_no_plaintext(what: str, sig: signal.Sig
         with MemoryFolder() as folder:
             assert [p.name for p in private_tmp.iterdir()] == [folder.path.name]
     assert list(private_tmp.iterdir()) == []
+
+
+@LINUX
+@pytest.mark.parametrize("check", ["test_vlm_pipeline_generates_what_the_plain_folder_generates",
+                                   "test_text2image_pipeline_gives_the_plain_folders_pixels"])  # fmt: skip
+def test_pipelines_built_through_the_tmpfs_fallback_match_the_plain_folder(
+    no_memfd: None, check: str, tmp_path: Path
+) -> None:
+    """openvino-genai reads its configs through links to unnamed O_TMPFILE files just as through memfds."""
+    from tests import test_genai
+
+    getattr(test_genai, check)(tmp_path)
