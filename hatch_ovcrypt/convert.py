@@ -4,12 +4,12 @@ A model in the hook table whose path does not end in `.xml` is a *source*: the b
 `openvino.convert_model`, serializes the IR into memory-backed files, and encrypts those bytes exactly as it
 encrypts a hand-made IR. The plaintext IR never lands in a disk-backed file:
 
-- On Linux the IR is written into two `memfd_create` descriptors. `ov.save_model` insists on a path that ends
-  in `.xml`, so a private 0700 temporary folder holds two symlinks, `model.xml` and `model.bin`, that point at
-  `/proc/self/fd/N`: only the symlinks touch the disk, the bytes stay in memory. The .bin is then mapped
+- The IR is written into two memory files of a MemoryFolder (runtime/_memfiles.py): `ov.save_model` insists on
+  a path that ends in `.xml`, so a private 0700 temporary folder holds two symlinks, `model.xml` and `model.bin`,
+  that point at `/proc/self/fd/N`: only the symlinks touch the disk, the bytes stay in memory. The files are
+  memfds (sealed once written), or, without memfd, unnamed `O_TMPFILE` files on a tmpfs (`/dev/shm`): no
+  plaintext ever has a name, so even a build killed by SIGKILL leaves none behind. The .bin is then mapped
   read-only (no copy) and handed out as a memoryview.
-- Without memfd, a private 0700 folder on a tmpfs (`/dev/shm`, checked in /proc/self/mounts) is used, and its
-  files are unlinked as soon as the .bin is mapped.
 - Without either, conversion refuses (ConversionError); it never falls back to a disk-backed temp file.
 
 (Like any memory, memfd and tmpfs pages can be swapped out; an encrypted swap is the system's business.)
@@ -29,19 +29,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import glob
 import importlib
 import mmap
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime._errors import OvcryptError, openvino_message
+from .runtime._errors import OvcryptError, UnsupportedModelError, openvino_message
+from .runtime._memfiles import MemoryFolder
 from .runtime._writer import BufferSource
 
 IR_SUFFIX = ".xml"
@@ -60,8 +58,6 @@ SOURCE_FOLDERS: Mapping[str, tuple[str, str]] = {
     "saved_model.pb": ("tf", "TensorFlow SavedModel"),
     "__model__": ("paddle", "PaddlePaddle model folder"),
 }
-TMPFS_DIR = Path("/dev/shm")
-_TMPFS_TYPES = frozenset({"tmpfs", "ramfs"})
 
 
 class ConversionError(OvcryptError):
@@ -444,89 +440,28 @@ def convert_to_ir(
 
 
 def serialize_in_memory(model: Any, *, compress_to_fp16: bool = True) -> ConvertedIR:
-    """Serialize an openvino.Model with `ov.save_model` into memory-backed files and map the result.
+    """Serialize an openvino.Model with `ov.save_model` into memory files (runtime/_memfiles.py) and map the result.
 
-    Uses memfd where the system has it, else a private tmpfs folder; raises ConversionError if it has
-    neither, or if OpenVINO wrote anything but the two files it was given.
+    The two files are sealed once OpenVINO has written them, before they are read. Raises ConversionError on a
+    system without memory files, or if OpenVINO wrote anything but the two files it was given.
     """
-    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
-        try:
-            return _serialize_memfd(model, compress_to_fp16)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.EACCES):
-                raise ConversionError(f"cannot serialize the converted IR into memory: {exc}") from None
-    tmpfs = memory_backed_dir()
-    if tmpfs is None:
+    import openvino as ov
+
+    try:
+        folder = MemoryFolder()
+    except UnsupportedModelError as exc:
         raise ConversionError(
-            "this system has neither memfd_create nor a tmpfs at /dev/shm, so the converted IR has no "
-            "memory-backed file to go to; hatch-ovcrypt never writes a plaintext IR to disk: convert it "
-            "yourself and name the .xml"
-        )
-    return _serialize_tmpfs(model, compress_to_fp16, tmpfs)
-
-
-def memory_backed_dir(candidate: Path = TMPFS_DIR) -> Path | None:
-    """`candidate` if it is a writable folder on tmpfs/ramfs (per /proc/self/mounts), else None."""
-    try:
-        real = Path(os.path.realpath(candidate))
-        if not real.is_dir() or not os.access(real, os.W_OK | os.X_OK):
-            return None
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    best, fstype = "", ""
-    for line in mounts:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        point = parts[1].replace("\\040", " ")
-        inside = str(real) == point or str(real).startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, fstype = point, parts[2]
-    return real if fstype in _TMPFS_TYPES else None
-
-
-def _serialize_memfd(model: Any, compress_to_fp16: bool) -> ConvertedIR:
-    import openvino as ov
-
-    xml_fd = os.memfd_create("ovcrypt-ir.xml", os.MFD_CLOEXEC)
-    try:
-        bin_fd = os.memfd_create("ovcrypt-ir.bin", os.MFD_CLOEXEC)
-    except OSError:
-        os.close(xml_fd)
-        raise
-    try:
-        links = Path(tempfile.mkdtemp(prefix="ovcrypt-convert-"))  # 0700, ours alone
-        try:
-            xml = links / "model.xml"
-            os.symlink(f"/proc/self/fd/{xml_fd}", xml)
-            os.symlink(f"/proc/self/fd/{bin_fd}", links / "model.bin")
-            _save(ov, model, xml, compress_to_fp16)
-            _expect_only_links(links, {"model.xml", "model.bin"})
-        finally:
-            _remove_private_dir(links)
-        return ConvertedIR(_read_fd(xml_fd), *_map_fd(bin_fd), backing="memfd")
-    finally:
-        os.close(xml_fd)
-        os.close(bin_fd)
-
-
-def _serialize_tmpfs(model: Any, compress_to_fp16: bool, tmpfs: Path) -> ConvertedIR:
-    import openvino as ov
-
-    folder = Path(tempfile.mkdtemp(prefix="ovcrypt-convert-", dir=tmpfs))  # 0700, ours alone
-    try:
-        xml = folder / "model.xml"
+            f"the converted IR has no memory-backed file to go to: {exc}; convert it yourself and name the .xml"
+        ) from None
+    with folder:
+        xml = folder.writable("model.xml")
+        folder.writable("model.bin")
         _save(ov, model, xml, compress_to_fp16)
-        xml_bytes = xml.read_bytes()
-        fd = os.open(folder / "model.bin", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            mapped, size = _map_fd(fd)
-        finally:
-            os.close(fd)
-    finally:
-        _remove_private_dir(folder)  # the mapping keeps the .bin's pages until close()
-    return ConvertedIR(xml_bytes, mapped, size, backing="tmpfs")
+        _expect_only_links(folder.path, {"model.xml", "model.bin"})
+        folder.seal("model.xml")
+        folder.seal("model.bin")
+        mapped = folder.map("model.bin")
+        return ConvertedIR(folder.read_bytes("model.xml"), mapped, folder.size("model.bin"), backing=folder.backing)
 
 
 def _save(ov: Any, model: Any, xml: Path, compress_to_fp16: bool) -> None:
@@ -540,34 +475,21 @@ def _expect_only_links(folder: Path, names: set[str]) -> None:
     """OpenVINO must have written through our two symlinks, not beside or over them (a rename would land on disk)."""
     found = {p.name: p.is_symlink() for p in folder.iterdir()}
     if found != dict.fromkeys(names, True):
+        _wipe_files(folder)
         raise ConversionError(
             f"OpenVINO did not write the IR through the memory-backed files it was given (found {sorted(found)}); "
             "the files it left were removed"
         )
 
 
-def _remove_private_dir(folder: Path) -> None:
-    """Remove our private folder; what OpenVINO might have written there goes with it, overwritten first."""
+def _wipe_files(folder: Path) -> None:
+    """Overwrite what OpenVINO wrote into our folder itself (the folder goes with the MemoryFolder)."""
     for path in folder.iterdir():
         if path.is_file() and not path.is_symlink():
             with contextlib.suppress(OSError), path.open("r+b") as f:
                 size = os.fstat(f.fileno()).st_size
                 for start in range(0, size, 1 << 20):
                     f.write(b"\0" * min(1 << 20, size - start))
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _read_fd(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
-    return os.pread(fd, size, 0) if size else b""
-
-
-def _map_fd(fd: int) -> tuple[mmap.mmap | None, int]:
-    """A read-only shared mapping of the whole file (None for an empty one); it outlives the descriptor."""
-    size = os.fstat(fd).st_size
-    if not size:
-        return None, 0
-    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ), size
 
 
 def _load_extensions(modules: Sequence[str]) -> list[str]:
@@ -587,5 +509,3 @@ def _load_extensions(modules: Sequence[str]) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-

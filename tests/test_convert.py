@@ -34,13 +34,14 @@ from hatch_ovcrypt.convert import (
     ConvertedIR,
     convert_to_ir,
     is_source,
-    memory_backed_dir,
     onnx_external_data,
     parse_conversion_options,
     source_files,
     source_format,
 )
+from hatch_ovcrypt.runtime import _memfiles
 from hatch_ovcrypt.runtime._errors import OvcryptError
+from hatch_ovcrypt.runtime._memfiles import memory_backed_dir
 from tests.leakscan import LeakScanner
 
 WIDTH = 64
@@ -801,7 +802,7 @@ def test_no_plaintext_ir_on_disk(backing: str, tmp_path: Path, monkeypatch: pyte
         def no_memfd(*_: object) -> int:
             raise OSError(38, "Function not implemented")
 
-        monkeypatch.setattr(os, "memfd_create", no_memfd)
+        monkeypatch.setattr(os, "memfd_create", no_memfd)  # as a kernel without memfd, or a seccomp filter
     before = _snapshot(watched)
     shm_before = set(os.listdir("/dev/shm")) if Path("/dev/shm").is_dir() else set()
     with convert_to_ir(source, ConversionOptions(compress_to_fp16=False)) as ir:
@@ -812,7 +813,7 @@ def test_no_plaintext_ir_on_disk(backing: str, tmp_path: Path, monkeypatch: pyte
         _assert_no_leak(weights, before, watched)
     assert list(private_tmp.iterdir()) == []
     if shm_before or Path("/dev/shm").is_dir():
-        assert not {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith("ovcrypt-convert-")}
+        assert not {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith("ovcrypt-")}
     _assert_no_leak(weights, before, watched)
 
 
@@ -821,9 +822,10 @@ def test_refuses_without_memory_backed_files(mlp: Path, monkeypatch: pytest.Monk
         raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr(os, "memfd_create", no_memfd)
-    monkeypatch.setattr(convert, "memory_backed_dir", lambda *_: None)
-    with pytest.raises(ConversionError, match=r"^this system has neither memfd_create nor a tmpfs at /dev/shm, "
-                                              r"so the converted IR has no memory-backed file to go to; "):  # fmt: skip
+    monkeypatch.setattr(_memfiles, "memory_backed_dir", lambda *_: None)
+    with pytest.raises(ConversionError, match=r"^the converted IR has no memory-backed file to go to: this system "
+                                              r"\(linux\) has neither a usable memfd_create nor a writable tmpfs "
+                                              r"at /dev/shm, .*; convert it yourself and name the \.xml$"):  # fmt: skip
         convert_to_ir(mlp, ConversionOptions())
 
 

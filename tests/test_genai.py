@@ -177,7 +177,7 @@ def test_text2image_pipeline_gives_the_plain_folders_pixels(tmp_path: Path) -> N
 
 def test_configs_never_touch_a_disk(llm: tuple[Path, bytes], tmp_path: Path) -> None:
     """While a pipeline is built, its decrypted configs exist only as memory files: the folder holds links."""
-    from hatch_ovcrypt.runtime._memfolder import memory_folder
+    from hatch_ovcrypt.runtime._memfiles import memory_folder
 
     data = {"a.json": b'{"secret": 1}', "sub/b.json": b"[2]"}
     with memory_folder(data) as folder:

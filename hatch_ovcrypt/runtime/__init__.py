@@ -53,6 +53,7 @@ __all__ = [
     "WrongKeyError",
     "compile_model",
     "generation_config",
+    "harden_process",
     "llm_pipeline",
     "load_openssl_model",
     "model_names",
@@ -156,6 +157,17 @@ def text2image_pipeline(name: str, device: str = "CPU", **properties: Any) -> op
 def set_key(key: KeyLike) -> str:
     """Offer a key (32 bytes, or 64 hex characters). May be called again to offer more; returns the key id."""
     return _get().keyring.add(key)
+
+
+def harden_process() -> bool:
+    """Opt-in, Linux: make this process non-dumpable (prctl(PR_SET_DUMPABLE, 0)), so other processes of the same
+    user cannot read its memory or its memory files through /proc/<pid>/mem and /proc/<pid>/fd, nor attach a
+    debugger, and no core dump is written. Costs exactly that for debugging too (docs/SECURITY.md). Call it
+    before the first model is loaded. Returns True when in force, False where the platform has no such setting.
+    """
+    from ._hardening import harden_process as harden
+
+    return harden()
 
 
 def set_key_provider(provider: KeyProvider | None) -> None:

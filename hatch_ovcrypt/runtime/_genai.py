@@ -4,7 +4,7 @@ Each IR is decrypted into memory that an OpenVINO tensor owns and handed to open
 memory" constructors (the shapes of openvino.genai's own encrypted-model samples): one copy of the
 weights, nothing decrypted on disk. Unlike those samples, the JSON configs are decrypted too; where
 openvino-genai insists on reading a config from a path, it gets a private memory-backed folder
-(`_memfolder`) that is removed as soon as the object is built.
+(`_memfiles`) that is removed as soon as the object is built.
 
 Built from memory, openvino-genai does not read `generation_config.json` (it would fall back to
 defaults such as an unbounded max_new_tokens), so every pipeline gets the folder's own file as its
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import UnsupportedModelError
 from ._loader import owning_tensor
-from ._memfolder import memory_folder
+from ._memfiles import memory_folder
 from ._runtime import refuse_unsafe_options
 from ._spec import forget_keys
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from ._hardening import dont_dump_bytes
 from ._spec import KEY_SIZE, forget_keys, key_id
 
 KeyLike = bytes | bytearray | str
@@ -207,6 +208,7 @@ class _Secret:
 
     def __init__(self, value: bytes) -> None:
         self._value = value
+        dont_dump_bytes(value)  # a key kept for the process's life: out of core dumps
 
     def __repr__(self) -> str:
         return "<secret>"
@@ -267,6 +269,7 @@ class KeyRing:
                 if key is None:
                     provider_had_none = True
                     continue
+                dont_dump_bytes(key)  # its pages stay out of core dumps after it is freed, too
                 kid = key_id(key)
                 if kid == wanted:
                     return key
