@@ -35,7 +35,7 @@ for N bytes of fp32 weights with the default `compress-to-fp16 = true`, N withou
 when the writer reads it. On top of that comes what OpenVINO's conversion itself holds, as it does for `ovc`:
 ONNX weights kept in the .onnx are parsed into memory (N) before they become constants (N), so the peak is
 about 2N; weights in external data files are mapped from the page cache, not copied, unless the conversion
-rewrites them (it stores MatMul weights transposed: another N).
+rewrites them (ovc's route stores MatMul weights transposed: another N; the runtime route keeps them as they are).
 
 Every error this module raises on purpose is a ConversionError: one line, with OpenVINO's C++ source
 locations stripped from its messages.

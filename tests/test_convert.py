@@ -495,6 +495,27 @@ def test_extension_libraries_go_to_convert_model(mlp: Path, tmp_path: Path, monk
     assert seen == {"extension": [str(library)]}
 
 
+def test_extension_libraries_go_to_the_runtime_core(
+    mlp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the runtime route the library named in `_ext_path` is added to the Core that reads the source."""
+    library = tmp_path / "libfake_extension.so"
+    library.write_bytes(b"\x7fELF")
+    module = types.ModuleType("fake_ov_extension")
+    module._ext_path = str(library)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_ov_extension", module)
+    added: list[str] = []
+
+    class SpyCore(ov.Core):  # type: ignore[misc]
+        def add_extension(self, extension: Any) -> None:
+            added.append(extension)
+
+    monkeypatch.setattr(ov, "Core", SpyCore)
+    with convert_to_ir(mlp, ConversionOptions(compress_to_fp16=False), extensions=["fake_ov_extension"]) as ir:
+        assert ir.bin_size
+    assert added == [str(library)]
+
+
 def test_extension_modules_are_imported_first(mlp: Path) -> None:
     with convert_to_ir(mlp, ConversionOptions(), extensions=["json"]) as ir:
         assert ir.bin_size
