@@ -1,14 +1,15 @@
 """The `ovcrypt` hook table: parsing and checking its shape. Every problem is collected, none raised early.
 
-    [tool.hatch.build.targets.wheel.hooks.ovcrypt]
-    models = { detector = "models/detector.xml",    # an IR .xml; the .bin beside it, same stem
-               assistant = "models/assistant",       # a folder: an exported model (LLM, VLM, image generation)
-               det = "models/det.onnx" }             # any other file: converted to IR by openvino.convert_model
+    [tool.hatch.build.hooks.ovcrypt]                 # global: the hook also guards the sdist
     package = "acme_vision"                          # default: the wheel's only top-level package
     key-env = "OVCRYPT_KEY"                          # variable holding the key, at build and at run time
     key-provider = "acme_vision.keys:get_key"        # optional: called with a key id at run time
     segment-size = 1048576                           # 1 MiB .. 4 MiB
-    allow-plaintext-sdist = false                    # true only if the sdist may ship plaintext IR
+
+    [tool.hatch.build.hooks.ovcrypt.models]
+    detector = "models/detector.xml"                 # an IR .xml; the .bin beside it, same stem
+    assistant = "models/assistant"                   # a folder: an exported model (LLM, VLM, image generation)
+    det = "models/det.onnx"                          # any other file: converted to IR at build time (convert.py)
 
     extensions = ["openvino_tokenizers"]            # modules imported before OpenVINO reads an IR
 
@@ -84,7 +85,7 @@ class ModelSpec:
     """One entry of `models`: where the model comes from, and how it reaches the build."""
 
     name: str
-    source: Path  # the IR .xml, the exported folder, or the file for openvino.convert_model
+    source: Path  # the IR .xml, the exported folder, or the file to convert (convert.py chooses the route)
     path: str  # TOML path, for messages
     origin: str = IR  # IR, OPENSSL, FOLDER or CONVERT
     kind: str | None = None  # a folder's kind when the table sets it; None: detected from its files
