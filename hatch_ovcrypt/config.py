@@ -5,13 +5,12 @@
     key-env = "OVCRYPT_KEY"                          # variable holding the key, at build and at run time
     key-provider = "acme_vision.keys:get_key"        # optional: called with a key id at run time
     segment-size = 1048576                           # 1 MiB .. 4 MiB
+    extensions = ["openvino_tokenizers"]             # modules imported before OpenVINO reads an IR
 
     [tool.hatch.build.hooks.ovcrypt.models]
     detector = "models/detector.xml"                 # an IR .xml; the .bin beside it, same stem
     assistant = "models/assistant"                   # a folder: an exported model (LLM, VLM, image generation)
     det = "models/det.onnx"                          # any other file: converted to IR at build time (convert.py)
-
-    extensions = ["openvino_tokenizers"]            # modules imported before OpenVINO reads an IR
 
 A model may also be a table with exactly one of `xml`, `folder` or `source`:
 
