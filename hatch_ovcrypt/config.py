@@ -14,8 +14,13 @@
 
 A model may also be a table with exactly one of `xml`, `folder` or `source`:
 
-    legacy = { xml = "models/legacy_enc.xml", source-encryption = "openssl-aes-128-cbc",
-               key-hex-env = "LEGACY_KEY_HEX", iv-hex-env = "LEGACY_IV_HEX" }   # OpenSSL-recipe files
+    [tool.hatch.build.hooks.ovcrypt.models.legacy]                            # OpenSSL-recipe files
+    xml = "models/legacy_enc.xml"
+    source-encryption = "openssl-aes-128-cbc"
+    key-hex-env = "LEGACY_KEY_HEX"
+    iv-hex-env = "LEGACY_IV_HEX"
+
+    [tool.hatch.build.hooks.ovcrypt.models]                                   # or inline, on one line each:
     assistant = { folder = "models/assistant", kind = "llm" }                   # `kind` overrides detection
     rec = { source = "models/rec.onnx", compress-to-fp16 = false, input = "x[1,3,48,-1]" }
 """
