@@ -10,7 +10,7 @@
     [tool.hatch.build.hooks.ovcrypt.models]
     detector = "models/detector.xml"                 # an IR .xml; the .bin beside it, same stem
     assistant = "models/assistant"                   # a folder: an exported model (LLM, VLM, image generation)
-    det = "models/det.onnx"                          # any other file: converted to IR at build time (convert.py)
+    det = "models/det.onnx"                          # any other file: converted to IR at build time (sources/convert.py)
 
 A model may also be a table with exactly one of `xml`, `folder` or `source`:
 
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime._manifest import FOLDER_KINDS, is_env_name, is_model_name, is_provider_ref
-from .runtime._openssl import RECIPE
-from .runtime._spec import DEFAULT_SEGMENT_SIZE, validate_segment_size
+from ovcrypt_runtime._format.manifest import FOLDER_KINDS, is_env_name, is_model_name, is_provider_ref
+from ovcrypt_runtime._format.spec import DEFAULT_SEGMENT_SIZE, validate_segment_size
+from ovcrypt_runtime._loading.openssl import RECIPE
 
 HOOK_NAME = "ovcrypt"
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"
@@ -89,7 +89,7 @@ class ModelSpec:
     """One entry of `models`: where the model comes from, and how it reaches the build."""
 
     name: str
-    source: Path  # the IR .xml, the exported folder, or the file to convert (convert.py chooses the route)
+    source: Path  # the IR .xml, the exported folder, or the file to convert (sources/convert.py chooses the route)
     path: str  # TOML path, for messages
     origin: str = IR  # IR, OPENSSL, FOLDER or CONVERT
     kind: str | None = None  # a folder's kind when the table sets it; None: detected from its files
@@ -275,7 +275,7 @@ def model_name_problem(name: str) -> str | None:
             f"is a name the runtime module `_ovcrypt` already has: `from ..._ovcrypt import {name}` would give the "
             f"runtime's own `{name}`, not the model; choose another name, such as `{name}_model`"
         )
-    from .stubs import stub_names
+    from .hook.stubs import stub_names
 
     if name in stub_names():
         return (
@@ -290,7 +290,7 @@ def runtime_names() -> frozenset[str]:
     """The names a product's `_ovcrypt` binds itself, which a model's attribute can never override (module
     globals win over `__getattr__`): the runtime module's globals (its functions and errors, and what it imports)
     and its submodules. Computed from the runtime package, which every product gets a verbatim copy of."""
-    from . import runtime
+    import ovcrypt_runtime as runtime
 
     submodules = {module.name for module in pkgutil.iter_modules(runtime.__path__)}
     return frozenset(vars(runtime)) | frozenset(runtime.__all__) | submodules
@@ -342,7 +342,7 @@ def _parse_folder_table(
 def _parse_source_table(
     name: str, value: Mapping[str, Any], source: Path, path: str, problems: list[Problem]
 ) -> ModelSpec:
-    from .convert import parse_conversion_options
+    from .sources.convert import parse_conversion_options
 
     options, found = parse_conversion_options(value, path)
     problems += [Problem(at, message) for at, message in found]

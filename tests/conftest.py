@@ -92,7 +92,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def segment_decryptions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The index of every segment decrypted while the test runs (the real decryption still happens): what a
     test checks to prove that an error came before anything was decrypted."""
-    from hatch_ovcrypt.runtime._spec import SegmentCipher
+    from ovcrypt_runtime._format.spec import SegmentCipher
 
     decrypted: list[int] = []
     original = SegmentCipher.decrypt_segment

@@ -154,7 +154,7 @@ def _as_bytes(value: object) -> bytes:
 # --- finding every function that holds a key, and failing it there ----------------------------------
 
 PACKAGE = TESTS.parent / "hatch_ovcrypt"
-_FORGET_WRAPPERS = ("wrapper", "generator")  # forget_keys's inner functions (runtime/_spec.py)
+_FORGET_WRAPPERS = ("wrapper", "generator")  # forget_keys's inner functions (ovcrypt_runtime/_format/spec.py)
 
 
 class Injected(BaseException):  # not an error: an interruption, as KeyboardInterrupt is
@@ -179,7 +179,7 @@ class KeyHolders:
         self.inject = inject
         self.holders: dict[CodeType, tuple[int, list[str], bool]] = {}  # code -> (first line, locals, covered)
         self.injected = False
-        self._spec_file = str(PACKAGE / "runtime" / "_spec.py")
+        self._spec_file = str(PACKAGE / "runtime" / "_format/spec.py")
 
     def __enter__(self) -> KeyHolders:
         sys.settrace(self._global)

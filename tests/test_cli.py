@@ -17,9 +17,9 @@ import pytest
 
 from hatch_ovcrypt.cli import main
 from hatch_ovcrypt.cli.common import Keys
-from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, key_id
-from hatch_ovcrypt.runtime._writer import FileSource
-from hatch_ovcrypt.writer import encrypt_file
+from hatch_ovcrypt.hook.writer import encrypt_file
+from ovcrypt_runtime._format.spec import MIN_SEGMENT_SIZE, Role, key_id
+from ovcrypt_runtime._format.writer import FileSource
 from tests.helpers import encrypted_path, make_ir, render_folder, write_product
 
 SCRIPT = Path(sys.executable).with_name("hatch-ovcrypt")
@@ -330,7 +330,7 @@ def test_compile_output_matches_plain_inference(setup: Setup) -> None:
     import openvino as ov
 
     from hatch_ovcrypt.cli.common import load_keys
-    from hatch_ovcrypt.runtime._loader import decrypt_file, model_from_memory
+    from ovcrypt_runtime._loading.loader import decrypt_file, model_from_memory
     from tests.helpers import reference_output, sample_input
 
     keys = load_keys(str(setup.file_a), "OVCRYPT_KEY")

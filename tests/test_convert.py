@@ -27,8 +27,8 @@ import pytest
 import tflite
 from onnx import TensorProto, helper, numpy_helper
 
-from hatch_ovcrypt import convert
-from hatch_ovcrypt.convert import (
+from hatch_ovcrypt.sources import convert
+from hatch_ovcrypt.sources.convert import (
     OVC_ROUTE,
     RUNTIME_ROUTE,
     ConversionError,
@@ -42,9 +42,9 @@ from hatch_ovcrypt.convert import (
     source_files,
     source_format,
 )
-from hatch_ovcrypt.runtime import _memfiles
-from hatch_ovcrypt.runtime._errors import OvcryptError
-from hatch_ovcrypt.runtime._memfiles import memory_backed_dir
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._pipelines import memfiles as _memfiles
+from ovcrypt_runtime._pipelines.memfiles import memory_backed_dir
 from tests.leakscan import LeakScanner
 from tests.vision_onnx import sample_image, yolo_graph
 

@@ -17,10 +17,10 @@ import openvino as ov
 import openvino.properties as props
 import pytest
 
-import hatch_ovcrypt.runtime as api
-from hatch_ovcrypt.runtime import _genai
-from hatch_ovcrypt.runtime._errors import DeviceError, UnsafeConfigError
-from hatch_ovcrypt.runtime._runtime import Runtime
+import ovcrypt_runtime as api
+from ovcrypt_runtime._errors import DeviceError, UnsafeConfigError
+from ovcrypt_runtime._loading.runtime import Runtime
+from ovcrypt_runtime._pipelines import genai as _genai
 from tests.helpers import REPO, make_ir, render_folder, runtime_for, sample_input
 
 FIXTURES = REPO / "tests" / "fixtures"

@@ -11,7 +11,7 @@ Nothing can be downloaded here, so these graphs copy what real exports hold, wit
 - the segmenter adds YOLOv8-seg's mask coefficients and its prototype branch (a ConvTranspose 2x upsampling).
 
 On these graphs `ov.convert_model` (ovc's route) gives other numbers than OpenVINO reading the .onnx itself, as it
-does on the real PicoDet layout model; see hatch_ovcrypt/convert.py for why.
+does on the real PicoDet layout model; see hatch_ovcrypt/sources/convert.py for why.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._format.spec import forget_keys
+
 from .. import __version__
-from ..runtime._errors import OvcryptError
-from ..runtime._spec import forget_keys
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, UsageError, fail, refuse_inline_keys
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CheckFailed", "UsageError", "build_parser", "main"]

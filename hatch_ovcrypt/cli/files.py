@@ -11,12 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..progress import progress_for
-from ..runtime._errors import OvcryptError
-from ..runtime._loader import read_locked
-from ..runtime._manifest import FOLDER_KINDS, is_model_name, relpath_problem
-from ..runtime._reader import iter_plaintext
-from ..runtime._spec import VERSION, Header, Role
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._format.manifest import FOLDER_KINDS, is_model_name, relpath_problem
+from ovcrypt_runtime._format.reader import iter_plaintext
+from ovcrypt_runtime._format.spec import VERSION, Header, Role
+from ovcrypt_runtime._loading.loader import read_locked
+
+from ..hook.progress import progress_for
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -37,10 +38,10 @@ PLAIN_SUFFIX = {Role.XML: ".xml", Role.BIN: ".bin", Role.COMPILED: ".blob", Role
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
+    from ..checks.models import check_model, load_extensions
     from ..config import CONVERT, FOLDER, IR, ModelSpec
-    from ..model_checks import check_model, load_extensions
-    from ..sources import model_sources
-    from ..writer import encrypt_model
+    from ..hook.writer import encrypt_model
+    from ..sources.models import model_sources
 
     source = Path(args.model)
     origin = IR if source.suffix == ".xml" else FOLDER if source.is_dir() else CONVERT
@@ -72,7 +73,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 def check_ir_xml(path: Path, hint: str) -> None:
     """Refuse what is not IR XML before OpenVINO tries every frontend on it (and logs noise doing so)."""
-    from ..runtime._openssl import looks_like_xml
+    from ovcrypt_runtime._loading.openssl import looks_like_xml
 
     with path.open("rb") as f:
         head = f.read(64)
@@ -148,7 +149,7 @@ def plain_name(header: Header) -> str:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    from ..runtime._atomic import atomic_writer
+    from ovcrypt_runtime._format.atomic import atomic_writer
 
     files = encrypted_files(args.paths)
     keys = keys_from_args(args)

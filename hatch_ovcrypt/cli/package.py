@@ -13,14 +13,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..progress import progress_for
-from ..runtime._atomic import temporary_target
-from ..runtime._errors import ManifestError, OvcryptError
-from ..runtime._layout import MANIFEST_NAME, MODELS_DIR
-from ..runtime._loader import KeyLookup, read_locked
-from ..runtime._manifest import FileEntry, FileIdentity, Manifest, file_identity, parse_manifest
-from ..runtime._reader import iter_plaintext, read_header
-from ..runtime._spec import SALT_SIZE, Header, derive_salt, forget_keys, key_id
+from ovcrypt_runtime._errors import ManifestError, OvcryptError
+from ovcrypt_runtime._format.atomic import temporary_target
+from ovcrypt_runtime._format.layout import MANIFEST_NAME, MODELS_DIR
+from ovcrypt_runtime._format.manifest import FileEntry, FileIdentity, Manifest, file_identity, parse_manifest
+from ovcrypt_runtime._format.reader import iter_plaintext, read_header
+from ovcrypt_runtime._format.spec import SALT_SIZE, Header, derive_salt, forget_keys, key_id
+from ovcrypt_runtime._loading.loader import KeyLookup, read_locked
+
+from ..hook.progress import progress_for
 from .common import ENCRYPTED_SUFFIX
 
 
@@ -133,8 +134,8 @@ class PackageFolder:
 def _signed_salt(path: Path, key: bytes, signed_under: bytes) -> str:
     """The salt the writer derives for this file's plaintext under `signed_under` (docs/FORMAT.md §2), the file
     being under `key`: what the manifest recorded before a rekey moved it to `key`."""
-    from ..runtime._reader import DecryptingSource
-    from ..runtime._writer import plaintext_fingerprint
+    from ovcrypt_runtime._format.reader import DecryptingSource
+    from ovcrypt_runtime._format.writer import plaintext_fingerprint
 
     with path.open("rb") as f:
         cipher = read_locked(f, str(path), lambda _kid, _label: key).unlock()

@@ -14,7 +14,7 @@ from .common import EXIT_OK, CheckFailed, UsageError, VerbFactory
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from ..runtime._keys import generate_key
+    from ovcrypt_runtime._keys.sources import generate_key
 
     key = generate_key()
     if args.out is None:
@@ -35,13 +35,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from hatchling.builders.wheel import WheelBuilder
 
-    from ..checks import check_project, hook_table
+    from ovcrypt_runtime._format.spec import key_id
+
+    from ..checks.dependencies import uv_cache_keys_hint
+    from ..checks.plaintext import sdist_unchecked_warning
+    from ..checks.project import check_project, hook_table
+    from ..checks.pyproject import ProjectFileError, known_targets, misplaced_hook_tables, project_files
     from ..config import HOOK_NAME, ConfigurationError, display_path
-    from ..dependencies import uv_cache_keys_hint
-    from ..plaintext import sdist_unchecked_warning
-    from ..pyproject import ProjectFileError, known_targets, misplaced_hook_tables, project_files
-    from ..runtime._spec import key_id
-    from ..sources import plaintext_paths
+    from ..sources.models import plaintext_paths
 
     root = Path(args.project_dir).resolve()
     if not (root / "pyproject.toml").is_file():

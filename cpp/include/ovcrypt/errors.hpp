@@ -1,4 +1,4 @@
-// The one error hierarchy of the C++ reader, mirroring the Python runtime's (runtime/_errors.py):
+// The one error hierarchy of the C++ reader, mirroring the Python runtime's (ovcrypt_runtime/_errors.py):
 //
 //   Error
 //   ├── KeyMissingError      no key was offered at all

@@ -1,5 +1,5 @@
 // Master keys: parsing them, and finding the one a file needs by its key id, from the same sources as
-// the Python runtime (runtime/_keys.py), in the same order:
+// the Python runtime (ovcrypt_runtime/_keys/sources.py), in the same order:
 //
 //   1. keys the caller added (add_hex, add),
 //   2. the environment variable (OVCRYPT_KEY unless the caller names another): one key, or several
@@ -32,7 +32,7 @@ namespace ovcrypt {
 
 constexpr const char* DEFAULT_KEY_ENV = "OVCRYPT_KEY";
 /// A key file larger than this is refused unread beyond it (KeyFormatError), as by the Python runtime
-/// (runtime/_keys.py MAX_KEY_FILE_BYTES): a key file holds a few keys, and a path such as /dev/zero must
+/// (ovcrypt_runtime/_keys/sources.py MAX_KEY_FILE_BYTES): a key file holds a few keys, and a path such as /dev/zero must
 /// end in one line, not in exhausted memory.
 constexpr std::size_t MAX_KEY_FILE_BYTES = 64 << 10;
 

@@ -2,7 +2,7 @@
 
 With it, mypy and pyright flag `compile_model("detectr")`, and editors complete model, part and file names
 and know that `from acme_vision._ovcrypt import assistant` is an openvino_genai.LLMPipeline. The stub states
-the runtime's whole public API (runtime/__init__.py); a test checks the two agree.
+the runtime's whole public API (ovcrypt_runtime/__init__.py); a test checks the two agree.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import ast
 import functools
 from pathlib import Path
 
-from .runtime._manifest import IR_KIND, Manifest
+from ovcrypt_runtime._format.manifest import IR_KIND, Manifest
 
-# What each kind of model is as an attribute of `_ovcrypt` (runtime/__init__.py's __getattr__).
+# What each kind of model is as an attribute of `_ovcrypt` (ovcrypt_runtime/__init__.py's __getattr__).
 ATTRIBUTE_TYPES = {
     IR_KIND: "ov.CompiledModel",
     "llm": "openvino_genai.LLMPipeline",
@@ -40,7 +40,7 @@ from ._errors import (
     UnsupportedModelError as UnsupportedModelError,
     WrongKeyError as WrongKeyError,
 )
-from ._keys import KeyLike, KeyProvider
+from ._keys.sources import KeyLike, KeyProvider
 
 ModelName = {models}
 PartName = {parts}

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from ._errors import UnsupportedModelError
+from .._errors import UnsupportedModelError
 
 Data = bytes | bytearray | memoryview  # a numpy array goes in as memoryview(array) (or array.data)
 Backing = Literal["memfd", "tmpfs"]

@@ -16,9 +16,9 @@ import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from ._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from ._hardening import dont_dump_bytes
-from ._spec import KEY_SIZE, forget_keys, key_id
+from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from .._format.spec import KEY_SIZE, forget_keys, key_id
+from .._hardening import dont_dump_bytes
 
 KeyLike = bytes | bytearray | str
 KeyProvider = Callable[[str], KeyLike | None]

@@ -25,9 +25,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from ._direct import pread_exact
-from ._errors import IntegrityError, OvcryptError
-from ._spec import (
+from .._errors import IntegrityError, OvcryptError
+from .direct import pread_exact
+from .spec import (
     _INFO_FINGERPRINT_KEY,
     DEFAULT_SEGMENT_SIZE,
     FINGERPRINT_NONCE,

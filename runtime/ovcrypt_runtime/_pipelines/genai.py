@@ -18,17 +18,17 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import UnsupportedModelError
-from ._loader import owning_tensor
-from ._memfiles import memory_folder
-from ._runtime import refuse_unsafe_options
-from ._spec import forget_keys
+from .._errors import UnsupportedModelError
+from .._format.spec import forget_keys
+from .._loading.loader import owning_tensor
+from .._loading.runtime import refuse_unsafe_options
+from .memfiles import memory_folder
 
 if TYPE_CHECKING:
     import openvino as ov
     import openvino_genai
 
-    from ._runtime import Runtime
+    from .._loading.runtime import Runtime
 
 GENERATION_CONFIG = "generation_config.json"
 TOKENIZER, DETOKENIZER = "openvino_tokenizer", "openvino_detokenizer"

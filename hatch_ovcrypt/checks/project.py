@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import HOOK_NAME, Options, Problem, hook_location, parse_options
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._format.spec import forget_keys
+from ovcrypt_runtime._keys.sources import keys_from_environment
+
+from ..config import HOOK_NAME, Options, Problem, hook_location, parse_options
 from .dependencies import check_runtime_dependencies
-from .model_checks import ModelPlan, check_model, load_extensions, runtime_extensions
+from .models import ModelPlan, check_model, load_extensions, runtime_extensions
 from .plaintext import check_plaintext_from_sdist, check_plaintext_in_sdist, check_plaintext_in_wheel
-from .runtime._errors import OvcryptError
-from .runtime._keys import keys_from_environment
-from .runtime._spec import forget_keys
 
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface

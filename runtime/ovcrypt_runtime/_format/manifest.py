@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import ManifestError
-from ._layout import MANIFEST_NAME
-from ._spec import KEY_ID_SIZE, MAX_NAME_BYTES, Role, forget_keys, hkdf
+from .._errors import ManifestError
+from .layout import MANIFEST_NAME
+from .spec import KEY_ID_SIZE, MAX_NAME_BYTES, Role, forget_keys, hkdf
 
 FORMAT = "hatch-ovcrypt-manifest/2"
 FORMAT_V1 = "hatch-ovcrypt-manifest/1"  # still read: key_env/key_provider in the body, models as xml/bin pairs

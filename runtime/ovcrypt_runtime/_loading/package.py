@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import _settings
-from ._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFoundError
-from ._keys import KeyLike, KeyRing
-from ._layout import MANIFEST_NAME, MODELS_DIR
-from ._loader import Locked, check_expected_size, decrypt_locked, read_locked
-from ._manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
-from ._spec import forget_keys
+from .. import _settings
+from .._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFoundError
+from .._format.layout import MANIFEST_NAME, MODELS_DIR
+from .._format.manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
+from .._format.spec import forget_keys
+from .._keys.sources import KeyLike, KeyRing
+from .loader import Locked, check_expected_size, decrypt_locked, read_locked
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 if TYPE_CHECKING:
-    from .checks import Plan
+    from ..checks.project import Plan
     from .writer import ProgressFactory
 
 
@@ -35,9 +35,9 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         self._on_sigterm: _SigtermCleanup | None = None
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        from .checks import check_project, is_from_sdist
-        from .config import ConfigurationError
-        from .plaintext import sdist_unchecked_warning
+        from ..checks.plaintext import sdist_unchecked_warning
+        from ..checks.project import check_project, is_from_sdist
+        from ..config import ConfigurationError
 
         root = Path(self.root)
         builder = self.build_config.builder
@@ -73,8 +73,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _remove_plaintext_sdist(self, root: Path, builder: Any) -> Path | None:
         """A refused wheel build removes the sdist it finds beside it that holds the plaintext models."""
-        from .config import hook_location, parse_options
-        from .plaintext import remove_plaintext_sdist
+        from ..checks.plaintext import remove_plaintext_sdist
+        from ..config import hook_location, parse_options
 
         options, _ = parse_options(self.config, root, hook_location(builder.config.target_config, builder.PLUGIN_NAME))
         if options.allow_plaintext_sdist or not self.directory:
@@ -91,8 +91,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
 
-        from .checks import needs_genai
-        from .requirements import RUNTIME_REQUIREMENTS, genai_requirements
+        from ..checks.project import needs_genai
+        from ..requirements import RUNTIME_REQUIREMENTS, genai_requirements
 
         needed = list(RUNTIME_REQUIREMENTS)
         if needs_genai(plan.models):
@@ -127,9 +127,9 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _check_other_target(self, root: Path, builder: Any) -> None:
         """Configured for every target: an sdist gets no runtime, and must not carry plaintext models."""
-        from .checks import is_from_sdist
-        from .config import ConfigurationError, parse_options
-        from .plaintext import check_plaintext_in_sdist
+        from ..checks.plaintext import check_plaintext_in_sdist
+        from ..checks.project import is_from_sdist
+        from ..config import ConfigurationError, parse_options
 
         if self.target_name != "sdist" or is_from_sdist(root):
             return
@@ -146,8 +146,8 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _check_built_wheel(self, build_data: dict[str, Any], wheel: Path) -> None:
         """Hooks that ran after this one may have added a plaintext model: then remove the wheel and fail."""
-        from .config import ConfigurationError
-        from .plaintext import check_built_wheel
+        from ..checks.plaintext import check_built_wheel
+        from ..config import ConfigurationError
 
         assert self._plan is not None
         problems = check_built_wheel(self._plan.options, self.build_config.builder, Path(self.root), build_data, wheel)

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .config import Problem
-from .requirements import GENAI_PACKAGES, RUNTIME_REQUIREMENTS, genai_requirements
+from ..config import Problem
+from ..requirements import GENAI_PACKAGES, RUNTIME_REQUIREMENTS, genai_requirements
 
 
 def check_runtime_dependencies(

@@ -19,7 +19,7 @@ import errno
 import mmap
 import os
 
-from ._errors import IntegrityError
+from .._errors import IntegrityError
 
 ALIGNMENT = 4096  # covers devices with 512-byte and 4 KiB logical blocks
 MIN_BYTES = 16 << 20  # below this the page cache costs little, and most models of that size are cached

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _settings
-from ._errors import DeviceError, ModelNotFoundError, UnsafeConfigError, UnsupportedModelError, openvino_message
-from ._layout import CACHE_DIR_ENV
-from ._loader import model_from_memory, pin_weights
-from ._manifest import IR_KIND, Part
-from ._package import Package
-from ._spec import forget_keys
+from .. import _settings
+from .._errors import DeviceError, ModelNotFoundError, UnsafeConfigError, UnsupportedModelError, openvino_message
+from .._format.layout import CACHE_DIR_ENV
+from .._format.manifest import IR_KIND, Part
+from .._format.spec import forget_keys
+from .loader import model_from_memory, pin_weights
+from .package import Package
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
     import openvino as ov
 
-    from ._keys import KeyRing
+    from .._keys.sources import KeyRing
 
 # OpenVINO's own cache writes decrypted weights to disk in plaintext (on CPU, even with its
 # cache-encryption callbacks), so these options are refused whatever their spelling or nesting.
@@ -278,7 +278,7 @@ class Runtime:
         entry = None
         _, chosen = self.part(name, part)
         if folder:
-            from . import _cache  # only with a cache: it brings the writer, tempfile and their memory
+            from . import cache as _cache  # only with a cache: it brings the writer, tempfile and their memory
 
             self.check_device(device)  # naming the cache entry asks the device's plugin anyway
             entry = self._cache_entry(name, part, device, config, Path(folder))
@@ -306,7 +306,7 @@ class Runtime:
             ) from None
         pin_weights(compiled, model._ovcrypt_weights)
         if entry is not None:
-            from . import _cache
+            from . import cache as _cache
 
             _cache.store(entry[0], entry[1], compiled)
         return compiled
@@ -318,7 +318,7 @@ class Runtime:
         """The encrypted cache file for this compile, and the key it is encrypted under."""
         import openvino as ov
 
-        from . import _cache
+        from . import cache as _cache
 
         _, chosen = self.part(name, part)
         files = self.files.model(name).files

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ._errors import IntegrityError, KeyFormatError
-from ._spec import forget_keys
-from ._writer import Writable
+from .._errors import IntegrityError, KeyFormatError
+from .._format.spec import forget_keys
+from .._format.writer import Writable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,7 +100,7 @@ def _round_up(n: int) -> int:
 @forget_keys
 def decrypt_openssl_array(path: Path, key: bytes, iv: bytes, label: str) -> np.ndarray:
     """Decrypt a recipe file into one writable numpy buffer (the plaintext never touches the disk)."""
-    from ._loader import owned_buffer
+    from .loader import owned_buffer
 
     size = path.stat().st_size
     with path.open("rb") as f:
@@ -140,7 +140,7 @@ def load_openssl_model(
     """
     import openvino as ov
 
-    from ._loader import model_from_memory
+    from .loader import model_from_memory
 
     xml_path = Path(xml_path)
     bin_path = Path(bin_path) if bin_path else xml_path.with_suffix(".bin")

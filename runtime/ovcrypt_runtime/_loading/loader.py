@@ -16,12 +16,12 @@ import sys
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, NamedTuple
 
-from ._direct import ALIGNMENT as DIRECT_ALIGNMENT
-from ._direct import MIN_BYTES as DIRECT_MIN_BYTES
-from ._errors import IntegrityError
-from ._hardening import dont_dump
-from ._reader import matches_file_size, read_and_decrypt, read_header
-from ._spec import Header, Role, SegmentCipher
+from .._errors import IntegrityError
+from .._format.direct import ALIGNMENT as DIRECT_ALIGNMENT
+from .._format.direct import MIN_BYTES as DIRECT_MIN_BYTES
+from .._format.reader import matches_file_size, read_and_decrypt, read_header
+from .._format.spec import Header, Role, SegmentCipher
+from .._hardening import dont_dump
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,7 +158,7 @@ def owned_buffer(size: int, *, file_offset: int = 0) -> np.ndarray:
 
     Big buffers get one block of slack and are placed at an address congruent to `file_offset` (the
     file offset of their byte 0) modulo the O_DIRECT alignment, so reading a file into them can go
-    around the page cache (_direct.py). OpenVINO then gets the region of its tensor (owning_tensor).
+    around the page cache (_format/direct.py). OpenVINO then gets the region of its tensor (owning_tensor).
 
     Its pages are left out of core dumps (MADV_DONTDUMP, _hardening.py); forked children still read them.
 

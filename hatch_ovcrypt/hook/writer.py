@@ -13,16 +13,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from . import __version__
-from . import runtime as _runtime_package
-from .checks import Plan, check_models, plan_of
-from .config import ConfigurationError, parse_options
-from .runtime._atomic import atomic_writer
-from .runtime._layout import MANIFEST_NAME, MODELS_DIR
-from .runtime._manifest import FileEntry, Manifest, ModelEntry, file_identity
-from .runtime._spec import DEFAULT_SEGMENT_SIZE, Role, forget_keys, key_id
-from .runtime._writer import PlaintextSource, encrypt
-from .sources import model_sources
+import ovcrypt_runtime as _runtime_package
+from ovcrypt_runtime._format.atomic import atomic_writer
+from ovcrypt_runtime._format.layout import MANIFEST_NAME, MODELS_DIR
+from ovcrypt_runtime._format.manifest import FileEntry, Manifest, ModelEntry, file_identity
+from ovcrypt_runtime._format.spec import DEFAULT_SEGMENT_SIZE, Role, forget_keys, key_id
+from ovcrypt_runtime._format.writer import PlaintextSource, encrypt
+
+from .. import __version__
+from ..checks.project import Plan, check_models, plan_of
+from ..config import ConfigurationError, parse_options
+from ..sources.models import model_sources
 from .stubs import write_type_information
 
 GENERATOR = f"hatch-ovcrypt {__version__}"

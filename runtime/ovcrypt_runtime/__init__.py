@@ -28,7 +28,7 @@ from ._errors import (
     UnsupportedModelError,
     WrongKeyError,
 )
-from ._spec import forget_keys
+from ._format.spec import forget_keys
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import openvino as ov
     import openvino_genai
 
-    from ._keys import KeyLike, KeyProvider
-    from ._runtime import Runtime
+    from ._keys.sources import KeyLike, KeyProvider
+    from ._loading.runtime import Runtime
 
 __all__ = [
     "DeviceError",
@@ -76,7 +76,7 @@ def _get() -> Runtime:
     global _instance
     with _instance_lock:
         if _instance is None:
-            from ._runtime import Runtime
+            from ._loading.runtime import Runtime
 
             _instance = Runtime(resources.files(__name__), __name__.rpartition(".")[0] or __name__)
         return _instance
@@ -120,35 +120,35 @@ def read_file(name: str, path: str) -> bytes:
 def tokenizer(name: str, **properties: Any) -> openvino_genai.Tokenizer:
     """The tokenizer of a folder model (its tokenizer and detokenizer IRs), built in memory on CPU with `properties`
     (OpenVINO's plaintext cache options are refused: UnsafeConfigError)."""
-    from ._genai import tokenizer as build
+    from ._pipelines.genai import tokenizer as build
 
     return build(_get(), name, "CPU", properties)
 
 
 def generation_config(name: str) -> openvino_genai.GenerationConfig:
     """The folder model's generation_config.json as an openvino_genai.GenerationConfig."""
-    from ._genai import generation_config as build
+    from ._pipelines.genai import generation_config as build
 
     return build(_get(), name)
 
 
 def llm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline:
     """An openvino_genai.LLMPipeline built from the decrypted folder in memory, with its generation_config.json."""
-    from ._genai import llm_pipeline as build
+    from ._pipelines.genai import llm_pipeline as build
 
     return build(_get(), name, device, properties)
 
 
 def vlm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline:
     """An openvino_genai.VLMPipeline built from the decrypted folder in memory (configs in a memory folder)."""
-    from ._genai import vlm_pipeline as build
+    from ._pipelines.genai import vlm_pipeline as build
 
     return build(_get(), name, device, properties)
 
 
 def text2image_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.Text2ImagePipeline:
     """An openvino_genai.Text2ImagePipeline built from the decrypted folder's components in memory."""
-    from ._genai import text2image_pipeline as build
+    from ._pipelines.genai import text2image_pipeline as build
 
     return build(_get(), name, device, properties)
 
@@ -184,8 +184,8 @@ def load_openssl_model(
     `key` and `iv` are 16 bytes, or 32 hex characters each. Padding is checked and the .xml must
     decrypt to IR, so a wrong key is a clear error; CBC cannot detect a modified .bin.
     """
-    from ._openssl import load_openssl_model as load
-    from ._openssl import parse_hex16
+    from ._loading.openssl import load_openssl_model as load
+    from ._loading.openssl import parse_hex16
 
     key = parse_hex16(key, "key") if isinstance(key, str) else key
     iv = parse_hex16(iv, "iv") if isinstance(iv, str) else iv

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import HOOK_NAME, Problem
+from ..config import HOOK_NAME, Problem
 
 PYPROJECT, HATCH_TOML = "pyproject.toml", "hatch.toml"
 # What `[tool.hatch]` holds, spelt as in pyproject.toml; hatch.toml holds the same without the prefix.

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ModelSpec, Options, Problem, display_path
-from .sources import plaintext_paths
+from ..config import ModelSpec, Options, Problem, display_path
+from ..sources.models import plaintext_paths
 
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface
@@ -302,7 +302,7 @@ def sdist_runs_the_hook(root: Path) -> bool:
     """Whether hatchling runs this hook when it builds the sdist (a global or sdist-target table, enabled)."""
     from hatchling.builders.sdist import SdistBuilder
 
-    from .config import HOOK_NAME
+    from ..config import HOOK_NAME
 
     return HOOK_NAME in SdistBuilder(str(root)).config.hook_config
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._errors import FormatError, IntegrityError, WrongKeyError
+from .._errors import FormatError, IntegrityError, WrongKeyError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import Cipher, modes

@@ -1,6 +1,6 @@
 """The plaintext of each configured model, file by file: what the build encrypts and what must not leak.
 
-Every model becomes a set of files by relative path (runtime/_manifest.py): an IR is `<name>.xml` and
+Every model becomes a set of files by relative path (ovcrypt_runtime/_format/manifest.py): an IR is `<name>.xml` and
 `<name>.bin`, read from disk, decrypted from OpenSSL-recipe files on the fly, or converted in memory
 from another format; an exported folder is every file under it.
 """
@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import CONVERT, FOLDER, OPENSSL, ModelSpec, display_path
-from .runtime._errors import KeyMissingError
-from .runtime._manifest import ir_files, relpath_problem
-from .runtime._openssl import OpenSSLSource, check_xml, parse_hex16
-from .runtime._spec import MAX_NAME_BYTES
-from .runtime._writer import FileSource, PlaintextSource
+from ovcrypt_runtime._errors import KeyMissingError
+from ovcrypt_runtime._format.manifest import ir_files, relpath_problem
+from ovcrypt_runtime._format.spec import MAX_NAME_BYTES
+from ovcrypt_runtime._format.writer import FileSource, PlaintextSource
+from ovcrypt_runtime._loading.openssl import OpenSSLSource, check_xml, parse_hex16
+
+from ..config import CONVERT, FOLDER, OPENSSL, ModelSpec, display_path
 
 if TYPE_CHECKING:
     from .convert import ConvertedIR

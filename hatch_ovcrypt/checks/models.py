@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import CONVERT, FOLDER, OPENSSL, ModelSpec, Problem, display_path
+from ovcrypt_runtime._errors import OvcryptError, openvino_message
+from ovcrypt_runtime._format.manifest import IR_KIND
+from ovcrypt_runtime._loading.loader import owning_tensor
+from ovcrypt_runtime._loading.openssl import check_xml, decrypt_openssl_array
+
+from ..config import CONVERT, FOLDER, OPENSSL, ModelSpec, Problem, display_path
+from ..sources.models import folder_listing, recipe_key_iv
 from .kinds import NotFromMemory, detect_kind, json_reader, missing_files
-from .runtime._errors import OvcryptError, openvino_message
-from .runtime._loader import owning_tensor
-from .runtime._manifest import IR_KIND
-from .runtime._openssl import check_xml, decrypt_openssl_array
-from .sources import folder_listing, recipe_key_iv
 
 if TYPE_CHECKING:
-    from .convert import ConvertedIR
+    from ..sources.convert import ConvertedIR
 
 TOKENIZERS_MODULE = "openvino_tokenizers"
 # How an IR using extension ops says so: its layers carry version="extension".
@@ -218,8 +219,8 @@ def _not_from_memory(spec: ModelSpec, root: Path, what: str) -> str:
 def _check_conversion(
     spec: ModelSpec, root: Path, extensions: Sequence[str]
 ) -> tuple[ModelPlan | None, list[Problem]]:
-    """Convert the source in memory (convert.py): the plan keeps the IR, so the build converts once."""
-    from .convert import ConversionError, ConversionOptions, convert_to_ir
+    """Convert the source in memory (sources/convert.py): the plan keeps the IR, so the build converts once."""
+    from ..sources.convert import ConversionError, ConversionOptions, convert_to_ir
 
     try:
         converted = convert_to_ir(spec.source, ConversionOptions(spec.compress_to_fp16, spec.input), extensions)

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from ._direct import RangeReader, open_direct, pread_exact
-from ._errors import IntegrityError
-from ._spec import FIXED_HEADER_SIZE, MAGIC, TAG_SIZE, Header, SegmentCipher, check_file_size, parse_header, wipe
+from .._errors import IntegrityError
+from .direct import RangeReader, open_direct, pread_exact
+from .spec import FIXED_HEADER_SIZE, MAGIC, TAG_SIZE, Header, SegmentCipher, check_file_size, parse_header, wipe
 
 
 def read_header(f: IO[bytes], label: str) -> tuple[Header, bytes, bytes]:

@@ -31,11 +31,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ._atomic import atomic_writer
-from ._errors import OvcryptError
-from ._loader import decrypt_file, owning_tensor, pin_weights
-from ._spec import SALT_SIZE, VERSION, Role, forget_keys
-from ._writer import BufferSource, encrypt
+from .._errors import OvcryptError
+from .._format.atomic import atomic_writer
+from .._format.spec import SALT_SIZE, VERSION, Role, forget_keys
+from .._format.writer import BufferSource, encrypt
+from .loader import decrypt_file, owning_tensor, pin_weights
 
 if TYPE_CHECKING:
     import numpy as np
