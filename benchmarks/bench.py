@@ -557,7 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         sites[2 * GiB] = work / "site2g"
         packages[2 * GiB] = "bench2g"
         render_installed(sites[2 * GiB], "bench2g", {"dense": xmls[2 * GiB]}, key)
-        notes.append("2 GiB: the product folder is rendered by hatch_ovcrypt.hook.writer exactly as the wheel installs it.")
+        notes.append(
+            "2 GiB: the product folder is rendered by hatch_ovcrypt.hook.writer exactly as the wheel installs it."
+        )
 
     print("\nrunning measurements (plain | encrypted | ratio)", flush=True)
     mode = "cold page cache (dropped before every run)" if cold else "warm page cache (one warm-up run first)"

@@ -10,7 +10,7 @@
     [tool.hatch.build.hooks.ovcrypt.models]
     detector = "models/detector.xml"                 # an IR .xml; the .bin beside it, same stem
     assistant = "models/assistant"                   # a folder: an exported model (LLM, VLM, image generation)
-    det = "models/det.onnx"                          # any other file: converted to IR at build time (sources/convert.py)
+    det = "models/det.onnx"                          # any other file: converted to IR at build time
 
 A model may also be a table with exactly one of `xml`, `folder` or `source`:
 

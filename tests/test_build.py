@@ -68,7 +68,10 @@ def test_wheel_holds_runtime_manifest_and_ciphertext_only(built: tuple[Path, Pat
     _, wheel, xmls, key = built
     names = wheel_names(wheel)
     runtime = {n.rpartition("/")[2] for n in names if n.startswith("acme_vision/_ovcrypt/") and n.endswith(".py")}
-    expected = {"__init__.py", "_format/spec.py", "_format/reader.py", "_format/writer.py", "_keys/sources.py", "_loading/loader.py", "_loading/runtime.py"}
+    expected = {
+        "__init__.py", "_format/spec.py", "_format/reader.py", "_format/writer.py", "_keys/sources.py",
+        "_loading/loader.py", "_loading/runtime.py",
+    }  # fmt: skip
     assert expected | {"_format/manifest.py"} <= runtime
     assert sorted(n for n in names if n.endswith(".ovc")) == [
         f"acme_vision/_ovcrypt/models/{m}.{r}.ovc" for m in ("classifier", "detector") for r in ("bin", "xml")

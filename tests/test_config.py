@@ -312,6 +312,7 @@ def test_the_stub_parses_for_every_name_the_build_accepts() -> None:
     import ovcrypt_runtime as runtime
     from hatch_ovcrypt.config import model_name_problem
     from hatch_ovcrypt.hook.stubs import render_stub
+    from hatch_ovcrypt.hook.vendoring import RuntimeParts
     from ovcrypt_runtime._format.manifest import IR_KIND, FileEntry, Manifest, ModelEntry
 
     candidates = [*_refused_names(), *keyword.softkwlist, "type", "case", "detector", "Det2", "print", "list"]
@@ -323,7 +324,7 @@ def test_the_stub_parses_for_every_name_the_build_accepts() -> None:
         name: ModelEntry(kinds[i % len(kinds)], {"a.xml": entry} if kinds[i % len(kinds)] != IR_KIND else {})
         for i, name in enumerate(accepted)
     }
-    stub = render_stub(Manifest("test", "00" * 16, models), "# header\n")
+    stub = render_stub(Manifest("test", "00" * 16, models), "# header\n", RuntimeParts())  # every part shipped
     bound = []
     for node in ast.parse(stub).body:  # a syntax error fails here
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):

@@ -1,4 +1,5 @@
-"""The encrypted file format (ovcrypt_runtime/_format/spec.py, _format/writer.py, _format/reader.py) against its specification, docs/FORMAT.md.
+"""The encrypted file format (ovcrypt_runtime/_format/spec.py, _format/writer.py, _format/reader.py) against its
+specification, docs/FORMAT.md.
 
 The test vectors are parsed out of FORMAT.md and checked twice: with this repository's code, and
 with an independent implementation below made only of raw `cryptography` primitives (HKDF, HMAC,
@@ -488,7 +489,10 @@ def test_reading_a_header_and_finding_a_key_need_no_cryptography() -> None:
     """A first load imports cryptography while it already reads the ciphertext: nothing before the
     first AES operation may import it (a fresh interpreter, as an installed product starts)."""
     code = (
-        "import sys, io; from ovcrypt_runtime._format import spec as _spec; from ovcrypt_runtime._format import reader as _reader; from ovcrypt_runtime._keys import sources as _keys; from ovcrypt_runtime._format import manifest as _manifest; from ovcrypt_runtime._loading import loader as _loader; from ovcrypt_runtime._loading import runtime as _runtime\n"
+        "import sys, io\n"
+        "from ovcrypt_runtime._format import manifest as _manifest, reader as _reader, spec as _spec\n"
+        "from ovcrypt_runtime._keys import sources as _keys\n"
+        "from ovcrypt_runtime._loading import loader as _loader, runtime as _runtime\n"
         "k = bytes(32); _spec.key_id(k); _spec.hkdf(k, b's', b'i')\n"
         "assert not [m for m in sys.modules if m.startswith('cryptography')], sorted(sys.modules)\n"
     )

@@ -1,4 +1,5 @@
-"""Memory files (ovcrypt_runtime/_pipelines/memfiles.py) and process hardening (ovcrypt_runtime/_hardening.py), issue 17 items 2, 3 and 7.
+"""Memory files (ovcrypt_runtime/_pipelines/memfiles.py) and process hardening (ovcrypt_runtime/_hardening.py),
+issue 17 items 2, 3 and 7.
 
 Another process of the same user plays the attacker: it cannot rewrite a sealed memory file, and after
 harden_process() it cannot open the process's /proc/<pid>/fd/N or /proc/<pid>/mem at all. When the tests run as

@@ -51,7 +51,8 @@ from tests.helpers import (
     write_product,
 )
 
-# (`from ovcrypt_runtime._loading import runtime as _runtime` would name the package's Runtime instance variable instead)
+# (`from ovcrypt_runtime._loading import runtime as _runtime` would name the package's Runtime instance variable
+# instead)
 runtime_module = importlib.import_module("ovcrypt_runtime._loading.runtime")
 SEGMENT = 1 << 20
 # name -> (weight bytes, width): the .bin spans 1, 3 and 5 segments of 1 MiB.

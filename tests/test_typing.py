@@ -39,7 +39,7 @@ def test_stub_states_the_runtime_api(site: tuple[Path, bytes, Path]) -> None:
     runtime = ast.parse((REPO / "runtime" / "ovcrypt_runtime" / "__init__.py").read_text())
     public = {n.name for n in runtime.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
     stubbed = {n.name for n in ast.parse(stub).body if isinstance(n, ast.FunctionDef)}
-    assert public == stubbed
+    assert public - {"load_openssl_model"} == stubbed  # no OpenSSL-recipe model: that loader is not shipped
     assert "ModelName = Literal['assistant', 'detector']" in stub and "'openvino_tokenizer'" in stub
     assert "detector: ov.CompiledModel" in stub and "assistant: openvino_genai.LLMPipeline" in stub
     assert (site[0] / "acme_vision" / "_ovcrypt" / "py.typed").is_file()

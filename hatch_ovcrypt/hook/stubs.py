@@ -2,7 +2,8 @@
 
 With it, mypy and pyright flag `compile_model("detectr")`, and editors complete model, part and file names
 and know that `from acme_vision._ovcrypt import assistant` is an openvino_genai.LLMPipeline. The stub states
-the runtime's whole public API (ovcrypt_runtime/__init__.py); a test checks the two agree.
+the public API of the runtime the product ships (ovcrypt_runtime/__init__.py, less the optional parts it
+does not ship: vendoring.py); a test checks the two agree.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import functools
 from pathlib import Path
 
 from ovcrypt_runtime._format.manifest import IR_KIND, Manifest
+
+from .vendoring import RuntimeParts
 
 # What each kind of model is as an attribute of `_ovcrypt` (ovcrypt_runtime/__init__.py's __getattr__).
 ATTRIBUTE_TYPES = {
@@ -25,8 +28,7 @@ _TEMPLATE = '''from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import openvino as ov
-import openvino_genai
-
+{genai_import}
 from ._errors import (
     DeviceError as DeviceError,
     FormatError as FormatError,
@@ -61,22 +63,27 @@ def compile_model(
     part: PartName | None = None,
 ) -> ov.CompiledModel: ...
 def read_file(name: ModelName, path: FilePath) -> bytes: ...
-def tokenizer(name: FolderName, **properties: Any) -> openvino_genai.Tokenizer: ...
+{pipelines}def set_key(key: KeyLike) -> str: ...
+def set_key_provider(provider: KeyProvider | None) -> None: ...
+def harden_process() -> bool: ...
+{openssl}def unload(name: ModelName | None = None) -> None: ...
+
+{attributes}
+'''
+
+
+# Stated only when the product ships that part of the runtime (otherwise it raises UnsupportedModelError).
+_PIPELINES = '''def tokenizer(name: FolderName, **properties: Any) -> openvino_genai.Tokenizer: ...
 def generation_config(name: FolderName) -> openvino_genai.GenerationConfig: ...
 def llm_pipeline(name: LLMName, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline: ...
 def vlm_pipeline(name: VLMName, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline: ...
 def text2image_pipeline(
     name: Text2ImageName, device: str = "CPU", **properties: Any
 ) -> openvino_genai.Text2ImagePipeline: ...
-def set_key(key: KeyLike) -> str: ...
-def set_key_provider(provider: KeyProvider | None) -> None: ...
-def harden_process() -> bool: ...
-def load_openssl_model(
+'''
+_OPENSSL = '''def load_openssl_model(
     xml_path: str | Path, key: bytes | str, iv: bytes | str, *, bin_path: str | Path | None = None
 ) -> ov.Model: ...
-def unload(name: ModelName | None = None) -> None: ...
-
-{attributes}
 '''
 
 
@@ -85,8 +92,8 @@ def _literal(values: list[str]) -> str:
     return f"Literal[{', '.join(repr(v) for v in sorted(set(values)))}]" if values else "NoReturn"
 
 
-def render_stub(manifest: Manifest, header: str) -> str:
-    """The `__init__.pyi` of a product's `_ovcrypt`, for the models in its manifest."""
+def render_stub(manifest: Manifest, header: str, shipped: RuntimeParts) -> str:
+    """The `__init__.pyi` of a product's `_ovcrypt`, for the models in its manifest and the parts it ships."""
     models = manifest.models
     parts = [part for name, entry in models.items() for part in entry.parts(name)]
     files = [path for entry in models.values() for path in entry.files]
@@ -99,7 +106,8 @@ def render_stub(manifest: Manifest, header: str) -> str:
     return header + _TEMPLATE.format(
         models=_literal(list(models)), parts=_literal(parts), files=_literal(files), llm=of_kind("llm"),
         vlm=of_kind("vlm"), text2image=of_kind("text2image"), folders=of_kind("llm", "vlm", "text2image", "files"),
-        attributes=attributes,
+        attributes=attributes, genai_import="import openvino_genai\n" if shipped.pipelines else "",
+        pipelines=_PIPELINES if shipped.pipelines else "", openssl=_OPENSSL if shipped.openssl else "",
     )  # fmt: skip
 
 
@@ -108,7 +116,8 @@ def stub_names() -> frozenset[str]:
     """The names the stub binds at its top level (imports, aliases, functions): a model of such a name would
     rebind one of them, and its attribute line would break the stub."""
     empty = dict.fromkeys(("models", "parts", "files", "llm", "vlm", "text2image", "folders"), "NoReturn")
-    tree = ast.parse(_TEMPLATE.format(**empty, attributes=""))
+    full = {"genai_import": "import openvino_genai\n", "pipelines": _PIPELINES, "openssl": _OPENSSL}  # every part
+    tree = ast.parse(_TEMPLATE.format(**empty, **full, attributes=""))
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -121,7 +130,7 @@ def stub_names() -> frozenset[str]:
     return frozenset(names)
 
 
-def write_type_information(dest: Path, manifest: Manifest, header: str) -> None:
+def write_type_information(dest: Path, manifest: Manifest, header: str, shipped: RuntimeParts) -> None:
     """`py.typed` and `__init__.pyi` in a rendered `_ovcrypt` folder."""
     (dest / "py.typed").write_text("")
-    (dest / "__init__.pyi").write_text(render_stub(manifest, header), "utf-8")
+    (dest / "__init__.pyi").write_text(render_stub(manifest, header, shipped), "utf-8")

@@ -21,7 +21,8 @@ The route follows the options (`conversion_route`):
 
 The plaintext IR never lands in a disk-backed file:
 
-- The IR is written into two memory files of a MemoryFolder (ovcrypt_runtime/_pipelines/memfiles.py): `ov.save_model` insists on
+- The IR is written into two memory files of a MemoryFolder (ovcrypt_runtime/_pipelines/memfiles.py):
+  `ov.save_model` insists on
   a path that ends in `.xml`, so a private 0700 temporary folder holds two symlinks, `model.xml` and `model.bin`,
   that point at `/proc/self/fd/N`: only the symlinks touch the disk, the bytes stay in memory. The files are
   memfds (sealed once written), or, without memfd, unnamed `O_TMPFILE` files on a tmpfs (`/dev/shm`): no
@@ -499,7 +500,8 @@ def _convert_with_ovc(source: Path, options: ConversionOptions, libraries: Seque
 
 
 def serialize_in_memory(model: Any, *, compress_to_fp16: bool = True) -> ConvertedIR:
-    """Serialize an openvino.Model with `ov.save_model` into memory files (ovcrypt_runtime/_pipelines/memfiles.py) and map the result.
+    """Serialize an openvino.Model with `ov.save_model` into memory files (ovcrypt_runtime/_pipelines/memfiles.py)
+    and map the result.
 
     The two files are sealed once OpenVINO has written them, before they are read. Raises ConversionError on a
     system without memory files, or if OpenVINO wrote anything but the two files it was given.

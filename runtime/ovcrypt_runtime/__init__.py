@@ -11,7 +11,8 @@ happens on first use. It needs only openvino, cryptography and numpy, never hatc
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,29 @@ __all__ = [
     "vlm_pipeline",
 ]
 
+# What a product ships beyond the core depends on its models (hatch_ovcrypt/hook/vendoring.py): these say why
+# a function of that part is missing, instead of a ModuleNotFoundError naming a private module.
+_NO_PIPELINES = (
+    "this product ships no GenAI pipelines: it was built without an llm, vlm or text2image folder model, so "
+    "{function}() is not in its runtime; add such a model to the hook's `models` and rebuild"
+)
+_NO_OPENSSL = (
+    "this product ships no OpenSSL-recipe loader: it was built without a `source-encryption` model, so "
+    "{function}() is not in its runtime; add such a model to the hook's `models` and rebuild"
+)
+
+
+@contextmanager
+def _shipped(refusal: str, function: str) -> Iterator[None]:
+    """Import an optional part of the runtime; UnsupportedModelError (one line) when this product did not ship it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(f"{__name__}._"):
+            raise  # a missing dependency (openvino_genai, ...) keeps its own message
+        raise UnsupportedModelError(refusal.format(function=function)) from None
+
+
 # Not named `_runtime`: that is the submodule, and importing it would overwrite a global of that name.
 _instance: Runtime | None = None
 _instance_lock = threading.Lock()
@@ -120,35 +144,40 @@ def read_file(name: str, path: str) -> bytes:
 def tokenizer(name: str, **properties: Any) -> openvino_genai.Tokenizer:
     """The tokenizer of a folder model (its tokenizer and detokenizer IRs), built in memory on CPU with `properties`
     (OpenVINO's plaintext cache options are refused: UnsafeConfigError)."""
-    from ._pipelines.genai import tokenizer as build
+    with _shipped(_NO_PIPELINES, "tokenizer"):
+        from ._pipelines.genai import tokenizer as build
 
     return build(_get(), name, "CPU", properties)
 
 
 def generation_config(name: str) -> openvino_genai.GenerationConfig:
     """The folder model's generation_config.json as an openvino_genai.GenerationConfig."""
-    from ._pipelines.genai import generation_config as build
+    with _shipped(_NO_PIPELINES, "generation_config"):
+        from ._pipelines.genai import generation_config as build
 
     return build(_get(), name)
 
 
 def llm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline:
     """An openvino_genai.LLMPipeline built from the decrypted folder in memory, with its generation_config.json."""
-    from ._pipelines.genai import llm_pipeline as build
+    with _shipped(_NO_PIPELINES, "llm_pipeline"):
+        from ._pipelines.genai import llm_pipeline as build
 
     return build(_get(), name, device, properties)
 
 
 def vlm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline:
     """An openvino_genai.VLMPipeline built from the decrypted folder in memory (configs in a memory folder)."""
-    from ._pipelines.genai import vlm_pipeline as build
+    with _shipped(_NO_PIPELINES, "vlm_pipeline"):
+        from ._pipelines.genai import vlm_pipeline as build
 
     return build(_get(), name, device, properties)
 
 
 def text2image_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.Text2ImagePipeline:
     """An openvino_genai.Text2ImagePipeline built from the decrypted folder's components in memory."""
-    from ._pipelines.genai import text2image_pipeline as build
+    with _shipped(_NO_PIPELINES, "text2image_pipeline"):
+        from ._pipelines.genai import text2image_pipeline as build
 
     return build(_get(), name, device, properties)
 
@@ -184,8 +213,9 @@ def load_openssl_model(
     `key` and `iv` are 16 bytes, or 32 hex characters each. Padding is checked and the .xml must
     decrypt to IR, so a wrong key is a clear error; CBC cannot detect a modified .bin.
     """
-    from ._loading.openssl import load_openssl_model as load
-    from ._loading.openssl import parse_hex16
+    with _shipped(_NO_OPENSSL, "load_openssl_model"):
+        from ._loading.openssl import load_openssl_model as load
+        from ._loading.openssl import parse_hex16
 
     key = parse_hex16(key, "key") if isinstance(key, str) else key
     iv = parse_hex16(iv, "iv") if isinstance(iv, str) else iv
