@@ -68,8 +68,8 @@ __all__ = [
     "vlm_pipeline",
 ]
 
-# What a product ships beyond the core depends on its models (hatch_ovcrypt/hook/vendoring.py): these say why
-# a function of that part is missing, instead of a ModuleNotFoundError naming a private module.
+# What a product ships beyond the core depends on its models (the build vendors only what they use): these say
+# why a function of a part not shipped is missing, instead of a ModuleNotFoundError naming a private module.
 _NO_PIPELINES = (
     "this product ships no GenAI pipelines: it was built without an llm, vlm or text2image folder model, so "
     "{function}() is not in its runtime; add such a model to the hook's `models` and rebuild"
