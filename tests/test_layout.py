@@ -26,7 +26,9 @@ from tests.venvs import Venv
 
 LLM = REPO / "tests" / "fixtures" / "tiny_llm"
 # The runtime's groups, lowest first: a module may import its own group and the groups below it, never above.
-GROUP_ORDER = [("_errors", "_settings", "_hardening"), ("_format",), ("_keys",), ("_loading",), ("_pipelines",), ("__init__",)]
+GROUP_ORDER = [
+    ("_errors", "_settings", "_hardening"), ("_format",), ("_keys",), ("_loading",), ("_pipelines",), ("__init__",)
+]
 RANK = {group: rank for rank, groups in enumerate(GROUP_ORDER) for group in groups}
 
 
