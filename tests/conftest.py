@@ -83,3 +83,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("hatch-ovcrypt suite counts")
         for label, n in sorted(_suite_counts.items()):
             terminalreporter.write_line(f"{label}: {n}")
+
+
+# --- key servers (issue 22): session fixtures openbao, softhsm, moto_kms, for every test file ---
+from tests.servers import moto_kms, openbao, softhsm  # noqa: E402, F401
