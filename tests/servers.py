@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, cafile: Path | None = None) -> None:
     """Until `url` answers any HTTP status; fails with the server's log if it exits or never answers."""
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -49,7 +50,8 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
                 f"the server exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            context = ssl.create_default_context(cafile=str(cafile)) if cafile else None  # written by the server
+            with urllib.request.urlopen(url, timeout=2, context=context):
                 return
         except urllib.error.HTTPError:
             return  # it answered
@@ -90,10 +92,15 @@ class OpenBao:
     token: str
     home: Path
     process: subprocess.Popen[bytes] = field(repr=False)
+    cacert: Path | None = None  # the CA of a -dev-tls server
 
     @property
     def env(self) -> dict[str, str]:
-        return {"BAO_ADDR": self.address, "BAO_TOKEN": self.token}
+        return {
+            "BAO_ADDR": self.address,
+            "BAO_TOKEN": self.token,
+            **({"BAO_CACERT": str(self.cacert)} if self.cacert else {}),
+        }
 
     def bao(self, *args: str, token: str | None = None) -> str:
         """`bao ARGS` against this server; the command's output (raises with its stderr on failure)."""
@@ -113,8 +120,11 @@ class OpenBao:
 
 
 @contextlib.contextmanager
-def running_openbao(folder: Path) -> Iterator[OpenBao]:
-    """`bao server -dev` on a free loopback port, with transit enabled; stopped on leaving."""
+def running_openbao(folder: Path, *, tls: bool = False) -> Iterator[OpenBao]:
+    """`bao server -dev` on a free loopback port, with transit enabled; stopped on leaving.
+
+    With `tls`, the server listens on https with a certificate of its own CA (`-dev-tls`).
+    """
     binary = bao_binary()
     folder.mkdir(parents=True, exist_ok=True)
     home = folder / "home"  # the dev server writes ~/.vault-token: keep it out of the real home
@@ -122,16 +132,25 @@ def running_openbao(folder: Path) -> Iterator[OpenBao]:
     port = free_port()
     token = "root-" + secrets.token_hex(8)
     log = folder / "bao.log"
+    tls_options = ["-dev-tls", f"-dev-tls-cert-dir={folder}"] if tls else []
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [binary, "server", "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address=127.0.0.1:{port}"],
+            [
+                binary,
+                "server",
+                "-dev",
+                *tls_options,
+                f"-dev-root-token-id={token}",
+                f"-dev-listen-address=127.0.0.1:{port}",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HOME": str(home)},
         )
-    server = OpenBao(address=f"http://127.0.0.1:{port}", token=token, home=home, process=process)
+    scheme, cacert = ("https", folder / "vault-ca.pem") if tls else ("http", None)
+    server = OpenBao(f"{scheme}://127.0.0.1:{port}", token, home, process, cacert)
     try:
-        _wait_http(f"{server.address}/v1/sys/health", process, log)
+        _wait_http(f"{server.address}/v1/sys/health", process, log, cacert)
         server.bao("secrets", "enable", "transit")
         yield server
     finally:

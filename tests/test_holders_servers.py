@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hatch_ovcrypt.runtime._errors import IntegrityError, KeyMissingError, OvcryptError, WrongKeyError
-from hatch_ovcrypt.runtime._holders import Holder
+from hatch_ovcrypt.runtime._holders import Holder, HolderUnavailableError
 from hatch_ovcrypt.runtime._holders.awskms import AwsKmsHolder
 from hatch_ovcrypt.runtime._holders.awskms import parse_uri as parse_awskms
 from hatch_ovcrypt.runtime._holders.pkcs11 import Pkcs11Holder
@@ -59,10 +59,11 @@ def round_trip(holder: Holder, dek: bytes) -> dict[str, str]:
 
 
 def test_holder_classes_follow_the_protocol() -> None:
+    """The registry builds each holder as Class(uri, key_env), before any client library is imported."""
     holders: list[Holder] = [
-        TransitHolder("transit:k"),
-        Pkcs11Holder("pkcs11:object=k?module-path=/m.so"),
-        AwsKmsHolder("awskms:alias/k"),
+        TransitHolder("transit:k", "ACME_KEY"),
+        Pkcs11Holder("pkcs11:object=k?module-path=/m.so&pin-value=1234", "ACME_KEY"),
+        AwsKmsHolder("awskms:alias/k", "ACME_KEY"),
     ]
     assert [h.uri for h in holders] == ["transit:k", "pkcs11:object=k?module-path=/m.so", "awskms:alias/k"]
 
@@ -76,7 +77,7 @@ def test_missing_client_library_names_the_package(monkeypatch: pytest.MonkeyPatc
     ]
     for module, holder, package in cases:
         monkeypatch.setitem(sys.modules, module, None)  # what `import module` sees when it is not installed
-        with pytest.raises(KeyMissingError) as info:
+        with pytest.raises(HolderUnavailableError) as info:
             holder.wrap(dek, CONTEXT)
         message = one_line_error(info, holder.uri, dek)
         assert message.endswith(f"needs the {package} package: pip install {package}"), message
@@ -165,6 +166,20 @@ def test_transit_stopped_server(tmp_path: Path, dek: bytes) -> None:
             call()
         message = one_line_error(info, holder.uri, dek)
         assert f"cannot reach the transit server at {server.address}" in message, message
+
+
+def test_transit_over_tls(tmp_path: Path, dek: bytes) -> None:
+    """An https server: BAO_CACERT names its CA (as for the bao CLI); without it, one line saying to set it."""
+    with running_openbao(tmp_path / "bao", tls=True) as server:
+        server.new_transit_key("models")
+        assert server.address.startswith("https://") and "BAO_CACERT" in server.env
+        round_trip(TransitHolder("transit:models", environ=server.env), dek)
+        vault_env = {"VAULT_ADDR": server.address, "VAULT_TOKEN": server.token, "VAULT_CACERT": str(server.cacert)}
+        round_trip(TransitHolder("transit:models", environ=vault_env), dek)
+        holder = TransitHolder("transit:models", environ={"BAO_ADDR": server.address, "BAO_TOKEN": server.token})
+        with pytest.raises(KeyMissingError) as info:
+            holder.wrap(dek, CONTEXT)
+        assert "set VAULT_CACERT (or BAO_CACERT)" in one_line_error(info, holder.uri, dek)
 
 
 def test_transit_rotate_rewrap_and_retired_version(openbao: OpenBao, transit_key: str, dek: bytes) -> None:

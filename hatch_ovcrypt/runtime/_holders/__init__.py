@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from .._errors import KeyMissingError
+
 
 class Holder(Protocol):
     """One key holder, named by its URI (stored without secrets such as a PKCS#11 pin-value)."""
@@ -27,3 +29,7 @@ class Holder(Protocol):
     def rewrap(self, stanza: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:
         """`stanza` wrapped again under the holder's newest key version (after a KEK rotation)."""
         ...
+
+
+class HolderUnavailableError(KeyMissingError):
+    """The holder's client library is not installed here."""

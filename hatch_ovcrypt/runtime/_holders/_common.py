@@ -8,16 +8,20 @@ import importlib
 from collections.abc import Mapping
 from types import ModuleType
 
-from .._errors import IntegrityError, KeyMissingError
+from .._errors import IntegrityError
 from .._spec import KEY_SIZE
 
 
 def require(module: str, package: str, uri: str) -> ModuleType:
-    """`module`, imported now; KeyMissingError naming the package to install if it is not there."""
+    """`module`, imported now; HolderUnavailableError (a KeyMissingError) naming the package to install."""
+    from . import HolderUnavailableError  # the package's __init__ imports no holder module: no cycle
+
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise KeyMissingError(f"{uri}: this key holder needs the {package} package: pip install {package}") from None
+        raise HolderUnavailableError(
+            f"{uri}: this key holder needs the {package} package: pip install {package}"
+        ) from None
 
 
 def stanza_field(stanza: Mapping[str, str], name: str, uri: str) -> str:

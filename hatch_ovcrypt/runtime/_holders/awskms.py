@@ -45,7 +45,8 @@ class AwsKmsHolder:
     """A KMS key (see module)."""
 
     uri: str
-    environ: Mapping[str, str] | None = field(default=None, repr=False)
+    key_env: str = "OVCRYPT_KEY"  # the registry's Class(uri, key_env); unused here
+    environ: Mapping[str, str] | None = field(default=None, repr=False)  # None: os.environ when used
     key: str = field(init=False)
     region: str | None = field(init=False)
 

@@ -1,8 +1,8 @@
 """Vault / OpenBao transit as a key holder, through hvac (imported only when this holder is used).
 
 URI: `transit:KEYNAME`, or `transit:KEYNAME?mount=MOUNT` for a transit engine mounted elsewhere than
-`transit`. The server's address and token come from VAULT_ADDR / VAULT_TOKEN, or BAO_ADDR / BAO_TOKEN
-(VAULT_CACERT / VAULT_CAPATH / VAULT_CLIENT_CERT as hvac reads them). The stanza is
+`transit`. The server's address and token come from VAULT_ADDR / VAULT_TOKEN, or BAO_ADDR / BAO_TOKEN,
+with the CLI's _CACERT, _CAPATH, _CLIENT_CERT, _CLIENT_KEY, _SKIP_VERIFY and _NAMESPACE. The stanza is
 {"ciphertext": "vault:vN:..."}: the server's transit encryption of the base64 DEK. The context
 (product and key id) is sent as transit's `context`: the server ignores it for ordinary keys and
 binds the ciphertext to it for keys made with `derived=true`.
@@ -60,7 +60,8 @@ class TransitHolder:
     """A transit key on a Vault or OpenBao server (see module)."""
 
     uri: str
-    environ: Mapping[str, str] | None = field(default=None, repr=False)
+    key_env: str = "OVCRYPT_KEY"  # the registry's Class(uri, key_env); unused here
+    environ: Mapping[str, str] | None = field(default=None, repr=False)  # None: os.environ when used
     name: str = field(init=False)
     mount: str = field(init=False)
 
@@ -95,14 +96,25 @@ class TransitHolder:
         return stanza_field(stanza, "ciphertext", self.uri)
 
     def _client(self) -> Any:
+        """An hvac client for the server VAULT_* (else BAO_*) names, with the CLI's TLS and namespace settings."""
         hvac = require("hvac", "hvac", self.uri)
         env = os.environ if self.environ is None else self.environ
         prefix = "VAULT" if env.get("VAULT_ADDR") else "BAO"
-        address = env.get(f"{prefix}_ADDR")
-        token = env.get(f"{prefix}_TOKEN") or env.get("VAULT_TOKEN") or env.get("BAO_TOKEN")
+        other = "BAO" if prefix == "VAULT" else "VAULT"
+
+        def setting(name: str) -> str | None:
+            return env.get(f"{prefix}_{name}") or env.get(f"{other}_{name}") or None
+
+        address, token = env.get(f"{prefix}_ADDR"), setting("TOKEN")
         if not address or not token:
             raise KeyMissingError(f"{self.uri}: no transit server: {_SET_ADDRESS}")
-        return hvac.Client(url=address, token=token, timeout=_TIMEOUT_S)
+        verify: bool | str = setting("CACERT") or setting("CAPATH") or True
+        if (setting("SKIP_VERIFY") or "").lower() in {"1", "true", "yes"}:
+            verify = False
+        cert = (setting("CLIENT_CERT"), setting("CLIENT_KEY")) if setting("CLIENT_CERT") else None
+        return hvac.Client(
+            url=address, token=token, verify=verify, cert=cert, namespace=setting("NAMESPACE"), timeout=_TIMEOUT_S
+        )
 
     def _known_key(self) -> None:
         # A token allowed to encrypt but not to read the key's settings: go on, encrypt will tell.
@@ -116,6 +128,11 @@ class TransitHolder:
         address = client.adapter.base_uri
         try:
             answer = getattr(client.secrets.transit, method)(name=self.name, mount_point=self.mount, **kwargs)
+        except requests.exceptions.SSLError:
+            raise KeyMissingError(
+                f"{self.uri}: TLS to the transit server at {address} failed; set VAULT_CACERT (or BAO_CACERT) "
+                "to the CA that signed its certificate"
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise KeyMissingError(
                 f"{self.uri}: cannot reach the transit server at {address} ({type(exc).__name__}); "
