@@ -43,7 +43,7 @@ def secrets_of(dek: bytes) -> tuple[bytes, str]:
 def one_line_error(info: pytest.ExceptionInfo[OvcryptError], uri: str, dek: bytes, *extra: bytes | str) -> str:
     """The error's message: one line, naming `uri`, without the DEK (any form) in it or in traceback locals."""
     message = str(info.value)
-    assert "\n" not in message and message.startswith(uri), message
+    assert "\n" not in message and message.startswith(f"holder {uri}: "), message
     for secret in (*secrets_of(dek), dek.hex(), *extra):
         assert (secret.decode("latin-1") if isinstance(secret, bytes) else secret) not in message
     assert_no_key_in_locals(info.value, *secrets_of(dek), *extra)

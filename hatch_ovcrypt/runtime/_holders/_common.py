@@ -20,7 +20,7 @@ def require(module: str, package: str, uri: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         raise HolderUnavailableError(
-            f"{uri}: this key holder needs the {package} package: pip install {package}"
+            f"holder {uri}: this key holder needs the {package} package: pip install {package}"
         ) from None
 
 
@@ -28,7 +28,9 @@ def stanza_field(stanza: Mapping[str, str], name: str, uri: str) -> str:
     """The string field `name` of a stanza body; IntegrityError if it is missing or not a string."""
     value = stanza.get(name)
     if not isinstance(value, str) or not value:
-        raise IntegrityError(f"{uri}: the wrapped key's stanza has no {name!r} string; the data key file is damaged")
+        raise IntegrityError(
+            f"holder {uri}: the wrapped key's stanza has no {name!r} string; the data key file is damaged"
+        )
     return value
 
 
@@ -37,7 +39,9 @@ def b64decode_field(stanza: Mapping[str, str], name: str, uri: str) -> bytes:
     try:
         return base64.b64decode(stanza_field(stanza, name, uri), validate=True)
     except (binascii.Error, ValueError):
-        raise IntegrityError(f"{uri}: the stanza's {name!r} is not base64; the data key file is damaged") from None
+        raise IntegrityError(
+            f"holder {uri}: the stanza's {name!r} is not base64; the data key file is damaged"
+        ) from None
 
 
 def b64encode(data: bytes) -> str:
@@ -48,5 +52,5 @@ def b64encode(data: bytes) -> str:
 def check_dek(dek: bytes, uri: str) -> bytes:
     """`dek` if it is a 32-byte key; the holder returned something else otherwise (never shows the bytes)."""
     if len(dek) != KEY_SIZE:
-        raise IntegrityError(f"{uri}: the holder returned {len(dek)} bytes, not a {KEY_SIZE}-byte data key")
+        raise IntegrityError(f"holder {uri}: the holder returned {len(dek)} bytes, not a {KEY_SIZE}-byte data key")
     return bytes(dek)

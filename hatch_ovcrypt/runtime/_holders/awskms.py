@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import KeyMissingError, WrongKeyError
+from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
 from .._spec import forget_keys
 from ._common import b64decode_field, b64encode, check_dek, require
 
@@ -28,13 +28,13 @@ _UNUSABLE = frozenset({"DisabledException", "KMSInvalidStateException", "KeyUnav
 
 
 def parse_uri(uri: str) -> tuple[str, str | None]:
-    """(KeyId, region from the ARN or None) of an `awskms:` URI; ValueError (one line) for anything else."""
+    """(KeyId, region from the ARN or None) of an `awskms:` URI; KeyFormatError (one line) for anything else."""
     key = uri[len(SCHEME) + 1 :] if uri.startswith(SCHEME + ":") else ""
     arn = _ARN.fullmatch(key)
     if arn:
         return key, arn.group(1)
     if key.startswith("arn:") or not _KEY.fullmatch(key):
-        raise ValueError(
+        raise KeyFormatError(
             f"{uri!r}: an AWS KMS holder is awskms:arn:aws:kms:REGION:ACCOUNT:key/ID (or alias/NAME, a key id)"
         )
     return key, None
@@ -106,15 +106,15 @@ class AwsKmsHolder:
             method = getattr(client, re.sub(r"(?<!^)([A-Z])", r"_\1", operation).lower())
             return method(**kwargs)
         except botocore.NoRegionError:
-            raise KeyMissingError(f"{self.uri}: no AWS region; use a key ARN or set AWS_REGION") from None
+            raise KeyMissingError(f"holder {self.uri}: no AWS region; use a key ARN or set AWS_REGION") from None
         except (botocore.NoCredentialsError, botocore.PartialCredentialsError):
             raise KeyMissingError(
-                f"{self.uri}: no AWS credentials (set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                f"holder {self.uri}: no AWS credentials (set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "or run with a role)"
             ) from None
         except (botocore.EndpointConnectionError, botocore.ConnectTimeoutError, botocore.ReadTimeoutError) as exc:
             raise KeyMissingError(
-                f"{self.uri}: cannot reach KMS ({type(exc).__name__}: {exc}); check the network, "
+                f"holder {self.uri}: cannot reach KMS ({type(exc).__name__}: {exc}); check the network, "
                 "AWS_REGION and AWS_ENDPOINT_URL"
             ) from None
         except botocore.ClientError as exc:
@@ -126,16 +126,18 @@ class AwsKmsHolder:
 def _client_error(uri: str, operation: str, code: str, said: str) -> Exception:
     detail = f"{code}: {said}" if said else code
     if code == "NotFoundException":
-        return KeyMissingError(f"{uri}: KMS has no such key ({detail}); check the ARN, alias and region")
+        return KeyMissingError(f"holder {uri}: KMS has no such key ({detail}); check the ARN, alias and region")
     if code in _UNUSABLE:
-        return KeyMissingError(f"{uri}: the KMS key cannot be used now ({detail}); enable it or cancel its deletion")
+        return KeyMissingError(
+            f"holder {uri}: the KMS key cannot be used now ({detail}); enable it or cancel its deletion"
+        )
     if operation != "Encrypt" and code in _WRONG_KEY:
         return WrongKeyError(
-            f"{uri}: KMS refused to {operation.lower()} the data key ({detail}): it was wrapped by another key or "
-            "for another product/key id (encryption context), or the caller may not use this key"
+            f"holder {uri}: KMS refused to {operation.lower()} the data key ({detail}): it was wrapped by another "
+            "key or for another product/key id (encryption context), or the caller may not use this key"
         )
     if code in {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"}:
         return KeyMissingError(
-            f"{uri}: KMS denied {operation} ({detail}); the caller's IAM policy must allow kms:{operation}"
+            f"holder {uri}: KMS denied {operation} ({detail}); the caller's IAM policy must allow kms:{operation}"
         )
-    return KeyMissingError(f"{uri}: KMS {operation} failed ({detail})")
+    return KeyMissingError(f"holder {uri}: KMS {operation} failed ({detail})")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from .._errors import KeyMissingError, WrongKeyError
+from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
 from .._spec import forget_keys
 from ._common import b64decode_field, b64encode, check_dek, require
 
@@ -58,13 +58,13 @@ class Pkcs11Uri:
 
 
 def parse_uri(uri: str) -> Pkcs11Uri:
-    """The attributes of a `pkcs11:` URI; ValueError (one line, never the PIN) for anything RFC 7512 or we refuse.
+    """The attributes of a `pkcs11:` URI; KeyFormatError (one line, never the PIN) for what RFC 7512 or we refuse.
 
     Strict: unknown or repeated attributes, characters that must be percent-encoded, text attributes that
     are not UTF-8, a `type` other than secret-key, and pin-value together with pin-source are refused.
     """
     if not uri.startswith(SCHEME + ":"):
-        raise ValueError("not a pkcs11: URI (RFC 7512: pkcs11:token=...;object=...?module-path=...)")
+        raise KeyFormatError("not a pkcs11: URI (RFC 7512: pkcs11:token=...;object=...?module-path=...)")
     body = uri[len(SCHEME) + 1 :]
     path_text, has_query, query_text = body.partition("?")
     path: dict[str, str] = {}
@@ -85,11 +85,11 @@ def parse_uri(uri: str) -> Pkcs11Uri:
     if key_id is not None:
         path["id"] = key_id.hex()
     if path.get("type", "secret-key") != "secret-key":
-        raise ValueError(f"type={path['type']}: the key-wrapping key is an AES key, type=secret-key")
+        raise KeyFormatError(f"type={path['type']}: the key-wrapping key is an AES key, type=secret-key")
     if "object" not in path and key_id is None:
-        raise ValueError("name the key-wrapping key with object=LABEL (or id=)")
+        raise KeyFormatError("name the key-wrapping key with object=LABEL (or id=)")
     if "pin-value" in query and "pin-source" in query:
-        raise ValueError("give pin-value or pin-source, not both")
+        raise KeyFormatError("give pin-value or pin-source, not both")
     stored = f"{SCHEME}:{path_text}" + (f"?{'&'.join(kept)}" if kept else "")
     return Pkcs11Uri(stored=stored, path=path, query=query, id=key_id)
 
@@ -98,14 +98,14 @@ def _attribute(part: str, known: frozenset[str], chars: re.Pattern[str], seen: M
                where: str) -> tuple[str, bytes]:  # fmt: skip
     name, equals, raw = part.partition("=")
     if not equals:
-        raise ValueError(f"{where} attribute {name!r} has no '=VALUE'")
+        raise KeyFormatError(f"{where} attribute {name!r} has no '=VALUE'")
     if name not in known:
         known_names = ", ".join(sorted(known))
-        raise ValueError(f"unknown {where} attribute {name!r} (the {where} attributes known: {known_names})")
+        raise KeyFormatError(f"unknown {where} attribute {name!r} (the {where} attributes known: {known_names})")
     if name in seen or (name == "id" and "id" in seen):
-        raise ValueError(f"the {where} attribute {name!r} appears twice")
+        raise KeyFormatError(f"the {where} attribute {name!r} appears twice")
     if not chars.fullmatch(raw):
-        raise ValueError(f"the value of {name!r} has characters that must be percent-encoded (RFC 7512)")
+        raise KeyFormatError(f"the value of {name!r} has characters that must be percent-encoded (RFC 7512)")
     return name, unquote_to_bytes(raw)
 
 
@@ -113,7 +113,7 @@ def _text(name: str, value: bytes) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"the value of {name!r} is not UTF-8 after percent-decoding") from None
+        raise KeyFormatError(f"the value of {name!r} is not UTF-8 after percent-decoding") from None
 
 
 @dataclass
@@ -130,7 +130,7 @@ class Pkcs11Holder:
         try:
             self._parsed = parse_uri(self.given)
         except ValueError as exc:
-            raise ValueError(f"{_shown(self.given)}: {exc}") from None
+            raise KeyFormatError(f"{_shown(self.given)!r}: {exc}") from None
         self.uri = self._parsed.stored
         self.given = self.uri  # drop the PIN from the one field that held it as text
 
@@ -142,7 +142,7 @@ class Pkcs11Holder:
         with self._kek() as kek:
             if kek[p11.Attribute.EXTRACTABLE]:
                 raise KeyMissingError(
-                    f"{self.uri}: the key-wrapping key is extractable; make one with CKA_EXTRACTABLE=false "
+                    f"holder {self.uri}: the key-wrapping key is extractable; make one with CKA_EXTRACTABLE=false "
                     "so that it cannot leave the token"
                 )
             session_dek = kek.session.create_object(
@@ -198,31 +198,35 @@ class Pkcs11Holder:
         try:
             session = token.open(user_pin=pin)
         except (p11.exceptions.PinIncorrect, p11.exceptions.PinInvalid, p11.exceptions.PinLenRange):
-            raise KeyMissingError(f"{self.uri}: the token refused the PIN; {self._pin_advice()}") from None
+            raise KeyMissingError(f"holder {self.uri}: the token refused the PIN; {self._pin_advice()}") from None
         except p11.exceptions.PinLocked:
-            raise KeyMissingError(f"{self.uri}: the token's user PIN is locked; unlock it with the SO PIN") from None
+            raise KeyMissingError(
+                f"holder {self.uri}: the token's user PIN is locked; unlock it with the SO PIN"
+            ) from None
         except p11.exceptions.PKCS11Error as exc:
-            raise KeyMissingError(f"{self.uri}: cannot open a session on the token ({type(exc).__name__})") from None
+            raise KeyMissingError(
+                f"holder {self.uri}: cannot open a session on the token ({type(exc).__name__})"
+            ) from None
         del pin
         with session:
             label, key_id = self._parsed.path.get("object"), self._parsed.id
             try:
                 kek = session.get_key(object_class=p11.ObjectClass.SECRET_KEY, label=label, id=key_id)
             except p11.exceptions.NoSuchKey:
-                raise KeyMissingError(f"{self.uri}: the token has no secret key with this object=/id=") from None
+                raise KeyMissingError(f"holder {self.uri}: the token has no secret key with this object=/id=") from None
             except p11.exceptions.MultipleObjectsReturned:
-                raise KeyMissingError(f"{self.uri}: several secret keys match; add id= to the URI") from None
+                raise KeyMissingError(f"holder {self.uri}: several secret keys match; add id= to the URI") from None
             yield kek
 
     def _token(self, p11: Any) -> Any:
         module = self._parsed.query.get("module-path")
         if not module:
             which = "module-name is not supported; use" if "module-name" in self._parsed.query else "add"
-            raise KeyMissingError(f"{self.uri}: {which} ?module-path=/path/to/pkcs11-module.so")
+            raise KeyMissingError(f"holder {self.uri}: {which} ?module-path=/path/to/pkcs11-module.so")
         try:
             lib = p11.lib(module)
         except p11.exceptions.PKCS11Error as exc:
-            raise KeyMissingError(f"{self.uri}: cannot load the PKCS#11 module {module}: {exc}") from None
+            raise KeyMissingError(f"holder {self.uri}: cannot load the PKCS#11 module {module}: {exc}") from None
         want = self._parsed.path
         version = ".".join(str(n) for n in lib.library_version)
         if not (
@@ -230,7 +234,7 @@ class Pkcs11Holder:
             and _matches(want, "library-description", lib.library_description)
             and (not want.get("library-version") or version.startswith(want["library-version"]))
         ):
-            raise KeyMissingError(f"{self.uri}: the module {module} is not the library the URI names")
+            raise KeyMissingError(f"holder {self.uri}: the module {module} is not the library the URI names")
         tokens = []
         for slot in lib.get_slots(token_present=True):
             if not (
@@ -251,9 +255,9 @@ class Pkcs11Holder:
             ):
                 tokens.append(token)
         if not tokens:
-            raise KeyMissingError(f"{self.uri}: no token of {module} matches the URI (is the token plugged in?)")
+            raise KeyMissingError(f"holder {self.uri}: no token of {module} matches the URI (is the token plugged in?)")
         if len(tokens) > 1:
-            raise KeyMissingError(f"{self.uri}: {len(tokens)} tokens match; add token= or serial= to the URI")
+            raise KeyMissingError(f"holder {self.uri}: {len(tokens)} tokens match; add token= or serial= to the URI")
         return tokens[0]
 
     def _pin(self) -> str:
@@ -264,15 +268,15 @@ class Pkcs11Holder:
             source = query["pin-source"]
             path = source.removeprefix("file://") if source.startswith("file://") else source.removeprefix("file:")
             if not path.startswith("/"):
-                raise KeyMissingError(f"{self.uri}: pin-source must be file:/ABSOLUTE/PATH")
+                raise KeyMissingError(f"holder {self.uri}: pin-source must be file:/ABSOLUTE/PATH")
             try:
                 return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
-                raise KeyMissingError(f"{self.uri}: cannot read the PIN file {path}: {exc.strerror}") from None
+                raise KeyMissingError(f"holder {self.uri}: cannot read the PIN file {path}: {exc.strerror}") from None
         env = os.environ if self.environ is None else self.environ
         pin = env.get(f"{self.key_env}_PKCS11_PIN")
         if not pin:
-            raise KeyMissingError(f"{self.uri}: no PIN; {self._pin_advice()}")
+            raise KeyMissingError(f"holder {self.uri}: no PIN; {self._pin_advice()}")
         return pin
 
     def _pin_advice(self) -> str:
@@ -285,10 +289,12 @@ class Pkcs11Holder:
         try:
             return call(*args, **kwargs)
         except errors.MechanismInvalid:
-            raise KeyMissingError(f"{self.uri}: the token does not offer CKM_AES_KEY_WRAP_PAD (RFC 5649)") from None
+            raise KeyMissingError(
+                f"holder {self.uri}: the token does not offer CKM_AES_KEY_WRAP_PAD (RFC 5649)"
+            ) from None
         except (errors.KeyUnextractable, errors.KeyNotWrappable) as exc:
             raise KeyMissingError(
-                f"{self.uri}: the key-wrapping key may not {what} ({type(exc).__name__}); "
+                f"holder {self.uri}: the key-wrapping key may not {what} ({type(exc).__name__}); "
                 f"it needs CKA_{what.upper()}=true"
             ) from None
         except (
@@ -299,13 +305,13 @@ class Pkcs11Holder:
             errors.GeneralError,  # SoftHSM's answer to a failed RFC 5649 integrity check
         ):
             if what != "unwrap":
-                raise KeyMissingError(f"{self.uri}: the token failed to {what} the data key") from None
+                raise KeyMissingError(f"holder {self.uri}: the token failed to {what} the data key") from None
             raise WrongKeyError(
-                f"{self.uri}: this key-wrapping key did not wrap the data key (another KEK, or a damaged stanza)"
+                f"holder {self.uri}: this key-wrapping key did not wrap the data key (another KEK, or a damaged stanza)"
             ) from None
         except errors.PKCS11Error as exc:
             failed = type(exc).__name__
-            raise KeyMissingError(f"{self.uri}: the token failed to {what} the data key ({failed})") from None
+            raise KeyMissingError(f"holder {self.uri}: the token failed to {what} the data key ({failed})") from None
 
 
 def _matches(want: Mapping[str, str], name: str, have: str) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .._errors import KeyMissingError, WrongKeyError
+from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
 from .._spec import forget_keys
 from ._common import b64encode, check_dek, require, stanza_field
 
@@ -32,20 +32,22 @@ _SET_ADDRESS = "set VAULT_ADDR and VAULT_TOKEN (or BAO_ADDR and BAO_TOKEN)"
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
-    """(key name, mount) of `transit:KEYNAME[?mount=MOUNT]`; ValueError (one line) for anything else."""
+    """(key name, mount) of `transit:KEYNAME[?mount=MOUNT]`; KeyFormatError (one line) for anything else."""
     if not uri.startswith(SCHEME + ":"):
-        raise ValueError(f"{uri!r} is not a transit URI (transit:KEYNAME or transit:KEYNAME?mount=MOUNT)")
+        raise KeyFormatError(f"{uri!r} is not a transit URI (transit:KEYNAME or transit:KEYNAME?mount=MOUNT)")
     name, _, query = uri[len(SCHEME) + 1 :].partition("?")
     if not _NAME.fullmatch(name):
-        raise ValueError(f"{uri!r}: a transit key name is letters, digits, '.', '_' and '-' (transit:KEYNAME)")
+        raise KeyFormatError(f"{uri!r}: a transit key name is letters, digits, '.', '_' and '-' (transit:KEYNAME)")
     mount = "transit"
     if query:
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
         except ValueError:
-            raise ValueError(f"{uri!r}: the query must be ?mount=MOUNT") from None
+            raise KeyFormatError(f"{uri!r}: the query must be ?mount=MOUNT") from None
         if len(pairs) != 1 or pairs[0][0] != "mount" or not _MOUNT.fullmatch(pairs[0][1]):
-            raise ValueError(f"{uri!r}: the only query is ?mount=MOUNT (a mount path such as transit or team/transit)")
+            raise KeyFormatError(
+                f"{uri!r}: the only query is ?mount=MOUNT (a mount path such as transit or team/transit)"
+            )
         mount = pairs[0][1]
     return name, mount
 
@@ -82,7 +84,7 @@ class TransitHolder:
         data = self._call("decrypt_data", ciphertext=self._stanza(stanza), context=_context(context))
         plaintext = data.get("plaintext") if isinstance(data, dict) else None
         if not isinstance(plaintext, str):
-            raise WrongKeyError(f"{self.uri}: the server's decrypt answer has no plaintext")
+            raise WrongKeyError(f"holder {self.uri}: the server's decrypt answer has no plaintext")
         return check_dek(base64.b64decode(plaintext), self.uri)
 
     def rewrap(self, stanza: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:
@@ -107,7 +109,7 @@ class TransitHolder:
 
         address, token = env.get(f"{prefix}_ADDR"), setting("TOKEN")
         if not address or not token:
-            raise KeyMissingError(f"{self.uri}: no transit server: {_SET_ADDRESS}")
+            raise KeyMissingError(f"holder {self.uri}: no transit server: {_SET_ADDRESS}")
         verify: bool | str = setting("CACERT") or setting("CAPATH") or True
         if (setting("SKIP_VERIFY") or "").lower() in {"1", "true", "yes"}:
             verify = False
@@ -130,24 +132,24 @@ class TransitHolder:
             answer = getattr(client.secrets.transit, method)(name=self.name, mount_point=self.mount, **kwargs)
         except requests.exceptions.SSLError:
             raise KeyMissingError(
-                f"{self.uri}: TLS to the transit server at {address} failed; set VAULT_CACERT (or BAO_CACERT) "
+                f"holder {self.uri}: TLS to the transit server at {address} failed; set VAULT_CACERT (or BAO_CACERT) "
                 "to the CA that signed its certificate"
             ) from None
         except requests.exceptions.RequestException as exc:
             raise KeyMissingError(
-                f"{self.uri}: cannot reach the transit server at {address} ({type(exc).__name__}); "
+                f"holder {self.uri}: cannot reach the transit server at {address} ({type(exc).__name__}); "
                 f"is it running, and is {_SET_ADDRESS} right?"
             ) from exc
         except hvac.exceptions.Forbidden:
             if forbidden_ok:
                 return None
             raise KeyMissingError(
-                f"{self.uri}: permission denied by {address}: the token needs a policy allowing "
+                f"holder {self.uri}: permission denied by {address}: the token needs a policy allowing "
                 f"{self.mount}/{_PATHS[method]}/{self.name} (or the token has expired)"
             ) from None
         except hvac.exceptions.InvalidPath as exc:
             raise KeyMissingError(
-                f"{self.uri}: {address} has no transit key {self.name!r} at mount {self.mount!r} "
+                f"holder {self.uri}: {address} has no transit key {self.name!r} at mount {self.mount!r} "
                 f"(bao write -f {self.mount}/keys/{self.name}, or ?mount=MOUNT); server said: {_said(exc)}"
             ) from None
         except hvac.exceptions.VaultError as exc:
@@ -163,21 +165,25 @@ def _said(exc: BaseException) -> str:
 
 def _request_error(uri: str, name: str, mount: str, address: str, said: str) -> Exception:
     if "encryption key not found" in said:
-        return KeyMissingError(f"{uri}: {address} has no transit key {name!r} at mount {mount!r}")
+        return KeyMissingError(f"holder {uri}: {address} has no transit key {name!r} at mount {mount!r}")
     if "message authentication failed" in said:
-        return WrongKeyError(f"{uri}: the data key was not wrapped by transit key {name!r} (or the stanza is damaged)")
+        return WrongKeyError(
+            f"holder {uri}: the data key was not wrapped by transit key {name!r} (or the stanza is damaged)"
+        )
     if "disallowed by policy" in said:
         return WrongKeyError(
-            f"{uri}: the wrapped data key is under a version of {name!r} older than its min_decryption_version; "
+            f"holder {uri}: the wrapped data key is under a version of {name!r} older than its min_decryption_version; "
             "rewrap data key files (hatch-ovcrypt datakey rewrap FILE) before retiring a key version"
         )
     if "missing 'context'" in said:
-        return WrongKeyError(f"{uri}: transit key {name!r} is derived; it needs the context the data key was made with")
-    return WrongKeyError(f"{uri}: the transit server refused: {said}")
+        return WrongKeyError(
+            f"holder {uri}: transit key {name!r} is derived; it needs the context the data key was made with"
+        )
+    return WrongKeyError(f"holder {uri}: the transit server refused: {said}")
 
 
 def _ciphertext(data: Any, uri: str) -> str:
     text = data.get("ciphertext") if isinstance(data, dict) else None
     if not isinstance(text, str) or not text.startswith("vault:v"):
-        raise KeyMissingError(f"{uri}: the transit server's answer has no vault:vN: ciphertext")
+        raise KeyMissingError(f"holder {uri}: the transit server's answer has no vault:vN: ciphertext")
     return text
