@@ -176,12 +176,16 @@ _SOFTHSM_MODULES = (
 
 @dataclass
 class SoftHsm:
-    """A SoftHSM2 token with AES key-wrapping keys `kek-a`, `kek-b` (non-extractable) and `kek-loose` (extractable)."""
+    """A SoftHSM2 token with AES key-wrapping keys `kek-a`, `kek-b` (non-extractable) and `kek-loose` (extractable).
+
+    `kek-a` is imported from `kek_a_value` (kept here so that tests can look for it), the others are made inside.
+    """
 
     module: str
     label: str
     pin: str = field(repr=False)
     pin_file: Path
+    kek_a_value: bytes = field(repr=False)
 
     def uri(self, kek: str = "kek-a", *, pin: bool = True) -> str:
         """The RFC 7512 URI of a KEK, with pin-source=file: (or no PIN at all)."""
@@ -189,13 +193,27 @@ class SoftHsm:
         return f"pkcs11:token={self.label};object={kek};type=secret-key?{query}"
 
 
-def _make_keks(module: str, label: str, pin: str) -> None:
+def _make_keks(module: str, label: str, pin: str, kek_a_value: bytes) -> None:
     import pkcs11
-    from pkcs11 import Attribute, KeyType, MechanismFlag
+    from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 
     token = pkcs11.lib(module).get_token(token_label=label)
     with token.open(rw=True, user_pin=pin) as session:
-        for name, extractable in (("kek-a", False), ("kek-b", False), ("kek-loose", True)):
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.VALUE: kek_a_value,
+                Attribute.LABEL: "kek-a",
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.WRAP: True,
+                Attribute.UNWRAP: True,
+            }
+        )
+        for name, extractable in (("kek-b", False), ("kek-loose", True)):
             session.generate_key(
                 KeyType.AES,
                 256,
@@ -228,8 +246,9 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
             check=True,
             capture_output=True,
         )
-        _make_keks(module, label, pin)
-        yield SoftHsm(module=module, label=label, pin=pin, pin_file=pin_file)
+        kek_a_value = secrets.token_bytes(32)
+        _make_keks(module, label, pin, kek_a_value)
+        yield SoftHsm(module=module, label=label, pin=pin, pin_file=pin_file, kek_a_value=kek_a_value)
 
 
 # --- moto (a mock of AWS KMS) ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
 transit: OpenBao 2.7.2 (`bao server -dev`); pkcs11: SoftHSM 2.6.1; awskms: moto in server mode. Each
 holder wraps and unwraps a data key (DEK); a wrong KEK, a stopped server, a refused PIN or token, an
 unknown key and a retired key version each give one clear line naming the URI, and no error's
-traceback holds the DEK (raw, hex or base64) or the PIN in its frames' locals (tests/keyscan.py).
+traceback holds the DEK (raw, hex or base64), the PIN or a KEK the test knows in its frames' locals (tests/keyscan.py).
 """
 
 from __future__ import annotations
@@ -270,7 +270,8 @@ def test_pkcs11_wrong_kek(softhsm: SoftHsm, dek: bytes) -> None:
     other = Pkcs11Holder(softhsm.uri("kek-b"))
     with pytest.raises(WrongKeyError) as info:
         other.unwrap(stanza, CONTEXT)
-    assert "this key-wrapping key did not wrap the data key" in one_line_error(info, other.uri, dek, softhsm.pin)
+    message = one_line_error(info, other.uri, dek, softhsm.pin, softhsm.kek_a_value)
+    assert "this key-wrapping key did not wrap the data key" in message
 
 
 @pytest.mark.parametrize("how", ["pin-value", "env"])
@@ -283,7 +284,7 @@ def test_pkcs11_wrong_pin(softhsm: SoftHsm, dek: bytes, how: str) -> None:
         holder = Pkcs11Holder(softhsm.uri(pin=False), environ={"OVCRYPT_KEY_PKCS11_PIN": wrong})
     with pytest.raises(KeyMissingError) as info:
         holder.unwrap(stanza, CONTEXT)
-    message = one_line_error(info, holder.uri, dek, wrong, softhsm.pin)
+    message = one_line_error(info, holder.uri, dek, wrong, softhsm.pin, softhsm.kek_a_value)
     assert "the token refused the PIN; set OVCRYPT_KEY_PKCS11_PIN" in message
 
 
@@ -316,7 +317,7 @@ def test_pkcs11_token_and_key_not_found(softhsm: SoftHsm, dek: bytes, tmp_path: 
         holder = Pkcs11Holder(uri)
         with pytest.raises(KeyMissingError) as info:
             holder.wrap(dek, CONTEXT)
-        assert why in one_line_error(info, holder.uri, dek, softhsm.pin), uri
+        assert why in one_line_error(info, holder.uri, dek, softhsm.pin, softhsm.kek_a_value), uri
 
 
 def test_pkcs11_damaged_stanza(softhsm: SoftHsm, dek: bytes) -> None:
@@ -326,7 +327,7 @@ def test_pkcs11_damaged_stanza(softhsm: SoftHsm, dek: bytes) -> None:
     raw[5] ^= 1
     with pytest.raises(WrongKeyError) as info:
         holder.unwrap({"wrapped": base64.b64encode(raw).decode()}, CONTEXT)
-    one_line_error(info, holder.uri, dek, softhsm.pin)
+    one_line_error(info, holder.uri, dek, softhsm.pin, softhsm.kek_a_value)
     with pytest.raises(IntegrityError, match="is not base64"):
         holder.unwrap({"wrapped": "not base64!"}, CONTEXT)
 

@@ -226,7 +226,8 @@ class Pkcs11Holder:
         try:
             lib = p11.lib(module)
         except p11.exceptions.PKCS11Error as exc:
-            raise KeyMissingError(f"holder {self.uri}: cannot load the PKCS#11 module {module}: {exc}") from None
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise KeyMissingError(f"holder {self.uri}: cannot load the PKCS#11 module {module}: {why}") from None
         want = self._parsed.path
         version = ".".join(str(n) for n in lib.library_version)
         if not (
