@@ -138,7 +138,7 @@ class TransitHolder:
         except requests.exceptions.RequestException as exc:
             raise KeyMissingError(
                 f"holder {self.uri}: cannot reach the transit server at {address} ({type(exc).__name__}); "
-                f"is it running, and is {_SET_ADDRESS} right?"
+                "start it, or set VAULT_ADDR (or BAO_ADDR) to where it listens"
             ) from exc
         except hvac.exceptions.Forbidden:
             if forbidden_ok:
