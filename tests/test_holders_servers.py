@@ -261,8 +261,7 @@ def test_pkcs11_round_trip_and_the_stored_uri(softhsm: SoftHsm, dek: bytes) -> N
     assert with_value.unwrap(with_value.wrap(dek, CONTEXT), CONTEXT) == dek
     device = Pkcs11Holder(holder.uri, key_env="ACME_KEY", environ={"ACME_KEY_PKCS11_PIN": softhsm.pin})
     assert device.unwrap(stanza, CONTEXT) == dek
-    again = device.rewrap(stanza, CONTEXT)
-    assert device.unwrap(again, CONTEXT) == dek
+    assert Pkcs11Holder(holder.uri, environ={}).rewrap(stanza, CONTEXT) == stanza  # no versions: needs no PIN
 
 
 def test_pkcs11_wrong_kek(softhsm: SoftHsm, dek: bytes) -> None:

@@ -116,3 +116,43 @@ def test_wheel_built_and_loaded_through_the_holder(setup: Setup, holder_env: Non
     last = broken.stderr.strip().splitlines()[-1]
     assert broken.returncode != 0 and "KeyMissingError" in last and setup.uri in last and setup.why_broken in last
     assert dek.hex() not in broken.stderr and setup.env.get("OVCRYPT_KEY_PKCS11_PIN", "\0") not in broken.stderr
+
+
+def test_datakey_cli_across_server_holders(
+    openbao: OpenBao, softhsm: SoftHsm, moto_kms: MotoKms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`datakey new/add-holder/rewrap/remove-holder/show` with the three server holders: a PIN given in the URI is
+    not stored, and after transit's `rotate` + `datakey rewrap` the old key version can be retired."""
+    from hatch_ovcrypt.cli import main
+
+    for name, value in {**openbao.env, **moto_kms.env}.items():
+        monkeypatch.setenv(name, value)
+    key = openbao.new_transit_key("cli-" + os.urandom(4).hex())
+    transit, kms = f"transit:{key}", f"awskms:{moto_kms.key_a}"
+    given_pkcs11, pkcs11 = softhsm.uri("kek-a"), softhsm.uri("kek-a", pin=False)
+    file = tmp_path / "models.datakey"
+    cli = ["datakey", "new", "--holder", transit, "--holder", kms, "--out", str(file), "--product", "acme-vision"]
+    assert main(cli) == 0
+    assert main(["datakey", "add-holder", str(file), given_pkcs11]) == 0
+    doc = json.loads(file.read_text())
+    assert [h["uri"] for h in doc["holders"]] == [transit, kms, pkcs11] and "pin" not in file.read_text()
+    context = {"product": "acme-vision", "key_id": doc["key_id"]}
+    holders: list[Holder] = [TransitHolder(transit), AwsKmsHolder(kms), Pkcs11Holder(given_pkcs11)]
+    dek = holders[0].unwrap(doc["holders"][0]["stanza"], context)
+    assert all(h.unwrap(e["stanza"], context) == dek for h, e in zip(holders, doc["holders"], strict=True))
+
+    openbao.bao("write", "-f", f"transit/keys/{key}/rotate")
+    assert main(["datakey", "rewrap", str(file)]) == 0
+    rewrapped = json.loads(file.read_text())
+    assert rewrapped["holders"][0]["stanza"]["ciphertext"].startswith("vault:v2:")
+    assert rewrapped["holders"][2] == doc["holders"][2]  # a PKCS#11 key has no versions
+    openbao.bao("write", f"transit/keys/{key}/config", "min_decryption_version=2")
+    assert all(h.unwrap(e["stanza"], context) == dek for h, e in zip(holders, rewrapped["holders"], strict=True))
+
+    assert main(["datakey", "remove-holder", str(file), transit]) == 0
+    assert main(["datakey", "show", str(file)]) == 0
+    out = capsys.readouterr().out
+    shown = out[out.rindex(f"{file}\n") :]  # what `show` printed last
+    assert transit not in shown and pkcs11 in shown and kms in shown and doc["key_id"] in shown
+    assert dek.hex() not in out and softhsm.pin not in out

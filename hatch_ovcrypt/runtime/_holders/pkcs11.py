@@ -182,10 +182,11 @@ class Pkcs11Holder:
             finally:
                 session_dek.destroy()
 
-    @forget_keys
     def rewrap(self, stanza: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:
-        """The DEK unwrapped and wrapped again under the key the URI names now (after a new KEK took the label)."""
-        return self.wrap(self.unwrap(stanza, context), context)
+        """`stanza` unchanged: a PKCS#11 key has no versions. A new KEK is a new holder: `datakey add-holder`
+        with its URI while the old one can still unwrap, then `datakey remove-holder` the old one."""
+        b64decode_field(stanza, "wrapped", self.uri)
+        return dict(stanza)
 
     # --- the token ---------------------------------------------------------------------------------
 
