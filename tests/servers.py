@@ -264,13 +264,14 @@ class MotoKms:
     key_b: str
     alias_a: str
     process: subprocess.Popen[bytes] = field(repr=False)
+    secret: str = field(default_factory=lambda: "ovcrypt-test-secret-" + secrets.token_hex(8), repr=False)
 
     @property
     def env(self) -> dict[str, str]:
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SECRET_ACCESS_KEY": self.secret,  # moto takes any; long enough for tests/keyscan.py
             "AWS_DEFAULT_REGION": self.region,
         }
 
@@ -278,7 +279,7 @@ class MotoKms:
         import boto3  # type: ignore[import-untyped]
 
         return boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=self.region
+            aws_access_key_id="testing", aws_secret_access_key=self.secret, region_name=self.region
         ).client("kms", endpoint_url=self.endpoint)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,7 +115,7 @@ def test_transit_other_mount(openbao: OpenBao, dek: bytes) -> None:
     round_trip(TransitHolder(f"transit:models?mount={mount}", environ=openbao.env), dek)
     with pytest.raises(KeyMissingError) as info:  # the same name at the default mount does not exist
         TransitHolder("transit:models", environ=openbao.env).unwrap({"ciphertext": "vault:v1:AAAA"}, CONTEXT)
-    assert "no transit key 'models' at mount 'transit'" in one_line_error(info, "transit:models", dek)
+    assert "no transit key 'models' at mount 'transit'" in one_line_error(info, "transit:models", dek, openbao.token)
 
 
 def test_transit_wrong_kek(openbao: OpenBao, transit_key: str, dek: bytes) -> None:
@@ -123,7 +123,7 @@ def test_transit_wrong_kek(openbao: OpenBao, transit_key: str, dek: bytes) -> No
     other = TransitHolder(f"transit:{openbao.new_transit_key('other-' + secrets.token_hex(4))}", environ=openbao.env)
     with pytest.raises(WrongKeyError) as info:
         other.unwrap(stanza, CONTEXT)
-    assert "was not wrapped by transit key" in one_line_error(info, other.uri, dek)
+    assert "was not wrapped by transit key" in one_line_error(info, other.uri, dek, openbao.token)
 
 
 def test_transit_unknown_key_is_not_created(openbao: OpenBao, dek: bytes) -> None:
@@ -131,12 +131,12 @@ def test_transit_unknown_key_is_not_created(openbao: OpenBao, dek: bytes) -> Non
     holder = TransitHolder("transit:no-such-key", environ=openbao.env)
     with pytest.raises(KeyMissingError) as info:
         holder.wrap(dek, CONTEXT)
-    assert "has no transit key 'no-such-key'" in one_line_error(info, holder.uri, dek)
+    assert "has no transit key 'no-such-key'" in one_line_error(info, holder.uri, dek, openbao.token)
     with pytest.raises(RuntimeError):
         openbao.bao("read", "transit/keys/no-such-key")
     with pytest.raises(KeyMissingError) as info:
         holder.unwrap({"ciphertext": "vault:v1:" + base64.b64encode(bytes(60)).decode()}, CONTEXT)
-    assert "has no transit key 'no-such-key'" in one_line_error(info, holder.uri, dek)
+    assert "has no transit key 'no-such-key'" in one_line_error(info, holder.uri, dek, openbao.token)
 
 
 def test_transit_permission_denied(openbao: OpenBao, transit_key: str, dek: bytes) -> None:
@@ -147,6 +147,26 @@ def test_transit_permission_denied(openbao: OpenBao, transit_key: str, dek: byte
         holder.unwrap(stanza, CONTEXT)
     message = one_line_error(info, holder.uri, dek, token)
     assert f"permission denied by {openbao.address}" in message and f"transit/decrypt/{transit_key}" in message
+
+
+def test_transit_release_policy_allows_only_decrypt(openbao: OpenBao, transit_key: str, dek: bytes) -> None:
+    """The README's least-privilege policy: the release pipeline may decrypt (unwrap) and nothing else."""
+    policy = f'path "transit/decrypt/{transit_key}" {{ capabilities = ["update"] }}\n'
+    policy_file = openbao.home / f"{transit_key}.hcl"
+    policy_file.write_text(policy)
+    openbao.bao("policy", "write", f"release-{transit_key}", str(policy_file))
+    token = openbao.bao("token", "create", f"-policy=release-{transit_key}", "-ttl=10m", "-field=token").strip()
+    stanza = TransitHolder(f"transit:{transit_key}", environ=openbao.env).wrap(dek, CONTEXT)
+    release = TransitHolder(f"transit:{transit_key}", environ={"BAO_ADDR": openbao.address, "BAO_TOKEN": token})
+    assert release.unwrap(stanza, CONTEXT) == dek
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: release.wrap(dek, CONTEXT), "encrypt"),
+        (lambda: release.rewrap(stanza, CONTEXT), "rewrap"),
+    ]
+    for call, path in calls:
+        with pytest.raises(KeyMissingError) as info:
+            call()
+        assert f"allowing transit/{path}/{transit_key}" in one_line_error(info, release.uri, dek, token)
 
 
 def test_transit_without_address_or_token(dek: bytes) -> None:
@@ -164,7 +184,7 @@ def test_transit_stopped_server(tmp_path: Path, dek: bytes) -> None:
     for call in (lambda: holder.unwrap(stanza, CONTEXT), lambda: holder.wrap(dek, CONTEXT)):
         with pytest.raises(KeyMissingError) as info:
             call()
-        message = one_line_error(info, holder.uri, dek)
+        message = one_line_error(info, holder.uri, dek, server.token)
         assert f"cannot reach the transit server at {server.address}" in message, message
 
 
@@ -179,7 +199,7 @@ def test_transit_over_tls(tmp_path: Path, dek: bytes) -> None:
         holder = TransitHolder("transit:models", environ={"BAO_ADDR": server.address, "BAO_TOKEN": server.token})
         with pytest.raises(KeyMissingError) as info:
             holder.wrap(dek, CONTEXT)
-        assert "set VAULT_CACERT (or BAO_CACERT)" in one_line_error(info, holder.uri, dek)
+        assert "set VAULT_CACERT (or BAO_CACERT)" in one_line_error(info, holder.uri, dek, server.token)
 
 
 def test_transit_rotate_rewrap_and_retired_version(openbao: OpenBao, transit_key: str, dek: bytes) -> None:
@@ -195,7 +215,7 @@ def test_transit_rotate_rewrap_and_retired_version(openbao: OpenBao, transit_key
     assert holder.unwrap(new, CONTEXT) == dek
     with pytest.raises(WrongKeyError) as info:
         holder.unwrap(old, CONTEXT)
-    message = one_line_error(info, holder.uri, dek)
+    message = one_line_error(info, holder.uri, dek, openbao.token)
     assert "older than its min_decryption_version" in message and "datakey rewrap" in message
 
 
@@ -206,14 +226,14 @@ def test_transit_derived_key_binds_the_context(openbao: OpenBao, dek: bytes) -> 
     stanza = round_trip(holder, dek)
     with pytest.raises(WrongKeyError) as info:
         holder.unwrap(stanza, {**CONTEXT, "product": "someone-else"})
-    one_line_error(info, holder.uri, dek)
+    one_line_error(info, holder.uri, dek, openbao.token)
 
 
 def test_transit_damaged_stanza(openbao: OpenBao, transit_key: str, dek: bytes) -> None:
     holder = TransitHolder(f"transit:{transit_key}", environ=openbao.env)
     with pytest.raises(IntegrityError) as info:
         holder.unwrap({"wrapped": "x"}, CONTEXT)
-    assert "has no 'ciphertext' string" in one_line_error(info, holder.uri, dek)
+    assert "has no 'ciphertext' string" in one_line_error(info, holder.uri, dek, openbao.token)
 
 
 # --- pkcs11 (SoftHSM2) ----------------------------------------------------------------------------
@@ -376,18 +396,18 @@ def test_awskms_context_and_wrong_kek(aws_env: MotoKms, dek: bytes) -> None:
     stanza = holder.wrap(dek, CONTEXT)
     with pytest.raises(WrongKeyError) as info:
         holder.unwrap(stanza, {**CONTEXT, "product": "someone-else"})
-    assert "encryption context" in one_line_error(info, holder.uri, dek)
+    assert "encryption context" in one_line_error(info, holder.uri, dek, aws_env.secret)
     other = AwsKmsHolder(f"awskms:{aws_env.key_b}")
     with pytest.raises(WrongKeyError) as info:
         other.unwrap(stanza, CONTEXT)
-    assert "wrapped by another key" in one_line_error(info, other.uri, dek)
+    assert "wrapped by another key" in one_line_error(info, other.uri, dek, aws_env.secret)
 
 
 def test_awskms_unknown_key(aws_env: MotoKms, dek: bytes) -> None:
     holder = AwsKmsHolder("awskms:alias/no-such-key")
     with pytest.raises(KeyMissingError) as info:
         holder.wrap(dek, CONTEXT)
-    assert "KMS has no such key" in one_line_error(info, holder.uri, dek)
+    assert "KMS has no such key" in one_line_error(info, holder.uri, dek, aws_env.secret)
 
 
 def test_awskms_stopped_server(aws_env: MotoKms, dek: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -397,7 +417,7 @@ def test_awskms_stopped_server(aws_env: MotoKms, dek: bytes, monkeypatch: pytest
     for call in (lambda: holder.unwrap(stanza, CONTEXT), lambda: holder.wrap(dek, CONTEXT)):
         with pytest.raises(KeyMissingError) as info:
             call()
-        assert "cannot reach KMS (EndpointConnectionError" in one_line_error(info, holder.uri, dek)
+        assert "cannot reach KMS (EndpointConnectionError" in one_line_error(info, holder.uri, dek, aws_env.secret)
 
 
 def test_awskms_no_region(aws_env: MotoKms, dek: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -406,4 +426,4 @@ def test_awskms_no_region(aws_env: MotoKms, dek: bytes, monkeypatch: pytest.Monk
     holder = AwsKmsHolder("awskms:alias/models")
     with pytest.raises(KeyMissingError) as info:
         holder.wrap(dek, CONTEXT)
-    assert "no AWS region; use a key ARN or set AWS_REGION" in one_line_error(info, holder.uri, dek)
+    assert "no AWS region; use a key ARN or set AWS_REGION" in one_line_error(info, holder.uri, dek, aws_env.secret)

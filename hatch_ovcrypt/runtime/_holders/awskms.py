@@ -67,6 +67,7 @@ class AwsKmsHolder:
         answer = self._call("Decrypt", KeyId=self.key, CiphertextBlob=blob, EncryptionContext=dict(context))
         return check_dek(answer["Plaintext"], self.uri)
 
+    @forget_keys  # the credentials, in botocore's frames
     def rewrap(self, stanza: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:
         """KMS ReEncrypt to the same key (its newest key material after a rotation); the DEK stays inside KMS."""
         blob = b64decode_field(stanza, "ciphertext", self.uri)

@@ -87,6 +87,7 @@ class TransitHolder:
             raise WrongKeyError(f"holder {self.uri}: the server's decrypt answer has no plaintext")
         return check_dek(base64.b64decode(plaintext), self.uri)
 
+    @forget_keys  # the token, in hvac's frames
     def rewrap(self, stanza: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:
         """The stanza re-encrypted under the key's newest version (transit rewrap; the DEK never leaves the server)."""
         data = self._call("rewrap_data", ciphertext=self._stanza(stanza), context=_context(context))
