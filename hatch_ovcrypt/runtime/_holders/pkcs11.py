@@ -322,4 +322,4 @@ def _matches(want: Mapping[str, str], name: str, have: str) -> bool:
 
 def _shown(uri: str) -> str:
     """`uri` with any pin-value masked, for error messages about a URI that did not parse."""
-    return re.sub(r"(pin-value=)[^&]*", r"\1***", uri)
+    return re.sub(r"(pin[-_]?value=)[^&;]*", r"\1***", uri, flags=re.IGNORECASE)
