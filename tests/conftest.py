@@ -103,3 +103,7 @@ def segment_decryptions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(SegmentCipher, "decrypt_segment", spy)
     return decrypted
+
+
+# --- key servers (issue 22): session fixtures openbao, softhsm, moto_kms, for every test file ---
+from tests.servers import moto_kms, openbao, softhsm  # noqa: E402, F401
