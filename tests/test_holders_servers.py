@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.runtime._errors import IntegrityError, KeyMissingError, OvcryptError, WrongKeyError
-from hatch_ovcrypt.runtime._holders import Holder, HolderUnavailableError
-from hatch_ovcrypt.runtime._holders.awskms import AwsKmsHolder
-from hatch_ovcrypt.runtime._holders.awskms import parse_uri as parse_awskms
-from hatch_ovcrypt.runtime._holders.pkcs11 import Pkcs11Holder
-from hatch_ovcrypt.runtime._holders.pkcs11 import parse_uri as parse_pkcs11
-from hatch_ovcrypt.runtime._holders.transit import TransitHolder
-from hatch_ovcrypt.runtime._holders.transit import parse_uri as parse_transit
+from ovcrypt_runtime._errors import IntegrityError, KeyMissingError, OvcryptError, WrongKeyError
+from ovcrypt_runtime._keys.holders import Holder, HolderUnavailableError
+from ovcrypt_runtime._keys.holders.awskms import AwsKmsHolder
+from ovcrypt_runtime._keys.holders.awskms import parse_uri as parse_awskms
+from ovcrypt_runtime._keys.holders.pkcs11 import Pkcs11Holder
+from ovcrypt_runtime._keys.holders.pkcs11 import parse_uri as parse_pkcs11
+from ovcrypt_runtime._keys.holders.transit import TransitHolder
+from ovcrypt_runtime._keys.holders.transit import parse_uri as parse_transit
 from tests.keyscan import assert_no_key_in_locals
 from tests.servers import MotoKms, OpenBao, SoftHsm, free_port, running_openbao
 

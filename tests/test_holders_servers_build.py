@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime._holders import Holder
-from hatch_ovcrypt.runtime._holders.awskms import AwsKmsHolder
-from hatch_ovcrypt.runtime._holders.pkcs11 import Pkcs11Holder
-from hatch_ovcrypt.runtime._holders.transit import TransitHolder
+from ovcrypt_runtime._keys.holders import Holder
+from ovcrypt_runtime._keys.holders.awskms import AwsKmsHolder
+from ovcrypt_runtime._keys.holders.pkcs11 import Pkcs11Holder
+from ovcrypt_runtime._keys.holders.transit import TransitHolder
 from tests.helpers import build_wheel, make_ir, only_wheel, reference_output, sample_input, write_product
 from tests.servers import MotoKms, OpenBao, SoftHsm, free_port
 from tests.venvs import Venv
 
 # The data-key build and the datakey CLI (keys-core's half of issue 22); this file needs both halves.
-pytest.importorskip("hatch_ovcrypt.runtime._holders.datakey", reason="needs the data-key build (issue 22, keys-core)")
+pytest.importorskip("ovcrypt_runtime._keys.holders.datakey", reason="needs the data-key build (issue 22, keys-core)")
 
 MODELS = {"detector": "models/detector.xml"}
 MANIFEST = "acme_vision/_ovcrypt/manifest.json"

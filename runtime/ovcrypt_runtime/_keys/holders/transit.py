@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from .._spec import forget_keys
+from ..._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from ..._format.spec import forget_keys
 from ._common import b64encode, check_dek, require, stanza_field
 
 SCHEME = "transit"

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from .._spec import forget_keys
+from ..._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from ..._format.spec import forget_keys
 from ._common import b64decode_field, b64encode, check_dek, require
 
 SCHEME = "awskms"

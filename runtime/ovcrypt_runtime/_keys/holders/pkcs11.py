@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from .._spec import forget_keys
+from ..._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from ..._format.spec import forget_keys
 from ._common import b64decode_field, b64encode, check_dek, require
 
 SCHEME = "pkcs11"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from .._errors import KeyMissingError
+from ..._errors import KeyMissingError
 
 
 class Holder(Protocol):

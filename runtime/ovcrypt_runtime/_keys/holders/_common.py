@@ -8,8 +8,8 @@ import importlib
 from collections.abc import Mapping
 from types import ModuleType
 
-from .._errors import IntegrityError
-from .._spec import KEY_SIZE
+from ..._errors import IntegrityError
+from ..._format.spec import KEY_SIZE
 
 
 def require(module: str, package: str, uri: str) -> ModuleType:
