@@ -286,8 +286,11 @@ def test_the_repository_holds_no_symlinks() -> None:
 
 
 def test_the_plugin_wheel_ships_the_runtime_sources(plugin_wheel_dir: Path) -> None:
+    """runtime/ovcrypt_runtime/ becomes the wheel's top-level `ovcrypt_runtime/`, every module of it."""
     names = zipfile.ZipFile(only_wheel(plugin_wheel_dir)).namelist()
-    sources = sorted(p.name for p in (REPO / "runtime" / "ovcrypt_runtime").glob("*.py"))
+    root = REPO / "runtime" / "ovcrypt_runtime"
+    sources = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
     assert "_keys/sources.py" in sources and "__init__.py" in sources
-    shipped = [n for n in names if n.startswith("runtime/ovcrypt_runtime/")]
-    assert shipped == [f"runtime/ovcrypt_runtime/{name}" for name in sources]
+    shipped = sorted(n for n in names if n.startswith("ovcrypt_runtime/"))
+    assert shipped == [f"ovcrypt_runtime/{name}" for name in sources]
+    assert not [n for n in names if n.startswith(("runtime/", "hatch_ovcrypt/runtime/"))]

@@ -220,7 +220,8 @@ def _warn(message: str) -> None:
     warnings.warn(f"hatch-ovcrypt: {message}", RuntimeWarning, stacklevel=_caller_stacklevel())
 
 
-_RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+# The runtime package's root (this module sits in its _loading/ group): every frame below it is the runtime's.
+_RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 def _caller_stacklevel() -> int:
