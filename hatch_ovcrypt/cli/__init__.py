@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import files, models, openssl, project, rekey
+    from . import datakey, files, models, openssl, project, rekey
 
     parser = _Parser(
         prog="hatch-ovcrypt",
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    for module in (project, files, rekey, models, openssl):
+    for module in (project, files, rekey, models, openssl, datakey):
         module.register(verb)
     return parser
 

@@ -20,19 +20,13 @@ from pathlib import Path
 
 from .._atomic import atomic_writer
 from .._errors import KeyFormatError, KeyMissingError
-from .._manifest import HolderEntry, Invalid, UnknownHolderError, parse_holders
+from .._manifest import HolderEntry, Invalid, UnknownHolderError, is_product_name, parse_holders
 from .._spec import KEY_ID_SIZE
 
 FORMAT = "hatch-ovcrypt-datakey/1"
 MAX_FILE_BYTES = 1 << 20
 _FIELDS = frozenset({"format", "key_id", "product", "holders"})
 _KEY_ID = re.compile(rf"[0-9a-f]{{{2 * KEY_ID_SIZE}}}\Z")
-_PRODUCT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-
-
-def is_product_name(name: str) -> bool:
-    """A project name as PyPI allows it (letters, digits, `.`, `_`, `-`), at most 128 characters."""
-    return bool(_PRODUCT.match(name))
 
 
 @dataclass(frozen=True)
