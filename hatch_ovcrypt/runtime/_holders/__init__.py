@@ -75,6 +75,8 @@ def holder_for(uri: str, key_env: str) -> Holder:
     (the client library is not installed), each one line.
     """
     scheme = holder_scheme(uri)
+    if uri[:4] == "AGE1":
+        raise KeyFormatError("an age recipient is written in lower case (age1…), as age-keygen prints it")
     if scheme not in _MODULES:
         raise KeyFormatError(
             f"{display_uri(uri)!r} is not a key holder: "
