@@ -153,7 +153,8 @@ def _project_name(folder: Path) -> str:
 
 def register(make: VerbFactory) -> None:
     parent = make("datakey", lambda _args: EXIT_OK, "make and manage a wrapped data key file and its key holders")
-    actions = parent.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parent.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                    help="new, add-holder, remove-holder, rewrap or show")  # fmt: skip
 
     def action(name: str, func: object, text: str) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=text, description=text, allow_abbrev=False)
@@ -167,14 +168,14 @@ def register(make: VerbFactory) -> None:
     sub.add_argument("--product", metavar="NAME", help="the product's name (default: ./pyproject.toml's name)")
     sub.add_argument("--key-env", metavar="NAME", default=DEFAULT_KEY_ENV, help=_KEY_ENV_HELP)
     sub = action("add-holder", cmd_add_holder, "wrap the data key for one more holder (one holder must unwrap it here)")
-    sub.add_argument("file", metavar="FILE")
-    sub.add_argument("uri", metavar="URI")
+    sub.add_argument("file", metavar="FILE", help="the wrapped data key file (changed in place, atomically)")
+    sub.add_argument("uri", metavar="URI", help="the holder: age1…, transit:KEY, pkcs11:… or awskms:ARN")
     sub.add_argument("--key-env", metavar="NAME", default=DEFAULT_KEY_ENV, help=_KEY_ENV_HELP)
     sub = action("remove-holder", cmd_remove_holder, "remove one holder's wrapped copy of the data key")
-    sub.add_argument("file", metavar="FILE")
-    sub.add_argument("uri", metavar="URI")
+    sub.add_argument("file", metavar="FILE", help="the wrapped data key file (changed in place, atomically)")
+    sub.add_argument("uri", metavar="URI", help="the holder: age1…, transit:KEY, pkcs11:… or awskms:ARN")
     sub = action("rewrap", cmd_rewrap, "re-wrap under each holder's current key (after a KEK rotation)")
-    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("file", metavar="FILE", help="the wrapped data key file (changed in place, atomically)")
     sub.add_argument("--key-env", metavar="NAME", default=DEFAULT_KEY_ENV, help=_KEY_ENV_HELP)
     sub = action("show", cmd_show, "list the holders and the key id of a wrapped data key file, a wheel or a folder")
-    sub.add_argument("path", metavar="FILE|WHEEL|FOLDER")
+    sub.add_argument("path", metavar="FILE|WHEEL|FOLDER", help="a data key file, a wheel or an `_ovcrypt` folder")

@@ -2,9 +2,11 @@
 
 Lookup order for a key id: keys given to set_key, then the environment variable named in the
 manifest (one key or a comma-separated list), then the file named by `<variable>_FILE`, then the
-key provider. Several keys may be offered at once so that models under an old and a new key both
-load during a rotation. No message, repr or log line here ever contains key material, and no
-traceback of an error raised here holds a key in its frames' locals (`forget_keys`).
+key provider, then the manifest's key holders in order (`_holders`: an age identity, a KMS, an HSM),
+whose unwrapped data key is kept for later lookups. Several keys may be offered at once so that
+models under an old and a new key both load during a rotation. No message, repr or log line here
+ever contains key material, and no traceback of an error raised here holds a key in its frames'
+locals (`forget_keys`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import os
 import secrets
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from ._errors import KeyFormatError, KeyMissingError, OvcryptError, WrongKeyError
 from ._spec import KEY_SIZE, forget_keys, key_id
+
+if TYPE_CHECKING:
+    from ._manifest import HolderEntry
 
 KeyLike = bytes | bytearray | str
 KeyProvider = Callable[[str], KeyLike | None]
@@ -244,8 +250,13 @@ class KeyRing:
                 yield parse_key(found, "key provider")
 
     @forget_keys
-    def key_for(self, wanted: bytes, label: str) -> bytes:
-        """The key whose id is `wanted`; otherwise a KeyMissingError or WrongKeyError naming the ids."""
+    def key_for(
+        self, wanted: bytes, label: str, holders: Sequence[HolderEntry] = (), product: str | None = None
+    ) -> bytes:
+        """The key whose id is `wanted`; otherwise a KeyMissingError or WrongKeyError naming the ids.
+
+        `holders` (the signed-to-be manifest's, for `product`) are asked last, in order; the data key one
+        gives is checked against `wanted`, and kept, so a KMS is asked once per process."""
         offered: list[str] = []
         try:
             for key in self._candidates(wanted.hex()):
@@ -256,11 +267,25 @@ class KeyRing:
                     offered.append(kid.hex())
         except (KeyFormatError, KeyMissingError) as exc:  # a bad variable or key file: say which file needed it
             raise type(exc)(f"{label}: {exc}") from None
+        holders_failed = ""
+        error: type[OvcryptError] = KeyMissingError
+        if holders:
+            from ._holders import unwrap_first
+
+            try:
+                key = unwrap_first(holders, {"product": product or "", "key_id": wanted.hex()}, self.env_name, label)
+            except (KeyMissingError, WrongKeyError) as exc:
+                holders_failed, error = str(exc).removeprefix(f"{label}: "), type(exc)
+            else:
+                with self._lock:
+                    self._keys[wanted] = _Secret(key)
+                return key
+        raw_sources = f"{self.env_name} (or {self.env_name}_FILE, a path to a file holding the key), or call set_key()"
         if not offered:
-            raise KeyMissingError(
-                f"{label}: no key found; set the environment variable {self.env_name} "
-                f"(or {self.env_name}_FILE, a path to a file holding the key), or call set_key()"
-            )
+            if holders_failed:  # WrongKeyError when a holder was reached but its key does not fit
+                raise error(f"{label}: {holders_failed}; or set the environment variable {raw_sources}")
+            raise KeyMissingError(f"{label}: no key found; set the environment variable {raw_sources}")
+        also = f"; and {holders_failed}" if holders_failed else ""
         raise WrongKeyError(
-            f"{label}: needs key id {wanted.hex()}, but the keys offered have key ids {', '.join(offered)}"
+            f"{label}: needs key id {wanted.hex()}, but the keys offered have key ids {', '.join(offered)}{also}"
         )
