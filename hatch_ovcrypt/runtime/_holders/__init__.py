@@ -86,6 +86,8 @@ def holder_for(uri: str, key_env: str) -> Holder:
     try:
         module = importlib.import_module(f".{module_name}", __name__)
     except ModuleNotFoundError as exc:
+        if exc.name == f"{__name__}.{module_name}":  # a reader without this holder (a partial vendored copy)
+            raise HolderUnavailableError(f"holder {display_uri(uri)}: this runtime has no {scheme} holder") from None
         top = (exc.name or "").partition(".")[0]
         if top not in _PACKAGES:
             raise
