@@ -169,3 +169,30 @@ def test_build_problems_name_the_data_key(product: Product, tmp_path: Path) -> N
     result = build_wheel(missing, build_env(product.one), check=False)
     assert result.returncode != 0 and "keys/nope.datakey does not exist" in result.stdout + result.stderr
     assert sys.executable  # (the builds ran with this interpreter's hatch-ovcrypt)
+
+
+def test_check_and_show_name_the_data_key_and_never_the_key(
+    product: Product, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hatch_ovcrypt.cli import main
+
+    monkeypatch.setenv("OVCRYPT_KEY_AGE_IDENTITY_FILE", str(product.one.file))
+    assert main(["check", str(product.root)]) == 0
+    assert main(["datakey", "show", str(product.wheel)]) == 0
+    out = capsys.readouterr().out
+    assert f"key: unwrapped from data-key keys/models.datakey, key id {key_id(product.dek).hex()}" in out
+    assert f"holder  age     {product.two.recipient}" in out and "product acme-vision" in out
+    assert product.dek.hex() not in out and product.one.secret not in out
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [(1, "for build hook `ovcrypt` must be a string"), ("", "must be the path of a wrapped data key file, such as")],
+)
+def test_data_key_option_problems_name_their_toml_path(tmp_path: Path, value: object, why: str) -> None:
+    from hatch_ovcrypt.config import parse_options
+
+    raw = {"models": {"detector": "models/detector.xml"}, "data-key": value}
+    _, problems = parse_options(raw, tmp_path, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
+    assert len(problems) == 1
+    assert str(problems[0]).startswith(f"`tool.hatch.build.targets.wheel.hooks.ovcrypt.data-key` {why}")
