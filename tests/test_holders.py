@@ -21,7 +21,14 @@ from pyrage import x25519
 
 from hatch_ovcrypt.cli import main
 from hatch_ovcrypt.runtime._errors import KeyFormatError, KeyMissingError, ManifestError, WrongKeyError
-from hatch_ovcrypt.runtime._holders import HolderUnavailableError, _bech32, age, holder_for, unwrap_first
+from hatch_ovcrypt.runtime._holders import (
+    HolderUnavailableError,
+    _bech32,
+    age,
+    display_uri,
+    holder_for,
+    unwrap_first,
+)
 from hatch_ovcrypt.runtime._holders.datakey import DataKey, entry, parse_datakey, read_datakey
 from hatch_ovcrypt.runtime._manifest import HolderEntry, Manifest, parse_manifest
 from hatch_ovcrypt.runtime._spec import key_id
@@ -173,6 +180,16 @@ def test_edited_age_stanza_is_refused(ids: tuple[Identity, Identity], monkeypatc
 
 
 # --- the registry --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["pkcs11:token=t;object=k;pin-value=1234", "pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234",
+     "pkcs11:token=t;object=k?PIN-VALUE=1234&module-path=/m.so", "pkcs11:pin-value=1234;token=t"],
+)  # fmt: skip
+def test_a_pin_value_is_never_shown(uri: str) -> None:
+    shown = display_uri(uri)
+    assert "1234" not in shown and "token=t" in shown
 
 
 def test_unknown_scheme_and_missing_client_library_are_one_line() -> None:

@@ -14,6 +14,7 @@ it. No message here holds key material or a PIN.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
@@ -55,16 +56,15 @@ _MODULES = {
     "awskms": ("awskms", "AwsKmsHolder"),
 }
 assert set(_MODULES) == set(HOLDER_SCHEMES)
+_PIN_VALUE = re.compile(r"((?:^|[:;?&])\s*pin-value\s*=)[^;?&]*", re.IGNORECASE)
 # top-level import name of a client library -> the package that provides it
 _PACKAGES = {"hvac": "hvac", "pkcs11": "python-pkcs11", "boto3": "boto3", "botocore": "boto3"}
 
 
 def display_uri(uri: str) -> str:
-    """A URI as messages show it: a PKCS#11 `pin-value` (the user's, never a stored one) is hidden."""
-    if "pin-value=" not in uri.lower():
-        return uri
-    parts = uri.replace("?", ";").split(";")
-    return ";".join("pin-value=…" if part.lower().startswith("pin-value=") else part for part in parts)
+    """A URI as messages show it: a PKCS#11 `pin-value` (the user's, never a stored one) is hidden, wherever
+    it is (path `;` or query `&`) and however it is written (any case, percent-encoded)."""
+    return _PIN_VALUE.sub(r"\1…", uri)
 
 
 def holder_for(uri: str, key_env: str) -> Holder:
