@@ -287,7 +287,8 @@ def test_the_repository_holds_no_symlinks() -> None:
 
 def test_the_plugin_wheel_ships_the_runtime_sources(plugin_wheel_dir: Path) -> None:
     names = zipfile.ZipFile(only_wheel(plugin_wheel_dir)).namelist()
-    sources = sorted(p.name for p in (REPO / "hatch_ovcrypt" / "runtime").glob("*.py"))
-    assert "_keys.py" in sources and "__init__.py" in sources
+    runtime = REPO / "hatch_ovcrypt" / "runtime"
+    sources = sorted(p.relative_to(runtime).as_posix() for p in runtime.rglob("*.py"))  # with _holders/
+    assert "_keys.py" in sources and "__init__.py" in sources and "_holders/age.py" in sources
     shipped = [n for n in names if n.startswith("hatch_ovcrypt/runtime/")]
-    assert shipped == [f"hatch_ovcrypt/runtime/{name}" for name in sources]
+    assert sorted(shipped) == [f"hatch_ovcrypt/runtime/{name}" for name in sources]
