@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pyrage
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyrage import x25519
 
 from hatch_ovcrypt.cli import main
@@ -337,3 +339,28 @@ def test_datakey_cli_refuses_bad_holders(tmp_path: Path, capsys: pytest.CaptureF
     os.chdir(tmp_path)  # no pyproject.toml here: the product must be named
     code, out = run_cli(capsys, "datakey", "new", "--holder", keygen(tmp_path, "x").recipient, "--out", out_file)
     assert code == 2 and "--product" in out
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(["format", "key_id", "product", "holders", "extra"]), value=JSON)
+def test_any_edit_of_a_datakey_file_is_one_clear_error(field: str, value: object) -> None:
+    doc: dict[str, object] = {"format": "hatch-ovcrypt-datakey/1", "key_id": "0" * 32, "product": "p",
+           "holders": [{"uri": "transit:k", "stanza": {"ciphertext": "vault:v1:x"}}]}  # fmt: skip
+    doc[field] = value
+    try:
+        parse_datakey(json.dumps(doc).encode(), "f")
+    except KeyFormatError as exc:
+        assert "\n" not in str(exc)
+    manifest = {"format": "hatch-ovcrypt-manifest/2", "generator": "g", "key_id": "0" * 32, "models": {},
+                "mac": "0" * 64, "holders": doc["holders"], "product": doc["product"]}  # fmt: skip
+    try:
+        parse_manifest(json.dumps(manifest).encode())
+    except ManifestError as exc:
+        assert "\n" not in str(exc)
