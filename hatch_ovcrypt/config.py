@@ -4,6 +4,7 @@
     package = "acme_vision"                          # default: the wheel's only top-level package
     key-env = "OVCRYPT_KEY"                          # variable holding the key, at build and at run time
     key-provider = "acme_vision.keys:get_key"        # optional: called with a key id at run time
+    data-key = "keys/models.datakey"                 # optional: the data key, wrapped for its key holders
     segment-size = 1048576                           # 1 MiB .. 4 MiB
     extensions = ["openvino_tokenizers"]             # modules imported before OpenVINO reads an IR
 
@@ -47,7 +48,7 @@ RESERVED_KEYS = frozenset(
     {"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"}
 )
 KNOWN_KEYS = frozenset(
-    {"models", "package", "key-env", "key-provider", "segment-size", "allow-plaintext-sdist", "extensions"}
+    {"models", "package", "key-env", "key-provider", "data-key", "segment-size", "allow-plaintext-sdist", "extensions"}
 )
 # A model table names exactly one of these; each takes its own further options.
 MODEL_SOURCES = {
@@ -122,6 +123,7 @@ class Options:
     allow_plaintext_sdist: bool
     location: str
     extensions: tuple[str, ...] = ()
+    data_key: Path | None = None  # the wrapped data key file (`data-key`): the build unwraps it through its holders
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -167,6 +169,11 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
     if key_provider is not None and not is_provider_ref(key_provider):
         problem("key-provider", "must be `module:function`, such as `acme_vision.keys:get_key`")
 
+    data_key = string("data-key", None)
+    if data_key is not None and (not data_key.strip() or data_key.endswith(("/", "\\"))):
+        problem("data-key", 'must be the path of a wrapped data key file, such as "keys/models.datakey"')
+        data_key = None
+
     segment_size = raw.get("segment-size", DEFAULT_SEGMENT_SIZE)
     if type(segment_size) is not int:
         problem("segment-size", f"for build hook `{HOOK_NAME}` must be an integer")
@@ -204,7 +211,8 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
                 models.append(spec)
 
     options = Options(
-        tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location, tuple(extensions)
+        tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location, tuple(extensions),
+        _resolve(root, data_key) if data_key is not None else None,
     )  # fmt: skip
     return options, problems
 

@@ -490,13 +490,17 @@ def test_every_argument_has_help_text() -> None:
 
     parser = build_parser()
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = dict(verbs.choices)
+    for name, sub in verbs.choices.items():  # `datakey ACTION`: the actions' arguments too
+        for nested in (a for a in sub._actions if isinstance(a, argparse._SubParsersAction)):
+            parsers.update({f"{name} {action}": parser for action, parser in nested.choices.items()})
     missing = [
         f"{name} {action.dest}"
-        for name, sub in verbs.choices.items()
+        for name, sub in parsers.items()
         for action in sub._actions
         if not isinstance(action, argparse._HelpAction) and not action.help
     ]
-    assert len(verbs.choices) == 10 and not missing, missing
+    assert len(verbs.choices) == 11 and len(parsers) == 16 and not missing, missing
 
 
 def test_check_says_how_to_make_the_example_models(tmp_path: Path) -> None:

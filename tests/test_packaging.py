@@ -290,7 +290,7 @@ def test_the_plugin_wheel_ships_the_runtime_sources(plugin_wheel_dir: Path) -> N
     names = zipfile.ZipFile(only_wheel(plugin_wheel_dir)).namelist()
     root = REPO / "runtime" / "ovcrypt_runtime"
     sources = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
-    assert "_keys/sources.py" in sources and "__init__.py" in sources
+    assert "_keys/sources.py" in sources and "__init__.py" in sources and "_keys/holders/age.py" in sources
     shipped = sorted(n for n in names if n.startswith("ovcrypt_runtime/"))
     assert shipped == [f"ovcrypt_runtime/{name}" for name in sources]
     assert not [n for n in names if n.startswith(("runtime/", "hatch_ovcrypt/runtime/"))]

@@ -23,6 +23,8 @@ from .plaintext import check_plaintext_from_sdist, check_plaintext_in_sdist, che
 if TYPE_CHECKING:
     from hatchling.builders.plugin.interface import BuilderInterface
 
+    from ovcrypt_runtime._keys.holders.datakey import DataKey
+
 @dataclass(frozen=True)
 class Plan:
     """A project that passed every check: what the build will do."""
@@ -33,6 +35,7 @@ class Plan:
     models: dict[str, ModelPlan] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()  # modules the runtime imports before reading an IR
     new_package: bool = False  # the wheel has no such package: the hook creates it (single-module projects)
+    datakey: DataKey | None = None  # `data-key`: its holders go into the manifest (the key was unwrapped from it)
 
 
 def is_from_sdist(root: Path) -> bool:
@@ -55,7 +58,7 @@ def check_project(
     from_sdist = is_from_sdist(root)
     plans, found = check_models(options, root, environ, from_sdist)
     problems += found
-    key = _build_key(options, environ, problems)
+    key, datakey = _build_key(options, environ, problems)
     # Files the wheel selects, and the user's force-include (hatchling applies no `exclude` to those).
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
     forced = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_forced_files(
@@ -70,7 +73,7 @@ def check_project(
         problems += check_plaintext_from_sdist(options, root) if from_sdist else check_plaintext_in_sdist(options, root)
     if problems or package is None or key is None:
         return None, problems
-    return plan_of(options, package, key, plans, new_package), problems
+    return plan_of(options, package, key, plans, new_package, datakey), problems
 
 
 def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
@@ -94,14 +97,40 @@ def check_models(
 
 
 def plan_of(
-    options: Options, package: str, key: bytes, plans: dict[str, ModelPlan], new_package: bool = False
-) -> Plan:
+    options: Options, package: str, key: bytes, plans: dict[str, ModelPlan], new_package: bool = False,
+    datakey: DataKey | None = None,
+) -> Plan:  # fmt: skip
     """The build's plan once every check passed."""
-    return Plan(options, package, key, plans, runtime_extensions(options.extensions, plans), new_package)
+    return Plan(options, package, key, plans, runtime_extensions(options.extensions, plans), new_package, datakey)
 
 
-def _build_key(options: Options, environ: Mapping[str, str], problems: list[Problem]) -> bytes | None:
-    """The build encrypts under the first key of $key-env (a list there means: rotating, first is new)."""
+@forget_keys
+def _build_key(
+    options: Options, environ: Mapping[str, str], problems: list[Problem]
+) -> tuple[bytes | None, DataKey | None]:
+    """With `data-key`: the data key, unwrapped through the first of its holders that works here (never re-wrapped,
+    so builds stay byte-identical). Without: the first key of $key-env (a list means: rotating, first is new)."""
+    if options.data_key is not None:
+        return _unwrap_data_key(options, options.data_key, problems)
+    return _raw_build_key(options, environ, problems), None
+
+
+@forget_keys
+def _unwrap_data_key(options: Options, path: Path, problems: list[Problem]) -> tuple[bytes | None, DataKey | None]:
+    from ovcrypt_runtime._keys.holders import unwrap_first
+    from ovcrypt_runtime._keys.holders.datakey import read_datakey
+
+    where = f"names {path}:"
+    try:
+        datakey = read_datakey(path, f"wrapped data key file {path}")
+        key = unwrap_first(datakey.holders, datakey.context(), options.key_env, "the build")
+    except OvcryptError as exc:
+        problems.append(Problem(f"{options.location}.data-key", f"{where} {exc}"))
+        return None, None
+    return key, datakey
+
+
+def _raw_build_key(options: Options, environ: Mapping[str, str], problems: list[Problem]) -> bytes | None:
     try:
         keys = list(keys_from_environment(options.key_env, environ))
     except OvcryptError as exc:

@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import files, models, openssl, project, rekey
+    from . import datakey, files, models, openssl, project, rekey
 
     parser = _Parser(
         prog="hatch-ovcrypt",
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=forget_keys(func))
         return sub
 
-    for module in (project, files, rekey, models, openssl):
+    for module in (project, files, rekey, models, openssl, datakey):
         module.register(verb)
     return parser
 

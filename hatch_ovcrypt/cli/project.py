@@ -84,7 +84,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     }  # fmt: skip
     for name, value in settings.items():
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
-    print(f"key: from {source}, key id {key_id(plan.key).hex()}")
+    if plan.datakey is not None and options.data_key is not None:
+        holders = ", ".join(plan.datakey.uris())
+        print(f"key: unwrapped from data-key {display_path(options.data_key, root)}, key id {plan.datakey.key_id} "
+              f"(holders: {holders})")  # fmt: skip
+    else:
+        print(f"key: from {source}, key id {key_id(plan.key).hex()}")
     if warning := sdist_unchecked_warning(root):
         print(f"warning: {warning}", file=sys.stderr)
     model_files = [path for spec in options.models for path in plaintext_paths(spec)]

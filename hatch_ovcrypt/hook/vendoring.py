@@ -17,6 +17,7 @@ RUNTIME_DIR = Path(ovcrypt_runtime.__file__).parent
 # The optional parts, as paths relative to RUNTIME_DIR (a folder stands for every module under it).
 PIPELINES = Path("_pipelines")  # GenAI builders and memory folders: llm, vlm and text2image models
 OPENSSL_LOADER = Path("_loading", "openssl.py")  # load_openssl_model: products built from OpenSSL-recipe models
+HOLDERS = Path("_keys", "holders")  # key holders (age, transit, pkcs11, awskms): products built with a data-key
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,23 @@ class RuntimeParts:
 
     pipelines: bool = True
     openssl: bool = True
+    holders: bool = True
 
     @classmethod
     def of(cls, plan: Plan) -> RuntimeParts:
         """What the plan's models need: pipelines for GenAI folder models (the same test that makes
-        openvino-genai a product requirement), the OpenSSL loader for OpenSSL-recipe source models."""
+        openvino-genai a product requirement), the OpenSSL loader for OpenSSL-recipe source models, the key
+        holders for a product whose key comes from a data-key (its manifest then names holders)."""
         return cls(
-            pipelines=needs_genai(plan.models), openssl=any(spec.origin == OPENSSL for spec in plan.options.models)
+            pipelines=needs_genai(plan.models),
+            openssl=any(spec.origin == OPENSSL for spec in plan.options.models),
+            holders=plan.datakey is not None,
         )
 
     def name(self) -> str:
         """A short label for reports: "core", "core+pipelines", "core+openssl", "core+pipelines+openssl"."""
-        return "+".join(["core", *(["pipelines"] if self.pipelines else []), *(["openssl"] if self.openssl else [])])
+        chosen = {"pipelines": self.pipelines, "openssl": self.openssl, "holders": self.holders}
+        return "+".join(["core", *(name for name, shipped in chosen.items() if shipped)])
 
 
 def runtime_modules(parts: RuntimeParts) -> list[Path]:
@@ -47,6 +53,8 @@ def runtime_modules(parts: RuntimeParts) -> list[Path]:
         if not parts.pipelines and relpath.is_relative_to(PIPELINES):
             continue
         if not parts.openssl and relpath == OPENSSL_LOADER:
+            continue
+        if not parts.holders and relpath.is_relative_to(HOLDERS):
             continue
         shipped.append(relpath)
     return shipped

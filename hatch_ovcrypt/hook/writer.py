@@ -144,7 +144,10 @@ def render_runtime_folder(
             plan.key, spec.name, model.kind, model_sources(spec, environ, model.converted), dest / MODELS_DIR,
             segment_size=options.segment_size, progress=progress,
         )  # fmt: skip
-    manifest = Manifest(GENERATOR, key_id(plan.key).hex(), models).signed(plan.key)
+    # The holders' stanzas are copied from the committed file, never wrapped anew: the same inputs, the same bytes.
+    holders = plan.datakey.holders if plan.datakey else ()
+    product = plan.datakey.product if plan.datakey else None
+    manifest = Manifest(GENERATOR, key_id(plan.key).hex(), models, holders=holders, product=product).signed(plan.key)
     (dest / MANIFEST_NAME).write_bytes(manifest.to_json())
     write_type_information(dest, manifest, GENERATED_HEADER, parts)
     return manifest

@@ -146,7 +146,7 @@ private:
                                  ", but this package was built under " + crypto::to_hex(manifest_->key_id) +
                                  "; the file comes from another build");
         }
-        format::MasterKey key = keys_->key_for(wanted, label);
+        format::MasterKey key = manifest_ ? keys_->key_for(wanted, label, manifest_->holders) : keys_->key_for(wanted, label);
         if (manifest_) {
             std::lock_guard<std::mutex> lock(verified_->mutex);
             if (!verified_->done) {

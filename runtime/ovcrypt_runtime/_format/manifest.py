@@ -33,10 +33,18 @@ ENCRYPTED_SUFFIX = ".ovc"
 _INFO_MAC = b"hatch-ovcrypt/v1/manifest-mac"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PROVIDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*\Z")
+_PRODUCT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _PATH_PART = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _HEX = re.compile(r"[0-9a-f]*\Z")
 _ENTRY_KEYS = frozenset({"file", "size", "sha256", "salt"})
 _TOP_KEYS = frozenset({"_generated", "format", "generator", "key_id", "models", "mac"})
+# Key holders (docs/FORMAT.md §6): who can unwrap the package's data key. The format knows these schemes;
+# a reader meeting another refuses the manifest (or wrapped-key file) rather than ignore a holder.
+HOLDER_SCHEMES = ("age", "transit", "pkcs11", "awskms")
+MAX_HOLDERS = 64
+MAX_URI_CHARS = 2048
+MAX_STANZA_CHARS = 64 << 10
+_STANZA_FIELD = re.compile(r"[a-z0-9_-]{1,64}\Z")
 
 
 def is_model_name(name: str) -> bool:
@@ -45,6 +53,11 @@ def is_model_name(name: str) -> bool:
 
 def is_env_name(name: str) -> bool:
     return bool(_IDENTIFIER.match(name))
+
+
+def is_product_name(name: str) -> bool:
+    """A project name as PyPI allows it (letters, digits, `.`, `_`, `-`), at most 128 characters."""
+    return bool(_PRODUCT.match(name))
 
 
 def is_provider_ref(ref: str) -> bool:
@@ -128,6 +141,58 @@ class ModelEntry:
         return parts
 
 
+def holder_scheme(uri: str) -> str:
+    """The scheme of a holder URI: `age` for an age recipient (`age1…`), else the part before the first `:`."""
+    if uri.startswith("age1"):
+        return "age"
+    scheme, colon, _ = uri.partition(":")
+    return scheme if colon else ""
+
+
+@dataclass(frozen=True)
+class HolderEntry:
+    """One key holder: its URI (no secrets: a PIN is never stored) and its stanza, the data key wrapped for it."""
+
+    uri: str
+    stanza: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uri": self.uri, "stanza": dict(sorted(self.stanza.items()))}
+
+
+class UnknownHolderError(Exception):
+    """A holder of a scheme this reader does not know: newer than this reader, or edited."""
+
+
+def parse_holders(value: Any) -> tuple[HolderEntry, ...]:
+    """Validate a `holders` list (of the manifest or of a wrapped data key file): Invalid, or
+    UnknownHolderError naming the scheme this reader does not know."""
+    _require(isinstance(value, list) and 0 < len(value) <= MAX_HOLDERS,
+             f"`holders` must be a list of 1 to {MAX_HOLDERS} holders")  # fmt: skip
+    entries: list[HolderEntry] = []
+    for i, item in enumerate(value):
+        label = f"holder {i + 1}"
+        _require(isinstance(item, dict) and set(item) == {"uri", "stanza"}, f"{label} must have exactly uri and stanza")
+        uri, stanza = item["uri"], item["stanza"]
+        _require(isinstance(uri, str) and 0 < len(uri) <= MAX_URI_CHARS and uri.isascii() and uri.isprintable()
+                 and " " not in uri, f"{label} uri must be printable ASCII without spaces")  # fmt: skip
+        _require("pin-value=" not in uri.lower(), f"{label} uri holds a pin-value: a PIN is never stored")
+        scheme = holder_scheme(uri)
+        if scheme not in HOLDER_SCHEMES:
+            raise UnknownHolderError(
+                f"holder {i + 1} has scheme {scheme or uri[:16]!r}, which this reader does not know "
+                f"(it knows {', '.join(HOLDER_SCHEMES)}); upgrade hatch-ovcrypt"
+            )
+        _require(uri not in (e.uri for e in entries), f"{label} repeats uri {uri!r}")
+        _require(isinstance(stanza, dict) and bool(stanza), f"{label} stanza must be a non-empty object")
+        for name, text in stanza.items():
+            _require(bool(_STANZA_FIELD.match(name)), f"{label} stanza field {name[:64]!r} is not a-z, 0-9, _ or -")
+            _require(isinstance(text, str) and len(text) <= MAX_STANZA_CHARS,
+                     f"{label} stanza field {name!r} must be a string of at most {MAX_STANZA_CHARS} chars")  # fmt: skip
+        entries.append(HolderEntry(uri, dict(stanza)))
+    return tuple(entries)
+
+
 @dataclass(frozen=True)
 class Manifest:
     generator: str
@@ -136,11 +201,15 @@ class Manifest:
     mac: str = ""
     # A version 1 manifest is verified against the body exactly as it was signed.
     signed_body: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # Who can unwrap the key (copied from the product's wrapped data key file); under the MAC. Absent when empty,
+    # so a package built without `data-key` has the same manifest as before holders existed.
+    holders: tuple[HolderEntry, ...] = ()
+    product: str | None = None  # the holders' context names the product (present exactly when holders are)
 
     def body(self) -> dict[str, Any]:
         if self.signed_body is not None:
             return self.signed_body
-        return {
+        body: dict[str, Any] = {
             "format": FORMAT,
             "generator": self.generator,
             "key_id": self.key_id,
@@ -149,10 +218,15 @@ class Manifest:
                 for name, model in sorted(self.models.items())
             },
         }
+        if self.holders:
+            body["holders"] = [holder.to_json() for holder in self.holders]
+            body["product"] = self.product
+        return body
 
     @forget_keys
     def signed(self, key: bytes) -> Manifest:
-        return Manifest(self.generator, self.key_id, self.models, compute_mac(key, self.body()))
+        return Manifest(self.generator, self.key_id, self.models, compute_mac(key, self.body()),
+                        holders=self.holders, product=self.product)  # fmt: skip
 
     def to_json(self) -> bytes:
         doc = {"_generated": f"generated by {self.generator} - do not edit", **self.body(), "mac": self.mac}
@@ -184,17 +258,19 @@ def parse_manifest(data: bytes) -> Manifest:
         raise ManifestError(f"{MANIFEST_NAME} is not valid JSON (truncated or edited); reinstall the package") from None
     try:
         return _parse(doc)
-    except _Invalid as exc:
+    except UnknownHolderError as exc:
+        raise ManifestError(f"{MANIFEST_NAME}: {exc}") from None
+    except Invalid as exc:
         raise ManifestError(f"{MANIFEST_NAME} is invalid: {exc}; reinstall the package") from None
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     pass
 
 
 def _require(ok: bool, problem: str) -> None:
     if not ok:
-        raise _Invalid(problem)
+        raise Invalid(problem)
 
 
 def _hex(value: Any, length: int) -> bool:
@@ -204,7 +280,7 @@ def _hex(value: Any, length: int) -> bool:
 def _parse(doc: Any) -> Manifest:
     _require(isinstance(doc, dict) and doc.get("format") in (FORMAT, FORMAT_V1), f"format is not {FORMAT}")
     v1 = doc["format"] == FORMAT_V1
-    extra = sorted(set(doc) - _TOP_KEYS - ({"key_env", "key_provider"} if v1 else set()))
+    extra = sorted(set(doc) - _TOP_KEYS - ({"key_env", "key_provider"} if v1 else {"holders", "product"}))
     _require(not extra, f"unknown field {extra[0]!r}" if extra else "")
     for name in ("generator", "key_id", "mac", *(("key_env",) if v1 else ())):
         _require(isinstance(doc.get(name), str), f"`{name}` must be a string")
@@ -223,7 +299,12 @@ def _parse(doc: Any) -> Manifest:
                  "`key_provider` must be null or 'module:function'")  # fmt: skip
         keys = ("format", "generator", "key_env", "key_provider", "key_id", "models")
         signed_body = {key: doc.get(key) for key in keys}
-    return Manifest(doc["generator"], doc["key_id"], models, doc["mac"], signed_body)
+    holders = () if v1 or "holders" not in doc else parse_holders(doc["holders"])
+    product = doc.get("product")
+    _require(("product" in doc) == bool(holders), "`product` and `holders` come together")
+    _require(product is None or (isinstance(product, str) and is_product_name(product)),
+             "`product` must be a project name")  # fmt: skip
+    return Manifest(doc["generator"], doc["key_id"], models, doc["mac"], signed_body, holders, product)
 
 
 def _parse_model(name: str, model: Any) -> ModelEntry:

@@ -2,9 +2,11 @@
 
 Lookup order for a key id: keys given to set_key, then the environment variable named in the
 manifest (one key or a comma-separated list), then the file named by `<variable>_FILE`, then the
-key provider. Several keys may be offered at once so that models under an old and a new key both
-load during a rotation. No message, repr or log line here ever contains key material, and no
-traceback of an error raised here holds a key in its frames' locals (`forget_keys`).
+key provider, then the manifest's key holders in order (`_holders`: an age identity, a KMS, an HSM),
+whose unwrapped data key is kept for later lookups. Several keys may be offered at once so that
+models under an old and a new key both load during a rotation. No message, repr or log line here
+ever contains key material, and no traceback of an error raised here holds a key in its frames'
+locals (`forget_keys`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import os
 import secrets
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from .._errors import KeyFormatError, KeyMissingError, OvcryptError, WrongKeyError
 from .._format.spec import KEY_SIZE, forget_keys, key_id
 from .._hardening import dont_dump_bytes
+
+if TYPE_CHECKING:
+    from .._format.manifest import HolderEntry
 
 KeyLike = bytes | bytearray | str
 KeyProvider = Callable[[str], KeyLike | None]
@@ -259,9 +265,14 @@ class KeyRing:
             yield PROVIDER_SOURCE, None if found is None else parse_key(found, PROVIDER_SOURCE)
 
     @forget_keys
-    def key_for(self, wanted: bytes, label: str) -> bytes:
+    def key_for(
+        self, wanted: bytes, label: str, holders: Sequence[HolderEntry] = (), product: str | None = None
+    ) -> bytes:
         """The key whose id is `wanted`; otherwise a KeyMissingError or WrongKeyError naming the ids offered and
-        where each came from (set_key(), $NAME, $NAME_FILE, the key provider)."""
+        where each came from (set_key(), $NAME, $NAME_FILE, the key provider, the data key's holders).
+
+        `holders` (the signed-to-be manifest's, for `product`) are asked last, in order; the data key one
+        gives is checked against `wanted`, and kept, so a KMS is asked once per process."""
         offered: dict[str, list[str]] = {}  # key ids by where they came from, in lookup order
         provider_had_none = False
         try:
@@ -278,13 +289,30 @@ class KeyRing:
                     ids.append(kid.hex())
         except (KeyFormatError, KeyMissingError) as exc:  # a bad variable or key file: say which file needed it
             raise type(exc)(f"{label}: {exc}") from None
+        holders_failed = ""
+        error: type[OvcryptError] = KeyMissingError
+        if holders:
+            from .holders import unwrap_first
+
+            try:
+                key = unwrap_first(holders, {"product": product or "", "key_id": wanted.hex()}, self.env_name, label)
+            except (KeyMissingError, WrongKeyError) as exc:
+                holders_failed, error = str(exc).removeprefix(f"{label}: "), type(exc)
+            else:
+                dont_dump_bytes(key)
+                with self._lock:
+                    self._keys[wanted] = _Secret(key)
+                return key
         declined = f"; {PROVIDER_SOURCE} returned None for it" if provider_had_none else ""
+        raw_sources = f"{self.env_name} (or {self.env_name}_FILE, a path to a file holding the key), or call set_key()"
         if not offered:
+            if holders_failed:  # WrongKeyError when a holder was reached but its key does not fit
+                raise error(f"{label}: {holders_failed}; or set the environment variable {raw_sources}{declined}")
             raise KeyMissingError(
-                f"{label}: no key found for key id {wanted.hex()}; set the environment variable {self.env_name} "
-                f"(or {self.env_name}_FILE, a path to a file holding the key), or call set_key(){declined}"
+                f"{label}: no key found for key id {wanted.hex()}; set the environment variable {raw_sources}{declined}"
             )
         sources = "; ".join(
             f"{source} offers key id{'s' if len(ids) > 1 else ''} {', '.join(ids)}" for source, ids in offered.items()
         )
-        raise WrongKeyError(f"{label}: needs key id {wanted.hex()}, but {sources}{declined}")
+        also = f"; and {holders_failed}" if holders_failed else ""
+        raise WrongKeyError(f"{label}: needs key id {wanted.hex()}, but {sources}{declined}{also}")

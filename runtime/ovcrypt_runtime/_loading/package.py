@@ -61,7 +61,7 @@ class Package:
         """The master key of key id `wanted`; on first use, the manifest's MAC is checked under it."""
         manifest = self.manifest
         self._check_key_id(wanted, label)
-        key = self.keyring.key_for(wanted, label)
+        key = self.keyring.key_for(wanted, label, manifest.holders, manifest.product)
         if not self._verified:
             manifest.verify(key)
             self._verified = True
