@@ -15,12 +15,14 @@ from typing import BinaryIO
 from . import __version__
 from . import runtime as _runtime_package
 from .checks import Plan, check_models, plan_of
-from .config import ConfigurationError, parse_options
+from .config import ConfigurationError, Options, parse_options
 from .runtime._atomic import atomic_writer
 from .runtime._layout import MANIFEST_NAME, MODELS_DIR
 from .runtime._manifest import FileEntry, Manifest, ModelEntry, file_identity
+from .runtime._signature import key_hint
 from .runtime._spec import DEFAULT_SEGMENT_SIZE, Role, forget_keys, key_id
 from .runtime._writer import PlaintextSource, encrypt
+from .signing import Signer, SigningError, sign_folder, signer_for
 from .sources import model_sources
 from .stubs import write_type_information
 
@@ -89,12 +91,18 @@ def copy_runtime(dest: Path) -> list[Path]:
     return written
 
 
-def render_settings(dest: Path, key_env: str, key_provider: str | None, extensions: tuple[str, ...]) -> None:
+def render_settings(
+    dest: Path, key_env: str, key_provider: str | None, extensions: tuple[str, ...],
+    publisher_keys: tuple[str, ...] = (),
+) -> None:  # fmt: skip
     """Write `_settings.py` with this product's values: they are code, so no manifest edit can choose them."""
     source = (RUNTIME_DIR / SETTINGS_MODULE).read_text("utf-8")
-    values = {"KEY_ENV": key_env, "KEY_PROVIDER": key_provider, "EXTENSIONS": tuple(extensions)}
+    values = {"KEY_ENV": key_env, "KEY_PROVIDER": key_provider, "EXTENSIONS": tuple(extensions),
+              "PUBLISHER_KEYS": tuple(publisher_keys)}  # fmt: skip
     for name, value in values.items():
-        source, count = re.subn(rf"^{name}: (.*) = .*$", rf"{name}: \1 = {value!r}", source, flags=re.M)
+        # A function, not a template: a PEM key's repr holds backslashes that a template would unescape.
+        line = lambda m, name=name, value=value: f"{name}: {m.group(1)} = {value!r}"  # noqa: E731
+        source, count = re.subn(rf"^{name}: (.*) = .*$", line, source, flags=re.M)
         assert count == 1, name
     (dest / SETTINGS_MODULE).write_text(GENERATED_HEADER + source, "utf-8")
 
@@ -105,8 +113,9 @@ def render_runtime_folder(
 ) -> Manifest:
     """Fill `dest` (an empty folder that becomes `<package>/_ovcrypt`) with runtime, models and manifest."""
     options = plan.options
+    signer = signer_for(options.signing_key, environ) if options.signing_key else None
     copy_runtime(dest)
-    render_settings(dest, options.key_env, options.key_provider, plan.extensions)
+    render_settings(dest, options.key_env, options.key_provider, plan.extensions, publisher_pems(options, signer))
     models = {}
     for spec in options.models:
         model = plan.models[spec.name]
@@ -117,7 +126,24 @@ def render_runtime_folder(
     manifest = Manifest(GENERATOR, key_id(plan.key).hex(), models).signed(plan.key)
     (dest / MANIFEST_NAME).write_bytes(manifest.to_json())
     write_type_information(dest, manifest, GENERATED_HEADER)
+    if signer is not None:
+        sign_folder(dest, signer)  # last: it names every file written above
     return manifest
+
+
+def publisher_pems(options: Options, signer: Signer | None) -> tuple[str, ...]:
+    """The publisher keys to pin (PEM text): `publisher-keys`, or the signing key's own public key. Raises
+    SigningError when the signing key is not among them (the product would refuse its own models)."""
+    if signer is None:
+        return ()
+    own = signer.public_pem().decode()
+    pems = tuple(path.read_text("ascii") for path in options.publisher_keys) or (own,)
+    if key_hint(own.encode()) not in {key_hint(pem.encode()) for pem in pems}:
+        raise SigningError(
+            f"signing-key {signer.uri}: its public key is not among `publisher-keys`; add its .pub file there, "
+            "or the product would refuse its own models"
+        )
+    return pems
 
 
 @forget_keys
