@@ -7,6 +7,7 @@ environment variable OVCRYPT_SIGNING_PIN. The module from `module-path=` or PKCS
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def parse_uri(uri: str) -> tuple[dict[str, str], dict[str, str]]:
 
 
 class Pkcs11Signer:
-    """Signs with CKM_ECDSA_SHA256 in the token; the raw r||s signature is re-encoded as DER (what DSSE carries)."""
+    """Signs the SHA-256 digest with CKM_ECDSA in the token; the raw r||s signature is re-encoded as DER (what DSSE carries)."""
 
     deterministic = False
 
@@ -39,7 +40,7 @@ class Pkcs11Signer:
         self._environ = dict(environ)
         if "token" not in self._attrs or "object" not in self._attrs:
             raise SigningError(f"signing-key {uri}: a pkcs11 URI needs token= and object= (RFC 7512)")
-        self._public = self._with_session(self._read_public)
+        self._public: bytes = self._with_session(self._read_public)
 
     def _module(self) -> str:
         module = self._params.get("module-path") or self._environ.get(MODULE_ENV)
@@ -99,6 +100,8 @@ class Pkcs11Signer:
             key = session.get_key(
                 object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, label=self._attrs["object"]
             )
-            return bytes(encode_ecdsa_signature(key.sign(message, mechanism=Mechanism.ECDSA_SHA256)))
+            # CKM_ECDSA over the SHA-256 digest: every token has it (SoftHSM2 has no CKM_ECDSA_SHA256).
+            digest = hashlib.sha256(message).digest()
+            return bytes(encode_ecdsa_signature(key.sign(digest, mechanism=Mechanism.ECDSA)))
 
         return bytes(self._with_session(sign))

@@ -1,6 +1,6 @@
 """`signing-key = "transit:KEYNAME[?mount=NAME]"`: an `ecdsa-p256` key of Vault/OpenBao transit, through hvac.
 
-The server from VAULT_ADDR/VAULT_TOKEN (or BAO_ADDR/BAO_TOKEN); the key never leaves it. Transit signs with a
+The server from VAULT_ADDR/VAULT_TOKEN[/VAULT_CACERT] (or BAO_*); the key never leaves it. Transit signs with a
 random nonce. The public key is the key's latest version's, as `transit/keys/NAME` reports it.
 """
 
@@ -32,7 +32,8 @@ class TransitSigner:
             import hvac  # type: ignore[import-untyped]
         except ImportError:
             raise SigningError(f"signing-key {uri}: needs hvac: pip install 'hatch-ovcrypt[transit]'") from None
-        self._client = hvac.Client(url=address, token=token)
+        cacert = environ.get("VAULT_CACERT") or environ.get("BAO_CACERT")
+        self._client = hvac.Client(url=address, token=token, verify=cacert or True)
         key = self._call(lambda t: t.read_key(name=self.key, mount_point=self.mount))["data"]
         if key.get("type") != "ecdsa-p256":
             raise SigningError(f"signing-key {uri}: is a {key.get('type')} key; signing needs type=ecdsa-p256")
