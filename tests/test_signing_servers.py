@@ -37,7 +37,8 @@ def hsm_key(softhsm: SoftHsm) -> str:  # noqa: F811
             KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
         )
         params.generate_keypair(store=True, label="publisher")
-    return f"pkcs11:token={softhsm.label};object=publisher?module-path={softhsm.module}&pin-source=file:{softhsm.pin_file}"
+    query = f"module-path={softhsm.module}&pin-source=file:{softhsm.pin_file}"
+    return f"pkcs11:token={softhsm.label};object=publisher?{query}"
 
 
 def render_twice(tmp_path: Path, uri: str, environ: dict[str, str]) -> tuple[Path, Path]:
@@ -81,7 +82,7 @@ def test_pkcs11_errors_are_one_line_without_the_pin(hsm_key: str, softhsm: SoftH
         signer_for(hsm_key.replace("object=publisher", "object=nobody"), os.environ)
     assert "\n" not in str(info.value) and softhsm.pin not in str(info.value)
     assert_no_key_in_locals(info.value, softhsm.pin, softhsm.pin.encode())
-    bare = hsm_key.split("&pin-source=")[0]
+    bare = hsm_key.split("&pin-source=", maxsplit=1)[0]
     with pytest.raises(SigningError, match="no PIN: add pin-source=file:PATH to the URI, or set OVCRYPT_SIGNING_PIN"):
         signer_for(bare, {})
     wrong_pin = signer_for(bare, {"OVCRYPT_SIGNING_PIN": softhsm.pin})  # the PIN from the environment works

@@ -30,7 +30,7 @@ def parse_uri(uri: str) -> tuple[dict[str, str], dict[str, str]]:
 
 
 class Pkcs11Signer:
-    """Signs the SHA-256 digest with CKM_ECDSA in the token; the raw r||s signature is re-encoded as DER (what DSSE carries)."""
+    """Signs the SHA-256 digest with CKM_ECDSA in the token; its raw r||s is re-encoded as DER (what DSSE carries)."""
 
     deterministic = False
 
