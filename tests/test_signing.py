@@ -26,6 +26,7 @@ from hatch_ovcrypt.signing import SigningError
 from hatch_ovcrypt.writer import encrypt_file, render_table
 from tests.helpers import build_wheel, encrypted_path, make_ir, only_wheel, unpack, write_product
 from tests.keyscan import assert_no_key_in_locals
+from tests.test_cpp import Programs, assert_refused_one_line, dump, programs  # noqa: F401  (a session fixture)
 
 PACKAGE = "acme_vision"
 MODEL_SIGNING = Path(sys.executable).parent / "model_signing"
@@ -168,17 +169,21 @@ def test_manifest_swapped_under_the_publisher_signature_is_refused(signed: Produ
     assert done.returncode != 0 and "manifest.json is not the one the publisher signed" in done.stderr
 
 
-def test_one_file_forged_with_the_same_salt_and_size_is_refused(signed: Product, tmp_path: Path) -> None:
+def forge_one_file(product: Product, dest: Path) -> Path:
     """With the model key one can write other weights into a file whose header matches the signed manifest's
     entry (name, role, salt, size): only its SHA-256, which the signature covers, tells it apart."""
-    folder = signed.fresh_copy(tmp_path / "site")
+    folder = product.fresh_copy(dest / "site")
     entry = parse_manifest((folder / MANIFEST_NAME).read_bytes()).models["det"].files["det.bin"]
-    other = make_ir(tmp_path / "other" / "det.xml", seed=7)
-    target = encrypted_path(folder, "det", Role.BIN)
-    forged = encrypt_file(signed.key, FileSource(other.with_suffix(".bin")), tmp_path / "det.bin.ovc",
+    other = make_ir(dest / "other" / "det.xml", seed=7)
+    forged = encrypt_file(product.key, FileSource(other.with_suffix(".bin")), dest / "det.bin.ovc",
                           name="det", role=Role.BIN, salt=bytes.fromhex(entry.salt))  # fmt: skip
     assert forged.size == entry.size and forged.salt == entry.salt and forged.sha256 != entry.sha256
-    shutil.copy(tmp_path / "det.bin.ovc", target)
+    shutil.copy(dest / "det.bin.ovc", encrypted_path(folder, "det", Role.BIN))
+    return folder
+
+
+def test_one_file_forged_with_the_same_salt_and_size_is_refused(signed: Product, tmp_path: Path) -> None:
+    folder = forge_one_file(signed, tmp_path)
     done = load(folder.parent.parent, signed.key)
     assert done.returncode != 0 and "is not the file the publisher signed" in done.stderr, done.stderr
     assert verify_cli(folder, signed.key).returncode != 0
@@ -261,3 +266,34 @@ def test_signature_error_is_an_ovcrypt_error() -> None:
     from hatch_ovcrypt.runtime._errors import OvcryptError
 
     assert issubclass(SignatureError, OvcryptError)
+
+
+def test_cpp_reader_checks_the_signature(programs: Programs, signed: Product, tmp_path: Path) -> None:  # noqa: F811
+    """The C++ reader (`ovcrypt_dump --publisher-key PEM`) reads the publisher's package and refuses the forgery,
+    the unsigned package, a manifest swapped under the signature and a forged file, each with one line."""
+    pub = str(signed.root / "keys" / "publisher.pem.pub")
+    tools = programs
+    ok = dump(tools, signed.folder, "det", "--publisher-key", pub, key=signed.key)
+    assert ok.code == 0 and "compiled det" in ok.stdout, ok.stderr
+    attacker = tmp_path / "a" / "attacker.pem"
+    attacker.parent.mkdir()
+    keygen(attacker)
+    forged = forge(signed, tmp_path / "a", signer=attacker)
+    line = assert_refused_one_line(dump(tools, forged, "det", "--publisher-key", pub, key=signed.key), "SignatureError")
+    assert "model.sig does not verify under any of the 1 publisher key(s)" in line
+    unsigned = forge(signed, tmp_path / "u", signer=None)
+    refused = dump(tools, unsigned, "det", "--publisher-key", pub, key=signed.key)
+    line = assert_refused_one_line(refused, "SignatureError")
+    assert "has no model.sig" in line
+    swapped = forge(signed, tmp_path / "s", signer=None)
+    shutil.copy(signed.folder / SIGNATURE_NAME, swapped / SIGNATURE_NAME)
+    line = assert_refused_one_line(dump(tools, swapped, "det", "--publisher-key", pub), "SignatureError")  # no key
+    assert "manifest.json is not the one the publisher signed" in line
+    # Rotation: either of two pinned keys will do; without --publisher-key the reader behaves as before.
+    rotated = dump(tools, signed.folder, "det", "--publisher-key", str(attacker) + ".pub", "--publisher-key", pub,
+                   key=signed.key)  # fmt: skip
+    assert rotated.code == 0, rotated.stderr
+    assert dump(tools, forged, "det", key=signed.key).code == 0
+    one_file = forge_one_file(signed, tmp_path / "f")
+    line = assert_refused_one_line(dump(tools, one_file, "det", "--publisher-key", pub), "SignatureError")
+    assert "det.bin.ovc: is not the file the publisher signed" in line
