@@ -2,7 +2,7 @@
 
 The signature is the OpenSSF model-signing format (model-signing 1.1.1, key mode), so that
 `model_signing verify key <_ovcrypt> --signature <_ovcrypt>/model.sig --public_key PUB.pem` accepts an
-installed folder (docs/FORMAT.md §7):
+installed folder (docs/FORMAT.md §5.3):
 
 - a Sigstore bundle v0.3 (JSON) whose `dsseEnvelope` holds one ECDSA P-256 / SHA-256 signature (DER)
   over the DSSE pre-authentication encoding (PAE) of

@@ -1,4 +1,4 @@
-// The publisher's signature of a package (docs/FORMAT.md section 7): `model.sig` beside manifest.json, a
+// The publisher's signature of a package (docs/FORMAT.md section 5.3): `model.sig` beside manifest.json, a
 // Sigstore bundle v0.3 (the OpenSSF model-signing format) whose DSSE envelope holds an ECDSA P-256 / SHA-256
 // signature over the pre-authentication encoding of an in-toto statement that names every file of the
 // folder by SHA-256, manifest.json among them. The caller pins the publisher's public keys (PEM); a
