@@ -15,14 +15,13 @@ from typing import BinaryIO
 from . import __version__
 from . import runtime as _runtime_package
 from .checks import Plan, check_models, plan_of
-from .config import ConfigurationError, Options, parse_options
+from .config import ConfigurationError, parse_options
 from .runtime._atomic import atomic_writer
 from .runtime._layout import MANIFEST_NAME, MODELS_DIR
 from .runtime._manifest import FileEntry, Manifest, ModelEntry, file_identity
-from .runtime._signature import key_hint
 from .runtime._spec import DEFAULT_SEGMENT_SIZE, Role, forget_keys, key_id
 from .runtime._writer import PlaintextSource, encrypt
-from .signing import Signer, SigningError, sign_folder, signer_for
+from .signing import publisher_pems, sign_folder, signer_for
 from .sources import model_sources
 from .stubs import write_type_information
 
@@ -115,7 +114,8 @@ def render_runtime_folder(
     options = plan.options
     signer = signer_for(options.signing_key, environ) if options.signing_key else None
     copy_runtime(dest)
-    render_settings(dest, options.key_env, options.key_provider, plan.extensions, publisher_pems(options, signer))
+    pems = publisher_pems(signer, options.publisher_keys) if signer else ()
+    render_settings(dest, options.key_env, options.key_provider, plan.extensions, pems)
     models = {}
     for spec in options.models:
         model = plan.models[spec.name]
@@ -129,21 +129,6 @@ def render_runtime_folder(
     if signer is not None:
         sign_folder(dest, signer)  # last: it names every file written above
     return manifest
-
-
-def publisher_pems(options: Options, signer: Signer | None) -> tuple[str, ...]:
-    """The publisher keys to pin (PEM text): `publisher-keys`, or the signing key's own public key. Raises
-    SigningError when the signing key is not among them (the product would refuse its own models)."""
-    if signer is None:
-        return ()
-    own = signer.public_pem().decode()
-    pems = tuple(path.read_text("ascii") for path in options.publisher_keys) or (own,)
-    if key_hint(own.encode()) not in {key_hint(pem.encode()) for pem in pems}:
-        raise SigningError(
-            f"signing-key {signer.uri}: its public key is not among `publisher-keys`; add its .pub file there, "
-            "or the product would refuse its own models"
-        )
-    return pems
 
 
 @forget_keys

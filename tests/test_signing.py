@@ -126,7 +126,7 @@ def test_signed_product_loads_and_pins_its_signing_key(signed: Product) -> None:
     done = load(signed.site, signed.key)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr
     ok = verify_cli(signed.folder, signed.key)
-    assert ok.returncode == 0 and "signed by its publisher" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and "and by its publisher (1 key(s) checked)" in ok.stdout, ok.stderr
 
 
 def test_model_signing_verifies_the_installed_folder(signed: Product, tmp_path: Path) -> None:
@@ -297,3 +297,21 @@ def test_cpp_reader_checks_the_signature(programs: Programs, signed: Product, tm
     one_file = forge_one_file(signed, tmp_path / "f")
     line = assert_refused_one_line(dump(tools, one_file, "det", "--publisher-key", pub), "SignatureError")
     assert "det.bin.ovc: is not the file the publisher signed" in line
+
+
+def test_check_reports_the_signing_settings_and_refuses_a_bad_key(tmp_path: Path) -> None:
+    """`hatch-ovcrypt check` reaches the signer as the build would: a bad key is one line, before any build."""
+    make_ir(tmp_path / "models" / "det.xml")
+    (tmp_path / "keys").mkdir()
+    keygen(tmp_path / "keys" / "publisher.pem")
+    (tmp_path / "keys" / "bad.pem").write_text("not a key\n")
+    env = {**os.environ, "OVCRYPT_KEY": secrets.token_hex(32)}
+    check = [sys.executable, "-m", "hatch_ovcrypt", "check", str(tmp_path)]
+    write_product(tmp_path, {"det": "models/det.xml"}, extra_hook_options='signing-key = "file:keys/publisher.pem"')
+    ok = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "signing-key" in ok.stdout and "publisher-keys         the signing key's own" in ok.stdout
+    write_product(tmp_path, {"det": "models/det.xml"}, extra_hook_options='signing-key = "file:keys/bad.pem"')
+    bad = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
+    assert bad.returncode != 0
+    assert "signing-key` file:" in bad.stderr and "is not an unencrypted PEM private key" in bad.stderr

@@ -127,8 +127,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             fail(str(problem))
         failed += len(problems)
         if not problems:
-            signed = f", signed by its publisher ({len(pinned)} key(s) checked)" if pinned else ""
-            print(f"ok: {folder.label} (under key id {folder.manifest.key_id}{signed}, lists every file as it is)")
+            by = f", and by its publisher ({len(pinned)} key(s) checked)" if pinned else ""
+            kid = folder.manifest.key_id
+            print(f"ok: {folder.label} (signed under key id {kid}{by}, lists every file as it is)")
     for path in files:
         try:
             header = authenticate(path, keys.key_for)

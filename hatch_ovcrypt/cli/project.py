@@ -92,6 +92,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         "package": plan.package, "key-env": options.key_env, "key-provider": options.key_provider or "none",
         "segment-size": options.segment_size, "extensions": ", ".join(plan.extensions) or "none",
         "allow-plaintext-sdist": str(options.allow_plaintext_sdist).lower(),
+        "signing-key": options.signing_key or "none (the models are not signed)",
+        "publisher-keys": ", ".join(display_path(p, root) for p in options.publisher_keys)
+        or ("the signing key's own" if options.signing_key else "none"),
     }  # fmt: skip
     for name, value in settings.items():
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")

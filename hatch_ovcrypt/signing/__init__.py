@@ -22,7 +22,7 @@ from typing import Protocol
 
 from ..runtime._errors import SignatureError
 from ..runtime._layout import SIGNATURE_NAME
-from ..runtime._signature import PYCACHE, bundle, ignored_paths, statement
+from ..runtime._signature import PYCACHE, bundle, ignored_paths, key_hint, statement
 
 SCHEMES = ("file:", "pkcs11:", "transit:")
 FOLDER_NAME = "_ovcrypt"  # the statement's subject: the folder's name, as model-signing names it
@@ -62,6 +62,21 @@ def signer_for(uri: str, environ: Mapping[str, str] | None = None) -> Signer:
 
         return TransitSigner(uri, env)
     raise SigningError(f"signing-key {uri!r}: must start with one of {', '.join(SCHEMES)}")
+
+
+def publisher_pems(signer: Signer, publisher_keys: tuple[Path, ...]) -> tuple[str, ...]:
+    """The publisher keys to pin (PEM text): the `publisher-keys` files, or the signing key's own public key.
+
+    Raises SigningError when the signing key is not among them: the product would refuse its own models.
+    """
+    own = signer.public_pem().decode()
+    pems = tuple(path.read_text("ascii") for path in publisher_keys) or (own,)
+    if key_hint(own.encode()) not in {key_hint(pem.encode()) for pem in pems}:
+        raise SigningError(
+            f"signing-key {signer.uri}: its public key is not among `publisher-keys`; add its .pub file there, "
+            "or the product would refuse its own models"
+        )
+    return pems
 
 
 def folder_files(folder: Path) -> tuple[dict[str, str], list[str]]:
