@@ -251,10 +251,12 @@ def test_configuration_errors(tmp_path: Path) -> None:
 
 
 def test_build_output_has_no_private_key(signed: Product, tmp_path: Path) -> None:
-    """The build's output and the wheel never hold the private key (nor its PEM)."""
+    """The build's output and the wheel never hold the private key (nor its PEM); a rebuild is byte-identical."""
     private = (signed.root / "keys" / "publisher.pem").read_text()
     body = "".join(private.strip().splitlines()[1:-1])
     done = build_wheel(signed.root, {"OVCRYPT_KEY": signed.key.hex()}, outdir=tmp_path)
+    # Deterministic ECDSA: the rebuilt wheel is byte-identical, model.sig included.
+    assert only_wheel(tmp_path).read_bytes() == only_wheel(signed.root / "dist").read_bytes()
     assert "PRIVATE KEY" not in done.stdout + done.stderr and body[:40] not in done.stdout + done.stderr
     for path in signed.site.rglob("*"):
         if path.is_file():
