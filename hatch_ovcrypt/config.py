@@ -7,6 +7,8 @@
     data-key = "keys/models.datakey"                 # optional: the data key, wrapped for its key holders
     segment-size = 1048576                           # 1 MiB .. 4 MiB
     extensions = ["openvino_tokenizers"]             # modules imported before OpenVINO reads an IR
+    signing-key = "file:keys/publisher.pem"          # optional: sign the folder (file:, pkcs11:, transit: URI)
+    publisher-keys = ["keys/publisher.pub"]          # keys the runtime pins (default: the signing key's own)
 
     [tool.hatch.build.hooks.ovcrypt.models]
     detector = "models/detector.xml"                 # an IR .xml; the .bin beside it, same stem
@@ -49,6 +51,7 @@ RESERVED_KEYS = frozenset(
 )
 KNOWN_KEYS = frozenset(
     {"models", "package", "key-env", "key-provider", "data-key", "segment-size", "allow-plaintext-sdist", "extensions"}
+    | {"signing-key", "publisher-keys"}  # publisher signatures
 )
 # A model table names exactly one of these; each takes its own further options.
 MODEL_SOURCES = {
@@ -124,6 +127,8 @@ class Options:
     location: str
     extensions: tuple[str, ...] = ()
     data_key: Path | None = None  # the wrapped data key file (`data-key`): the build unwraps it through its holders
+    signing_key: str | None = None  # a signer URI; `file:` paths made absolute
+    publisher_keys: tuple[Path, ...] = ()
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -192,6 +197,8 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
         problem("extensions", 'must be a list of importable module names, such as ["openvino_tokenizers"]')
         extensions = []
 
+    signing_key, publisher_keys = _signing_options(raw, root, problem)
+
     models: list[ModelSpec] = []
     raw_models = raw.get("models")
     if raw_models is None:
@@ -212,9 +219,40 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
 
     options = Options(
         tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location, tuple(extensions),
-        _resolve(root, data_key) if data_key is not None else None,
+        _resolve(root, data_key) if data_key is not None else None, signing_key, publisher_keys,
     )  # fmt: skip
     return options, problems
+
+
+def _signing_options(raw: Mapping[str, Any], root: Path, problem: Any) -> tuple[str | None, tuple[Path, ...]]:
+    """`signing-key` (a signer URI; a `file:` path is made absolute against the project) and `publisher-keys`
+    (PEM ECDSA P-256 public keys, relative to the project)."""
+    from ovcrypt_runtime._errors import SignatureError
+    from ovcrypt_runtime._keys.signature import load_public_key
+
+    signing_key = raw.get("signing-key")
+    schemes = ("file:", "pkcs11:", "transit:")
+    if signing_key is not None and not (isinstance(signing_key, str) and signing_key.startswith(schemes)):
+        problem("signing-key", 'must be a URI: "file:keys/publisher.pem", "pkcs11:token=...;object=..." or '
+                               '"transit:KEYNAME"')  # fmt: skip
+        signing_key = None
+    if isinstance(signing_key, str) and signing_key.startswith("file:"):
+        signing_key = f"file:{root / signing_key[len('file:'):]}"
+    raw_keys = raw.get("publisher-keys", [])
+    if not isinstance(raw_keys, list) or not all(isinstance(k, str) for k in raw_keys):
+        problem("publisher-keys", 'must be a list of PEM public key files, such as ["keys/publisher.pub"]')
+        return signing_key, ()
+    keys = tuple(root / k for k in raw_keys)
+    for raw_key, path in zip(raw_keys, keys, strict=True):
+        try:
+            load_public_key(path.read_bytes(), raw_key)
+        except OSError as exc:
+            problem("publisher-keys", f"names {raw_key}, which cannot be read ({exc.strerror})")
+        except SignatureError as exc:
+            problem("publisher-keys", f"names {exc}")
+    if keys and signing_key is None:
+        problem("publisher-keys", "needs `signing-key`: a product that pins publisher keys must be signed")
+    return signing_key, keys
 
 
 def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Problem]) -> ModelSpec | None:

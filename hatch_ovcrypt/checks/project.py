@@ -59,6 +59,7 @@ def check_project(
     plans, found = check_models(options, root, environ, from_sdist)
     problems += found
     key, datakey = _build_key(options, environ, problems)
+    problems += check_signing(options, environ, location)
     # Files the wheel selects, and the user's force-include (hatchling applies no `exclude` to those).
     selected = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_selected_project_files()}
     forced = {Path(f.path).resolve(): f.distribution_path for f in builder.recurse_forced_files(
@@ -74,6 +75,21 @@ def check_project(
     if problems or package is None or key is None:
         return None, problems
     return plan_of(options, package, key, plans, new_package, datakey), problems
+
+
+def check_signing(options: Options, environ: Mapping[str, str], location: str) -> list[Problem]:
+    """The signing key can be used and is among the pinned publisher keys : reached once, here."""
+    if options.signing_key is None:
+        return []
+    from ovcrypt_runtime._errors import SignatureError
+
+    from ..signing import publisher_pems, signer_for
+
+    try:
+        publisher_pems(signer_for(options.signing_key, environ), options.publisher_keys)
+    except SignatureError as exc:
+        return [Problem(f"{location}.signing-key", str(exc).removeprefix("signing-key "))]
+    return []
 
 
 def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:

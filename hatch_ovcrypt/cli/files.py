@@ -112,16 +112,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     files = encrypted_files(args.paths)
+    publisher_keys = read_publisher_keys(args.publisher_key or [])
     keys = keys_from_args(args)
     failed = 0
     folders = package_folders(files)
     for folder in folders.values():
         problems = folder.problems(keys.key_for)  # every one of them, not only the first
+        pinned = publisher_keys or folder.pinned_keys()
+        if pinned:
+            try:
+                folder.verify_signature(pinned)
+            except OvcryptError as exc:
+                problems.insert(0, exc)
         for problem in problems:
             fail(str(problem))
         failed += len(problems)
         if not problems:
-            print(f"ok: {folder.label} (signed under key id {folder.manifest.key_id}, lists every file as it is)")
+            by = f", and by its publisher ({len(pinned)} key(s) checked)" if pinned else ""
+            kid = folder.manifest.key_id
+            print(f"ok: {folder.label} (signed under key id {kid}{by}, lists every file as it is)")
     for path in files:
         try:
             header = authenticate(path, keys.key_for)
@@ -136,6 +145,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if failed:
         fail(f"{failed} check(s) failed")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def read_publisher_keys(paths: list[str]) -> tuple[str, ...]:
+    """`--publisher-key` files, as PEM text, each checked to be an ECDSA P-256 public key (UsageError)."""
+    from ovcrypt_runtime._keys.signature import load_public_key
+
+    pems = []
+    for name in paths:
+        try:
+            pem = Path(name).read_text("ascii")
+            load_public_key(pem, f"--publisher-key {name}")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--publisher-key {name}: cannot be read ({exc})") from None
+        except OvcryptError as exc:
+            raise UsageError(str(exc)) from None
+        pems.append(pem)
+    return tuple(pems)
 
 
 def plain_name(header: Header) -> str:
@@ -199,6 +225,10 @@ def register(make: VerbFactory) -> None:
     sub.add_argument("paths", nargs="+", metavar="PATH", help="encrypted files, or folders holding them")
     sub = make("verify", cmd_verify, "authenticate every segment of encrypted files (and their manifest) with the key")
     sub.add_argument("paths", nargs="+", metavar="PATH", help="encrypted files, or folders holding them")
+    sub.add_argument(
+        "--publisher-key", action="append", metavar="PEM",
+        help="check each package's model.sig under this public key (repeatable; default: the keys the package pins)",
+    )  # fmt: skip
     add_key_options(sub)
     sub = make("decrypt", cmd_decrypt, "export plaintext for debugging (<name>.xml / .bin); never overwrites")
     sub.add_argument("paths", nargs="+", metavar="PATH", help="encrypted files, or folders holding them")

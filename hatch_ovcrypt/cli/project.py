@@ -16,6 +16,8 @@ from .common import EXIT_OK, CheckFailed, UsageError, VerbFactory
 def cmd_keygen(args: argparse.Namespace) -> int:
     from ovcrypt_runtime._keys.sources import generate_key
 
+    if args.signing:
+        return _keygen_signing(args.out)
     key = generate_key()
     if args.out is None:
         print(key)
@@ -29,6 +31,20 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         f.write(key + "\n")
     os.chmod(out, 0o600)
     print(f"wrote a new key to {out} (mode 0600)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _keygen_signing(out: str | None) -> int:
+    from ..signing.file import generate_pair
+
+    if out is None:
+        raise UsageError("keygen --signing needs --out FILE (the private key; the public key goes to FILE.pub)")
+    try:
+        pub = generate_pair(Path(out))
+    except FileExistsError as exc:
+        raise UsageError(f"{exc.args[0]} exists; refusing to overwrite a key file") from None
+    print(f"wrote a new ECDSA P-256 signing key to {out} (mode 0600) and its public key to {pub}", file=sys.stderr)
+    print(f'use it with: signing-key = "file:{out}" and publisher-keys = ["{pub}"]', file=sys.stderr)
     return EXIT_OK
 
 
@@ -81,6 +97,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         "package": plan.package, "key-env": options.key_env, "key-provider": options.key_provider or "none",
         "segment-size": options.segment_size, "extensions": ", ".join(plan.extensions) or "none",
         "allow-plaintext-sdist": str(options.allow_plaintext_sdist).lower(),
+        "signing-key": options.signing_key or "none (the models are not signed)",
+        "publisher-keys": ", ".join(display_path(p, root) for p in options.publisher_keys)
+        or ("the signing key's own" if options.signing_key else "none"),
     }  # fmt: skip
     for name, value in settings.items():
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
@@ -168,3 +187,6 @@ def register(make: VerbFactory) -> None:
     sub.add_argument("--key-env", metavar="NAME", help="check as if the table said key-env = NAME")
     sub = make("keygen", cmd_keygen, "print a new 256-bit key (64 hex characters), or write it with mode 0600")
     sub.add_argument("--out", metavar="FILE", help="write the key to FILE (mode 0600) instead of printing it")
+    sub.add_argument(
+        "--signing", action="store_true", help="make a publisher key pair instead: FILE and FILE.pub (ECDSA P-256)"
+    )

@@ -22,6 +22,7 @@ from ovcrypt_runtime._format.writer import PlaintextSource, encrypt
 from .. import __version__
 from ..checks.project import Plan, check_models, plan_of
 from ..config import ConfigurationError, parse_options
+from ..signing import publisher_pems, sign_folder, signer_for
 from ..sources.models import model_sources
 from .stubs import write_type_information
 from .vendoring import RUNTIME_DIR, RuntimeParts, runtime_modules
@@ -91,7 +92,10 @@ def copy_runtime(dest: Path, parts: RuntimeParts) -> list[Path]:
     return written
 
 
-def render_settings(dest: Path, key_env: str, key_provider: str | None, extensions: tuple[str, ...]) -> None:
+def render_settings(
+    dest: Path, key_env: str, key_provider: str | None, extensions: tuple[str, ...],
+    publisher_keys: tuple[str, ...] = (),
+) -> None:  # fmt: skip
     """Write `_settings.py` with this product's values: they are code, so no manifest edit can choose them.
 
     Each value goes in as its `repr`, inserted verbatim (never as a `re` template, which would rewrite its
@@ -99,7 +103,10 @@ def render_settings(dest: Path, key_env: str, key_provider: str | None, extensio
     nothing is written.
     """
     template = (RUNTIME_DIR / SETTINGS_MODULE).read_text("utf-8")
-    values: dict[str, object] = {"KEY_ENV": key_env, "KEY_PROVIDER": key_provider, "EXTENSIONS": tuple(extensions)}
+    values: dict[str, object] = {
+        "KEY_ENV": key_env, "KEY_PROVIDER": key_provider, "EXTENSIONS": tuple(extensions),
+        "PUBLISHER_KEYS": tuple(publisher_keys),
+    }  # fmt: skip
     source = template
     for name, value in values.items():
 
@@ -135,8 +142,10 @@ def render_runtime_folder(
     """Fill `dest` (an empty folder that becomes `<package>/_ovcrypt`) with runtime, models and manifest."""
     options = plan.options
     parts = RuntimeParts.of(plan)
+    signer = signer_for(options.signing_key, environ) if options.signing_key else None
     copy_runtime(dest, parts)
-    render_settings(dest, options.key_env, options.key_provider, plan.extensions)
+    pems = publisher_pems(signer, options.publisher_keys) if signer else ()
+    render_settings(dest, options.key_env, options.key_provider, plan.extensions, pems)
     models = {}
     for spec in options.models:
         model = plan.models[spec.name]
@@ -150,6 +159,8 @@ def render_runtime_folder(
     manifest = Manifest(GENERATOR, key_id(plan.key).hex(), models, holders=holders, product=product).signed(plan.key)
     (dest / MANIFEST_NAME).write_bytes(manifest.to_json())
     write_type_information(dest, manifest, GENERATED_HEADER, parts)
+    if signer is not None:
+        sign_folder(dest, signer)  # last: it names every file written above
     return manifest
 
 

@@ -36,6 +36,10 @@ class ManifestError(IntegrityError):
     """The manifest is missing, malformed, edited, or points outside its package."""
 
 
+class SignatureError(OvcryptError):
+    """The package's publisher signature is missing or does not verify under a publisher key its runtime pins."""
+
+
 class ModelNotFoundError(OvcryptError, KeyError):
     """The package holds no model of that name."""
 

@@ -1,7 +1,7 @@
 """How this package finds its key: settings generated for the product by its build.
 
 In a product's wheel, the build generated this file for that product from its hook table (`key-env`,
-`key-provider`, `extensions`), so the values below are the product's own. Only in the hatch-ovcrypt
+`key-provider`, `extensions`, `publisher-keys`), so the values below are the product's own. Only in the hatch-ovcrypt
 source tree, where no build has generated it, are they the defaults.
 
 These settings are code, not manifest data, on purpose: the manifest can only be authenticated once a
@@ -18,3 +18,6 @@ KEY_ENV: str = "OVCRYPT_KEY"
 KEY_PROVIDER: str | None = None
 # Modules imported before OpenVINO reads an IR, so extension ops (tokenizers) are known.
 EXTENSIONS: tuple[str, ...] = ()
+# Publisher public keys (PEM, ECDSA P-256): when any, the package's model.sig must verify under one of them
+# before anything is decrypted (docs/SECURITY.md, "Publisher signatures"). Empty: no signature is checked.
+PUBLISHER_KEYS: tuple[str, ...] = ()

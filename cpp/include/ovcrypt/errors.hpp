@@ -40,6 +40,7 @@ OVCRYPT_DEFINE_ERROR(FormatError, IntegrityError)
 OVCRYPT_DEFINE_ERROR(ManifestError, IntegrityError)
 OVCRYPT_DEFINE_ERROR(ModelNotFoundError, Error)
 OVCRYPT_DEFINE_ERROR(UnsafeConfigError, Error)
+OVCRYPT_DEFINE_ERROR(SignatureError, Error)
 
 #undef OVCRYPT_DEFINE_ERROR
 

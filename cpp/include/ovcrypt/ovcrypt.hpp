@@ -15,6 +15,7 @@
 //   model.hpp      what a model's files are called (manifest schema, kinds and parts)
 //   manifest.hpp   section 5: manifest.json v1 and v2, and its MAC
 //   package.hpp    a package's _ovcrypt folder, or a plain folder of .ovc files
+//   signature.hpp  section 5.3: the publisher's signature (model.sig), checked under pinned public keys
 //   openvino.hpp   decrypted weights in an ov::Tensor, read_model and compile_model
 //   errors.hpp     the exception hierarchy, mirroring the Python runtime's
 #pragma once
@@ -29,3 +30,4 @@
 #include "model.hpp"
 #include "openvino.hpp"
 #include "package.hpp"
+#include "signature.hpp"

@@ -7,6 +7,7 @@ is built from the plaintext (an OpenVINO model, a GenAI pipeline) is `_runtime`'
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .. import _settings
-from .._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFoundError
-from .._format.layout import MANIFEST_NAME, MODELS_DIR
+from .._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFoundError, SignatureError
+from .._format.layout import MANIFEST_NAME, MODELS_DIR, SIGNATURE_NAME
 from .._format.manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
 from .._format.spec import forget_keys
+from .._keys import signature as _signature
 from .._keys.sources import KeyLike, KeyRing
 from .loader import Locked, check_expected_size, decrypt_locked, read_locked
 
@@ -53,7 +55,15 @@ class Package:
                 resource = self._root / MANIFEST_NAME
                 if not resource.is_file():
                     raise ManifestError(f"{self.package}: {MANIFEST_NAME} is missing; reinstall the package")
-                self._manifest = parse_manifest(resource.read_bytes())
+                data = resource.read_bytes()
+                if _settings.PUBLISHER_KEYS:
+                    # Before the manifest is parsed or any key is looked up: only the publisher's folders pass.
+                    signature = self._root / SIGNATURE_NAME
+                    _signature.verify_signature(
+                        signature.read_bytes() if signature.is_file() else None,
+                        data, _settings.PUBLISHER_KEYS, self.package,
+                    )  # fmt: skip
+                self._manifest = parse_manifest(data)
             return self._manifest
 
     @forget_keys
@@ -117,8 +127,24 @@ class Package:
         Raises the runtime's errors: ModelNotFoundError, KeyMissingError/WrongKeyError, IntegrityError;
         and whatever `before_decrypt()` raises (decrypt_file).
         """
+        if _settings.PUBLISHER_KEYS:
+            self._check_signed_digest(name, path)
         with self._open(name, path) as (f, locked, label):
             return decrypt_locked(f, locked, label, bounded=True, before_decrypt=before_decrypt)
+
+    def _check_signed_digest(self, name: str, path: str) -> None:
+        """The encrypted file must be byte for byte the one the signed manifest lists (SignatureError), before its
+        key is looked up: a holder of the model key can make other ciphertext with the same salt and size."""
+        resource, label, entry, _ = self._resource(name, path)
+        digest = hashlib.sha256()
+        with resource.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != entry.sha256:
+            raise SignatureError(
+                f"{label}: is not the file the publisher signed (its SHA-256 differs from the signed manifest's); "
+                "reinstall the package from the publisher's release"
+            )
 
     @contextlib.contextmanager
     def _open(self, name: str, path: str) -> Iterator[tuple[IO[bytes], Locked, str]]:
