@@ -167,10 +167,10 @@ def test_an_editable_install_of_the_plugin_imports_the_runtime_from_the_source_t
 # --- each product ships only what its models use ----------------------------------------------------
 
 COMBINATIONS = {
-    "ir": RuntimeParts(pipelines=False, openssl=False, holders=False),
-    "ir+openssl": RuntimeParts(pipelines=False, openssl=True, holders=False),
-    "folder": RuntimeParts(pipelines=True, openssl=False, holders=False),
-    "all": RuntimeParts(pipelines=True, openssl=True, holders=False),  # holders: tests/test_holders_build.py
+    "ir": RuntimeParts(pipelines=False, openssl=False, holders=False, signature=False),
+    "ir+openssl": RuntimeParts(pipelines=False, openssl=True, holders=False, signature=False),
+    "folder": RuntimeParts(pipelines=True, openssl=False, holders=False, signature=False),
+    "all": RuntimeParts(pipelines=True, openssl=True, holders=False, signature=False),  # the rest: test_holders_build
 }
 
 # Run in a fresh interpreter against the rendered product: it must import and work with only what shipped.

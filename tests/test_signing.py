@@ -123,6 +123,7 @@ def test_signed_product_loads_and_pins_its_signing_key(signed: Product) -> None:
     settings = (signed.folder / "_settings.py").read_text()
     public = (signed.root / "keys" / "publisher.pem.pub").read_text()
     assert repr((public,)) in settings  # the default: the signing key's own public key
+    assert (signed.folder / "_keys" / "signature.py").is_file()  # only signing products ship the verifier
     done = load(signed.site, signed.key)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr
     ok = verify_cli(signed.folder, signed.key)

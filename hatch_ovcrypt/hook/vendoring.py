@@ -18,6 +18,7 @@ RUNTIME_DIR = Path(ovcrypt_runtime.__file__).parent
 PIPELINES = Path("_pipelines")  # GenAI builders and memory folders: llm, vlm and text2image models
 OPENSSL_LOADER = Path("_loading", "openssl.py")  # load_openssl_model: products built from OpenSSL-recipe models
 HOLDERS = Path("_keys", "holders")  # key holders (age, transit, pkcs11, awskms): products built with a data-key
+SIGNATURE = Path("_keys", "signature.py")  # the publisher-signature verifier: products that pin publisher keys
 
 
 @dataclass(frozen=True)
@@ -27,21 +28,26 @@ class RuntimeParts:
     pipelines: bool = True
     openssl: bool = True
     holders: bool = True
+    signature: bool = True
 
     @classmethod
     def of(cls, plan: Plan) -> RuntimeParts:
         """What the plan's models need: pipelines for GenAI folder models (the same test that makes
         openvino-genai a product requirement), the OpenSSL loader for OpenSSL-recipe source models, the key
-        holders for a product whose key comes from a data-key (its manifest then names holders)."""
+        holders for a product whose key comes from a data-key (its manifest then names holders), the signature
+        verifier for a product that signs (its settings then pin publisher keys)."""
         return cls(
             pipelines=needs_genai(plan.models),
             openssl=any(spec.origin == OPENSSL for spec in plan.options.models),
             holders=plan.datakey is not None,
+            signature=plan.options.signing_key is not None,
         )
 
     def name(self) -> str:
         """A short label for reports: "core", "core+pipelines", "core+openssl", "core+pipelines+openssl"."""
-        chosen = {"pipelines": self.pipelines, "openssl": self.openssl, "holders": self.holders}
+        chosen = {
+            "pipelines": self.pipelines, "openssl": self.openssl, "holders": self.holders, "signature": self.signature
+        }  # fmt: skip
         return "+".join(["core", *(name for name, shipped in chosen.items() if shipped)])
 
 
@@ -55,6 +61,8 @@ def runtime_modules(parts: RuntimeParts) -> list[Path]:
         if not parts.openssl and relpath == OPENSSL_LOADER:
             continue
         if not parts.holders and relpath.is_relative_to(HOLDERS):
+            continue
+        if not parts.signature and relpath == SIGNATURE:
             continue
         shipped.append(relpath)
     return shipped

@@ -19,7 +19,6 @@ from .._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFo
 from .._format.layout import MANIFEST_NAME, MODELS_DIR, SIGNATURE_NAME
 from .._format.manifest import FileEntry, FileIdentity, Manifest, ModelEntry, file_identity, parse_manifest
 from .._format.spec import forget_keys
-from .._keys import signature as _signature
 from .._keys.sources import KeyLike, KeyRing
 from .loader import Locked, check_expected_size, decrypt_locked, read_locked
 
@@ -58,6 +57,9 @@ class Package:
                 data = resource.read_bytes()
                 if _settings.PUBLISHER_KEYS:
                     # Before the manifest is parsed or any key is looked up: only the publisher's folders pass.
+                    # Imported here: only products that pin publisher keys ship the verifier.
+                    from .._keys import signature as _signature
+
                     signature = self._root / SIGNATURE_NAME
                     _signature.verify_signature(
                         signature.read_bytes() if signature.is_file() else None,
