@@ -19,13 +19,13 @@ from ovcrypt_runtime._format.layout import MANIFEST_NAME, SIGNATURE_NAME
 from ovcrypt_runtime._keys.signature import verify_signature
 from tests.helpers import make_ir
 from tests.keyscan import assert_no_key_in_locals
-from tests.servers import OpenBao, SoftHsm, openbao, softhsm  # noqa: F401  (session fixtures)
+from tests.servers import OpenBao, SoftHsm  # the session fixtures come from conftest.py: one token per process
 
 MODEL_SIGNING = Path(sys.executable).parent / "model_signing"
 
 
 @pytest.fixture(scope="module")
-def hsm_key(softhsm: SoftHsm) -> str:  # noqa: F811
+def hsm_key(softhsm: SoftHsm) -> str:
     """An ECDSA P-256 key pair `publisher` made inside the token; its signing-key URI."""
     import pkcs11
     from pkcs11 import Attribute, KeyType
@@ -69,7 +69,7 @@ def check_signed_pair(a: Path, b: Path, public_pem: bytes, tmp_path: Path) -> No
     assert differ == [SIGNATURE_NAME]  # randomised ECDSA: the signature, and nothing else
 
 
-def test_pkcs11_signer_softhsm(hsm_key: str, softhsm: SoftHsm, tmp_path: Path) -> None:  # noqa: F811
+def test_pkcs11_signer_softhsm(hsm_key: str, softhsm: SoftHsm, tmp_path: Path) -> None:
     signer = signer_for(hsm_key, os.environ)
     assert not signer.deterministic
     a, b = render_twice(tmp_path, hsm_key, dict(os.environ))
@@ -77,7 +77,7 @@ def test_pkcs11_signer_softhsm(hsm_key: str, softhsm: SoftHsm, tmp_path: Path) -
     check_signed_pair(a, b, signer.public_pem(), tmp_path)
 
 
-def test_pkcs11_errors_are_one_line_without_the_pin(hsm_key: str, softhsm: SoftHsm) -> None:  # noqa: F811
+def test_pkcs11_errors_are_one_line_without_the_pin(hsm_key: str, softhsm: SoftHsm) -> None:
     with pytest.raises(SigningError) as info:
         signer_for(hsm_key.replace("object=publisher", "object=nobody"), os.environ)
     assert "\n" not in str(info.value) and softhsm.pin not in str(info.value)
@@ -89,7 +89,7 @@ def test_pkcs11_errors_are_one_line_without_the_pin(hsm_key: str, softhsm: SoftH
     assert wrong_pin.public_pem().startswith(b"-----BEGIN PUBLIC KEY-----")
 
 
-def test_transit_signer_openbao(openbao: OpenBao, tmp_path: Path) -> None:  # noqa: F811
+def test_transit_signer_openbao(openbao: OpenBao, tmp_path: Path) -> None:
     openbao.new_transit_key("publisher", "type=ecdsa-p256")
     env = {**os.environ, **openbao.env}
     signer = signer_for("transit:publisher", env)
@@ -98,7 +98,7 @@ def test_transit_signer_openbao(openbao: OpenBao, tmp_path: Path) -> None:  # no
     check_signed_pair(a, b, signer.public_pem(), tmp_path)
 
 
-def test_transit_errors_are_one_line_without_the_token(openbao: OpenBao) -> None:  # noqa: F811
+def test_transit_errors_are_one_line_without_the_token(openbao: OpenBao) -> None:
     openbao.new_transit_key("not-for-signing")  # aes256-gcm96
     env = {**os.environ, **openbao.env}
     with pytest.raises(SigningError, match="is a aes256-gcm96 key; signing needs type=ecdsa-p256") as info:
