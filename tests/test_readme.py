@@ -119,6 +119,8 @@ def test_hook_table_examples_use_real_options(block: Block, tmp_path: Path) -> N
     for table in hook_tables(block):
         raw = {"models": {"m": "models/m.xml"}, **table}  # a snippet that shows one option still needs a model
         _, problems = parse_options(raw, tmp_path, "tool.hatch.build.hooks.ovcrypt")
+        # A file an option names (publisher-keys) is the reader's own project's: only its absence is forgiven.
+        problems = [p for p in problems if "cannot be read" not in p.message]
         assert problems == [], f"{block.where}: {problems}"
 
 @pytest.mark.parametrize("block", blocks_of("python"))
