@@ -83,19 +83,26 @@ _FIX_BINARY = (
 )
 
 
-@forget_keys
-def read_key_file(path: Path, source: str) -> list[bytes]:
-    """The keys in a key file, or a KeyMissingError/KeyFormatError that says exactly what is wrong with it."""
-    where = f"{source}: key file {path}"
+def read_small_file(path: Path, limit: int, where: str, missing_hint: str = "") -> bytes:
+    """At most `limit` + 1 bytes of a key-like file (key files, age identities, wrapped data keys), so that the
+    caller can refuse an oversized one; KeyMissingError if it does not exist (with `missing_hint`), KeyFormatError
+    if it cannot be read. `where` names the file in each one-line message."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_KEY_FILE_BYTES + 1)
+            return f.read(limit + 1)
     except FileNotFoundError:
-        raise KeyMissingError(f"{where} does not exist") from None
+        raise KeyMissingError(f"{where} does not exist{missing_hint}") from None
     except IsADirectoryError:
         raise KeyFormatError(f"{where} is a directory, not a file") from None
     except OSError as exc:
         raise KeyFormatError(f"{where} cannot be read: {exc.strerror or type(exc).__name__}") from None
+
+
+@forget_keys
+def read_key_file(path: Path, source: str) -> list[bytes]:
+    """The keys in a key file, or a KeyMissingError/KeyFormatError that says exactly what is wrong with it."""
+    where = f"{source}: key file {path}"
+    data = read_small_file(path, MAX_KEY_FILE_BYTES, where)
     text = decode_key_file(data, where)
     return _parse_lines(text.splitlines(), where, numbered=True)
 

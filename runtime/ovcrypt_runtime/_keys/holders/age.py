@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..._errors import KeyFormatError, KeyMissingError, WrongKeyError
 from ..._format.spec import forget_keys, hkdf
-from ..sources import decode_key_file
+from ..sources import decode_key_file, read_small_file
 from . import _bech32
 
 VERSION_LINE = b"age-encryption.org/v1"
@@ -107,13 +107,7 @@ def identities_from_environment(key_env: str, environ: Mapping[str, str] | None 
     if environ.get(file_var):
         path = Path(environ[file_var])
         where = f"environment variable {file_var}: identity file {path}"
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_AGE_FILE + 1)
-        except FileNotFoundError:
-            raise KeyMissingError(f"{where} does not exist") from None
-        except OSError as exc:
-            raise KeyFormatError(f"{where} cannot be read: {exc.strerror or type(exc).__name__}") from None
+        data = read_small_file(path, MAX_AGE_FILE, where)
         found += parse_identities(decode_key_file(data, where), where)
     if not found:
         raise KeyMissingError(f"set {var} to this device's age identity (AGE-SECRET-KEY-1…), or {file_var} to its file")

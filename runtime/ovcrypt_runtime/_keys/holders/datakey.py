@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..._errors import KeyFormatError, KeyMissingError
+from ..._errors import KeyFormatError
 from ..._format.atomic import atomic_writer
 from ..._format.manifest import HolderEntry, Invalid, UnknownHolderError, is_product_name, parse_holders
 from ..._format.spec import KEY_ID_SIZE
+from ..sources import read_small_file
 
 FORMAT = "hatch-ovcrypt-datakey/1"
 MAX_FILE_BYTES = 1 << 20
@@ -91,15 +92,7 @@ def parse_datakey(data: bytes, where: str) -> DataKey:
 def read_datakey(path: Path, where: str | None = None) -> DataKey:
     """Read and validate a wrapped data key file; KeyMissingError if it does not exist, KeyFormatError else."""
     where = where or f"wrapped data key file {path}"
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise KeyMissingError(f"{where} does not exist (make one with `hatch-ovcrypt datakey new`)") from None
-    except IsADirectoryError:
-        raise KeyFormatError(f"{where} is a directory, not a file") from None
-    except OSError as exc:
-        raise KeyFormatError(f"{where} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    data = read_small_file(path, MAX_FILE_BYTES, where, " (make one with `hatch-ovcrypt datakey new`)")
     return parse_datakey(data, where)
 
 
