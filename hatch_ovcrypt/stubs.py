@@ -11,7 +11,7 @@ import ast
 import functools
 from pathlib import Path
 
-from .runtime._manifest import IR_KIND, Manifest
+from .runtime._manifest import FOLDER_KINDS, IR_KIND, Manifest
 
 # What each kind of model is as an attribute of `_ovcrypt` (runtime/__init__.py's __getattr__).
 ATTRIBUTE_TYPES = {
@@ -19,9 +19,22 @@ ATTRIBUTE_TYPES = {
     "llm": "openvino_genai.LLMPipeline",
     "vlm": "openvino_genai.VLMPipeline",
     "text2image": "openvino_genai.Text2ImagePipeline",
+    "whisper": "openvino_genai.WhisperPipeline",
+    "text2speech": "openvino_genai.Text2SpeechPipeline",
+    "text_embedding": "openvino_genai.TextEmbeddingPipeline",
+    "text_rerank": "openvino_genai.TextRerankPipeline",
+    "text2video": "openvino_genai.Text2VideoPipeline",
 }
+# The Literal aliases of the stub: each names the models of its kinds.
+KIND_ALIASES = {
+    "LLMName": ("llm",), "VLMName": ("vlm",), "Text2ImageName": ("text2image",), "WhisperName": ("whisper",),
+    "Text2SpeechName": ("text2speech",), "EmbeddingName": ("text_embedding",), "RerankName": ("text_rerank",),
+    "Text2VideoName": ("text2video",), "AdapterName": ("adapter",), "BatchingName": ("llm", "vlm"),
+}  # fmt: skip
 
-_TEMPLATE = '''from pathlib import Path
+_TEMPLATE = '''from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import openvino as ov
@@ -45,10 +58,9 @@ from ._keys import KeyLike, KeyProvider
 ModelName = {models}
 PartName = {parts}
 FilePath = {files}
-LLMName = {llm}
-VLMName = {vlm}
-Text2ImageName = {text2image}
+{aliases}
 FolderName = {folders}
+Adapters = AdapterName | Sequence[AdapterName] | Mapping[AdapterName, float]
 
 def model_names() -> list[ModelName]: ...
 def read_model(name: ModelName, part: PartName | None = None) -> ov.Model: ...
@@ -63,11 +75,41 @@ def compile_model(
 def read_file(name: ModelName, path: FilePath) -> bytes: ...
 def tokenizer(name: FolderName, **properties: Any) -> openvino_genai.Tokenizer: ...
 def generation_config(name: FolderName) -> openvino_genai.GenerationConfig: ...
-def llm_pipeline(name: LLMName, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline: ...
+def llm_pipeline(
+    name: LLMName, device: str = "CPU", *, draft: LLMName | None = None, adapters: Adapters | None = None,
+    **properties: Any,
+) -> openvino_genai.LLMPipeline: ...
 def vlm_pipeline(name: VLMName, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline: ...
 def text2image_pipeline(
-    name: Text2ImageName, device: str = "CPU", **properties: Any
+    name: Text2ImageName, device: str = "CPU", *, adapters: Adapters | None = None, **properties: Any
 ) -> openvino_genai.Text2ImagePipeline: ...
+def image2image_pipeline(
+    name: Text2ImageName, device: str = "CPU", *, adapters: Adapters | None = None, **properties: Any
+) -> openvino_genai.Image2ImagePipeline: ...
+def inpainting_pipeline(
+    name: Text2ImageName, device: str = "CPU", *, adapters: Adapters | None = None, **properties: Any
+) -> openvino_genai.InpaintingPipeline: ...
+def whisper_pipeline(name: WhisperName, device: str = "CPU", **properties: Any) -> openvino_genai.WhisperPipeline: ...
+def text2speech_pipeline(
+    name: Text2SpeechName, device: str = "CPU", **properties: Any
+) -> openvino_genai.Text2SpeechPipeline: ...
+def text_embedding_pipeline(
+    name: EmbeddingName, device: str = "CPU", config: openvino_genai.TextEmbeddingPipeline.Config | None = None,
+    **properties: Any,
+) -> openvino_genai.TextEmbeddingPipeline: ...
+def text_rerank_pipeline(
+    name: RerankName, device: str = "CPU", config: openvino_genai.TextRerankPipeline.Config | None = None,
+    **properties: Any,
+) -> openvino_genai.TextRerankPipeline: ...
+def text2video_pipeline(
+    name: Text2VideoName, device: str = "CPU", **properties: Any
+) -> openvino_genai.Text2VideoPipeline: ...
+def continuous_batching_pipeline(
+    name: BatchingName, device: str = "CPU", scheduler_config: openvino_genai.SchedulerConfig | None = None, *,
+    tokenizer_properties: dict[str, Any] | None = None, vision_encoder_properties: dict[str, Any] | None = None,
+    **properties: Any,
+) -> openvino_genai.ContinuousBatchingPipeline: ...
+def memory_folder(name: ModelName) -> AbstractContextManager[Path]: ...
 def set_key(key: KeyLike) -> str: ...
 def set_key_provider(provider: KeyProvider | None) -> None: ...
 def harden_process() -> bool: ...
@@ -96,19 +138,19 @@ def render_stub(manifest: Manifest, header: str) -> str:
 
     typed = [(name, ATTRIBUTE_TYPES.get(entry.kind)) for name, entry in sorted(models.items())]
     attributes = "\n".join(f"{name}: {kind}" for name, kind in typed if kind)
-    return header + _TEMPLATE.format(
-        models=_literal(list(models)), parts=_literal(parts), files=_literal(files), llm=of_kind("llm"),
-        vlm=of_kind("vlm"), text2image=of_kind("text2image"), folders=of_kind("llm", "vlm", "text2image", "files"),
-        attributes=attributes,
-    )  # fmt: skip
+    aliases = "\n".join(f"{alias} = {of_kind(*kinds)}" for alias, kinds in KIND_ALIASES.items())
+    folders = of_kind(*(kind for kind in FOLDER_KINDS if kind != "adapter"))
+    return header + _TEMPLATE.format(models=_literal(list(models)), parts=_literal(parts), files=_literal(files),
+                                     aliases=aliases, folders=folders, attributes=attributes)  # fmt: skip
 
 
 @functools.cache
 def stub_names() -> frozenset[str]:
     """The names the stub binds at its top level (imports, aliases, functions): a model of such a name would
     rebind one of them, and its attribute line would break the stub."""
-    empty = dict.fromkeys(("models", "parts", "files", "llm", "vlm", "text2image", "folders"), "NoReturn")
-    tree = ast.parse(_TEMPLATE.format(**empty, attributes=""))
+    empty = dict.fromkeys(("models", "parts", "files", "folders"), "NoReturn")
+    aliases = "\n".join(f"{alias} = NoReturn" for alias in KIND_ALIASES)
+    tree = ast.parse(_TEMPLATE.format(**empty, aliases=aliases, attributes=""))
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from ._memfiles import MemoryFolder
+
 
 class Package:
     """The encrypted models of one `_ovcrypt` folder. Thread-safe; reads nothing until asked."""
@@ -119,6 +121,20 @@ class Package:
         """
         with self._open(name, path) as (f, locked, label):
             return decrypt_locked(f, locked, label, bounded=True, before_decrypt=before_decrypt)
+
+    def decrypt_to_folder(self, name: str, path: str, folder: MemoryFolder) -> None:
+        """Decrypt one file of a model straight into a new memory file of `folder`, linked as `path`: the
+        plaintext's one copy (MemoryFolder.fill, its mapping left out of core dumps), sealed once complete.
+        Raises as decrypt() does; a failed file is wiped and never linked."""
+        from ._reader import matches_file_size, read_and_decrypt
+
+        with self._open(name, path) as (f, locked, label):
+            header, unlock = locked
+            if not matches_file_size(f, header, label):
+                cipher = unlock()
+                unlock = lambda: cipher  # noqa: E731
+            with folder.fill(path, header.plaintext_length) as view:
+                read_and_decrypt(f, header, label, unlock, view)
 
     @contextlib.contextmanager
     def _open(self, name: str, path: str) -> Iterator[tuple[IO[bytes], Locked, str]]:
