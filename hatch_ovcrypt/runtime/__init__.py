@@ -252,8 +252,10 @@ def continuous_batching_pipeline(
     memory files; `scheduler_config` defaults to SchedulerConfig()."""
     from ._genai import continuous_batching_pipeline as build
 
-    return build(_get(), name, device, properties, scheduler_config=scheduler_config,
-                 tokenizer_properties=tokenizer_properties, vision_encoder_properties=vision_encoder_properties)  # fmt: skip
+    return build(
+        _get(), name, device, properties, scheduler_config=scheduler_config,
+        tokenizer_properties=tokenizer_properties, vision_encoder_properties=vision_encoder_properties,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
