@@ -24,11 +24,11 @@ _BOOLS = ("ignore_eos", "include_stop_str_in_output", "echo", "do_sample")
 
 
 def _number(data: dict[str, Any], name: str, kind: type) -> Any:
-    """`data[name]` as nlohmann's get<int/float> reads it (numbers and booleans; floats truncate to int)."""
+    """`data[name]` as nlohmann's get<int/float> reads it (numbers only; floats truncate to int)."""
     value = data[name]
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return kind(value)
-    if isinstance(value, (str, dict)):  # read_json_param tries these, and nlohmann then throws
+    if isinstance(value, (str, dict, bool)):  # read_json_param tries these, and nlohmann then throws
         raise ValueError(f"generation_config.json: {name} is {type(value).__name__}, openvino-genai reads a number")
     return None  # a list: read_json_param leaves the field unchanged
 
@@ -36,11 +36,11 @@ def _number(data: dict[str, Any], name: str, kind: type) -> Any:
 def generation_config_from_json(genai: Any, data: bytes) -> Any:
     """An openvino_genai.GenerationConfig equal to GenerationConfig(path of a file holding `data`).
 
-    Raises ValueError for JSON that is not an object or a field of the wrong type (as openvino-genai would fail).
+    Raises ValueError for invalid JSON or a field of the wrong type (where openvino-genai fails too).
     """
     parsed = json.loads(data)
-    if not isinstance(parsed, dict):
-        raise ValueError("generation_config.json does not hold a JSON object")
+    if not isinstance(parsed, dict):  # nlohmann's contains() is false for every name: all defaults
+        return genai.GenerationConfig()
     fields = {k: v for k, v in parsed.items() if v is not None}
     config = genai.GenerationConfig()
     eos = -1
