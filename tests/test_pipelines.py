@@ -156,17 +156,6 @@ class Product:
     leak_scans: int  # how many scans of the temp folders and /dev/shm ran while the script ran
 
 
-def _seeded_tts(dest: Path) -> Path:
-    """tiny_tts with its dropout's RandomUniform seeded: SpeechT5's prenet keeps dropout on at inference, and with
-    seeds 0 every compiled model draws other numbers (two plain pipelines differ), so no exact comparison."""
-    shutil.copytree(FIXTURES / "tiny_tts", dest)
-    xml = dest / "openvino_decoder_model.xml"
-    text = xml.read_text()
-    assert 'op_seed="0" global_seed="0"' in text
-    xml.write_text(text.replace('op_seed="0" global_seed="0"', 'op_seed="7" global_seed="7"'))
-    return dest
-
-
 def _shm_entries() -> set[str]:
     try:
         return set(os.listdir("/dev/shm"))
@@ -208,9 +197,7 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Product:
     models = project / "models"
     models.mkdir()
     for name, source in MODELS.items():
-        if name == "speaker":
-            _seeded_tts(models / name)
-        elif source.is_file():
+        if source.is_file():
             shutil.copy(source, models / f"{name}.safetensors")
         else:
             shutil.copytree(source, models / name)
