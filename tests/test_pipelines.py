@@ -359,3 +359,46 @@ def test_memory_folder_refuses_where_the_platform_has_no_memory_files(
     finally:
         tempfile.tempdir = None
     assert segment_decryptions == [] and not list((tmp_path / "tmp").iterdir())
+
+
+def test_image_component_configs_need_no_file_but_the_few_python_cannot_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: component configs come from a `{}` stub and setters, equal to Config(path) field by field; only
+    the scheduler's config and those setting AutoencoderKL's shift_factor (SD3, Flux) or Flux's guidance_embeds
+    go through a memory folder."""
+    import openvino_genai as genai
+
+    from hatch_ovcrypt.runtime import _genai
+    from hatch_ovcrypt.runtime._imageconfigs import SETTABLE, config_from_json, needs_file
+    from hatch_ovcrypt.runtime._runtime import Runtime
+    from hatch_ovcrypt.writer import render_table
+
+    components = {"text_encoder": "CLIPTextModel", "text_encoder_2": "CLIPTextModel", "unet": "UNet2DConditionModel",
+                  "vae_decoder": "AutoencoderKL"}  # fmt: skip
+    for family in ("tiny_sd", "tiny_sdxl", "tiny_sd3", "tiny_flux"):
+        transformer = "FluxTransformer2DModel" if family == "tiny_flux" else "SD3Transformer2DModel"
+        for sub, component in {**components, "transformer": transformer}.items():
+            path = FIXTURES / family / sub / "config.json"
+            if not path.is_file() or (family == "tiny_flux" and sub == "text_encoder_2"):  # Flux's is a T5
+                continue
+            klass = getattr(genai, component).Config
+            made, reference = config_from_json(klass, component, path.read_bytes()), klass(str(path))
+            for field in SETTABLE[component]:
+                assert getattr(made, field) == pytest.approx(getattr(reference, field)), (family, sub, field)
+            assert needs_file(component, path.read_bytes()) == (family in ("tiny_sd3", "tiny_flux") and
+                                                                 sub == "vae_decoder"), (family, sub)  # fmt: skip
+    render_table({"models": {"painter": str(FIXTURES / "tiny_sdxl")}}, tmp_path, tmp_path / "_ovcrypt",
+                 package="acme_vision", key=bytes(32), environ={})  # fmt: skip
+    rt = Runtime(tmp_path / "_ovcrypt", "acme_vision")
+    rt.keyring.add(bytes(32))
+    asked: list[list[str]] = []
+    real = _genai.memory_folder
+
+    def recording(files: dict[str, bytes], *args: Any) -> Any:
+        asked.append(sorted(files))
+        return real(files, *args)
+
+    monkeypatch.setattr(_genai, "memory_folder", recording)
+    _genai.text2image_pipeline(rt, "painter", "CPU", {})
+    assert asked == [["scheduler/scheduler_config.json"]]

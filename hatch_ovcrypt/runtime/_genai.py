@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._chat import CHAT_TEMPLATE_FILES, chat_template_of, template_in_ir
 from ._errors import UnsupportedModelError
 from ._genconfig import generation_config_from_json
+from ._imageconfigs import config_from_json, needs_file
 from ._loader import owning_tensor
 from ._memfiles import MemoryFolder, memory_folder
 from ._runtime import refuse_unsafe_options
@@ -66,6 +67,9 @@ IMAGE_FAMILIES = {
     "FluxFillPipeline": "flux_fill",
 }
 ADAPTER_SUFFIX = ".safetensors"
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+# Which component class reads each sub-folder's config.json (the rest need no config).
+_COMPONENT_OF = {"vae_decoder": "AutoencoderKL", "transformer": "FluxTransformer2DModel"}
 
 
 _B = TypeVar("_B", bound=Callable[..., Any])
@@ -314,6 +318,13 @@ def inpainting_pipeline(
     return _image_pipeline(rt, name, device, properties, "InpaintingPipeline", adapters)
 
 
+def _needs_config_file(path: str, data: bytes) -> bool:
+    """Whether a component's config.json sets a field Python cannot set (_imageconfigs.UNEXPOSED); an SD3
+    transformer's config has no guidance_embeds, so checking it as Flux's finds nothing."""
+    sub = path.rpartition("/")[0]
+    return path.endswith("/config.json") and sub in _COMPONENT_OF and needs_file(_COMPONENT_OF[sub], data)
+
+
 def _image_pipeline(
     rt: Runtime, name: str, device: str, properties: dict[str, Any], cls_name: str, adapters: Adapters | None
 ) -> Any:
@@ -333,32 +344,41 @@ def _image_pipeline(
     def ir(sub: str) -> tuple[str, ov.Tensor]:
         return ir_in_memory(rt, name, f"{sub}/openvino_model")
 
-    with memory_folder(_configs(rt, name)) as folder:
+    # Component configs from the `{}` stub and setters (_imageconfigs); the scheduler's (Scheduler.from_config)
+    # and those setting a field Python cannot set go through a memory folder.
+    configs = _configs(rt, name)
+    with_files = {path: data for path, data in configs.items()
+                  if path == SCHEDULER_CONFIG or _needs_config_file(path, data)}  # fmt: skip
+    with memory_folder(with_files) as folder:
 
-        def config(sub: str) -> str:
-            return str(folder / sub / "config.json")
+        def config(sub: str, component: str) -> Any:
+            klass = getattr(genai, component).Config
+            path = f"{sub}/config.json"
+            if path in with_files:
+                return klass(str(folder / path))
+            return config_from_json(klass, component, configs[path])
 
         def clip(sub: str, tokenizer: str, klass: Any) -> Any:
-            return klass(*ir(sub), genai.CLIPTextModel.Config(config(sub)), _tokenizer(rt, name, f"{tokenizer}/"))
+            return klass(*ir(sub), config(sub, "CLIPTextModel"), _tokenizer(rt, name, f"{tokenizer}/"))
 
         def t5(sub: str, tokenizer: str) -> Any:
             return genai.T5EncoderModel(*ir(sub), _tokenizer(rt, name, f"{tokenizer}/"))
 
-        scheduler = genai.Scheduler.from_config(str(folder / "scheduler" / "scheduler_config.json"))
-        vae_config = genai.AutoencoderKL.Config(config("vae_decoder"))
+        scheduler = genai.Scheduler.from_config(str(folder / SCHEDULER_CONFIG))
+        vae_config = config("vae_decoder", "AutoencoderKL")
         scale = 2 ** (len(vae_config.block_out_channels) - 1)
         encoder = cls_name != "Text2ImagePipeline" and "vae_encoder/openvino_model.xml" in files
         vae = genai.AutoencoderKL(*(ir("vae_encoder") if encoder else ()), *ir("vae_decoder"), vae_config)
         args: list[Any]
         if factory in ("stable_diffusion", "latent_consistency_model", "stable_diffusion_xl"):
-            unet = genai.UNet2DConditionModel(*ir("unet"), genai.UNet2DConditionModel.Config(config("unet")), scale)
+            unet = genai.UNet2DConditionModel(*ir("unet"), config("unet", "UNet2DConditionModel"), scale)
             args = [clip("text_encoder", "tokenizer", genai.CLIPTextModel)]
             if factory == "stable_diffusion_xl":
                 args.append(clip("text_encoder_2", "tokenizer_2", genai.CLIPTextModelWithProjection))
             args.append(unet)
         elif factory == "stable_diffusion_3":
             transformer = genai.SD3Transformer2DModel(
-                *ir("transformer"), genai.SD3Transformer2DModel.Config(config("transformer")), scale
+                *ir("transformer"), config("transformer", "SD3Transformer2DModel"), scale
             )
             args = [clip("text_encoder", "tokenizer", genai.CLIPTextModelWithProjection),
                     clip("text_encoder_2", "tokenizer_2", genai.CLIPTextModelWithProjection)]  # fmt: skip
@@ -367,7 +387,7 @@ def _image_pipeline(
             args.append(transformer)
         else:  # flux, flux_fill
             transformer = genai.FluxTransformer2DModel(
-                *ir("transformer"), genai.FluxTransformer2DModel.Config(config("transformer")), scale
+                *ir("transformer"), config("transformer", "FluxTransformer2DModel"), scale
             )
             args = [clip("text_encoder", "tokenizer", genai.CLIPTextModel), t5("text_encoder_2", "tokenizer_2"),
                     transformer]  # fmt: skip
