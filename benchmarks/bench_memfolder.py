@@ -104,7 +104,8 @@ def make_model(dest: Path, layers: int) -> Path:
     node = ops.add(ops.gather(words, ids, 0), ops.gather(kinds, types, 0))
     node = ops.multiply(node, ops.unsqueeze(ops.convert(mask, np.float32), -1))
     for _ in range(layers):
-        weight = ops.constant((rng.standard_normal((HIDDEN, HIDDEN), dtype=np.float32) / np.float32(np.sqrt(HIDDEN))).astype(np.float32))
+        scale = np.float32(1 / np.sqrt(HIDDEN))
+        weight = ops.constant(rng.standard_normal((HIDDEN, HIDDEN), dtype=np.float32) * scale)
         node = ops.tanh(ops.matmul(node, weight, False, False))
     node.output(0).set_names({"last_hidden_state"})
     model = ov.Model([node], [ids, mask, types], "big_embedding")

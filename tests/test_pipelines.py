@@ -393,7 +393,7 @@ def test_image_component_configs_need_no_file_but_the_few_python_cannot_set(
     rt = Runtime(tmp_path / "_ovcrypt", "acme_vision")
     rt.keyring.add(bytes(32))
     asked: list[list[str]] = []
-    real = _genai.memory_folder
+    from hatch_ovcrypt.runtime._memfiles import memory_folder as real
 
     def recording(files: dict[str, bytes], *args: Any) -> Any:
         asked.append(sorted(files))
