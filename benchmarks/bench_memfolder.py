@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     key = secrets.token_bytes(32)
+    (work / "key.hex").write_text(key.hex())  # for probing the product after the run
     render_installed(work / "site", PACKAGE, {NAME: folder}, key)
     env: Mapping[str, str] = {"OVCRYPT_KEY": key.hex(), "PYTHONPATH": str(work / "site")}
 
