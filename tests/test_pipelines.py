@@ -402,3 +402,24 @@ def test_image_component_configs_need_no_file_but_the_few_python_cannot_set(
     monkeypatch.setattr(_genai, "memory_folder", recording)
     _genai.text2image_pipeline(rt, "painter", "CPU", {})
     assert asked == [["scheduler/scheduler_config.json"]]
+
+
+def test_text2video_pipeline_gives_the_plain_folders_frames(tmp_path: Path) -> None:
+    import numpy as np
+    import openvino_genai as genai
+
+    from hatch_ovcrypt.runtime import _genai
+    from hatch_ovcrypt.runtime._runtime import Runtime
+    from hatch_ovcrypt.writer import render_table
+
+    ltx = FIXTURES / "tiny_ltx"
+    render_table({"models": {"director": str(ltx)}}, tmp_path, tmp_path / "_ovcrypt", package="acme_vision",
+                 key=bytes(32), environ={})  # fmt: skip
+    manifest = json.loads((tmp_path / "_ovcrypt" / "manifest.json").read_text())
+    assert manifest["models"]["director"]["kind"] == "text2video"
+    rt = Runtime(tmp_path / "_ovcrypt", "acme_vision")
+    rt.keyring.add(bytes(32))
+    kw: dict[str, Any] = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 2, "rng_seed": 42}
+    frames = _genai.text2video_pipeline(rt, "director", "CPU", {}).generate("a photo of a red cat", **kw).video.data
+    plain = genai.Text2VideoPipeline(str(ltx), "CPU").generate("a photo of a red cat", **kw).video.data
+    assert frames.shape == (1, 9, 32, 32, 3) and np.array_equal(frames, plain)
