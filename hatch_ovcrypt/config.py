@@ -351,6 +351,8 @@ def _model_from_path(name: str, location: str, root: Path, path: str) -> ModelSp
     source = _resolve(root, location)
     if location.endswith(".xml"):
         return ModelSpec(name, source, path)
+    if location.endswith(".safetensors"):  # a LoRA adapter: a one-file model of kind "adapter"
+        return ModelSpec(name, source, path, FOLDER, kind="adapter")
     if source.is_dir() or not source.suffix:
         return ModelSpec(name, source, path, FOLDER)
     return ModelSpec(name, source, path, CONVERT)

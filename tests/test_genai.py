@@ -248,11 +248,12 @@ def _whisper_like(folder: Path) -> Path:
 def test_a_folder_genai_cannot_build_from_memory_is_refused_with_the_reason(tmp_path: Path) -> None:
     from hatch_ovcrypt.config import ConfigurationError
 
-    folder = _whisper_like(tmp_path / "whisper")
+    folder = _whisper_like(tmp_path / "t5")  # an encoder-decoder that is no Whisper: openvino-genai has no pipeline
+    (folder / "config.json").write_text('{"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}')
     with pytest.raises(ConfigurationError) as info:
-        render(tmp_path / "out", {"listener": folder}, bytes(32))
+        render(tmp_path / "out", {"translator": folder}, bytes(32))
     message = str(info.value)
-    assert "speech-recognition (Whisper)" in message and "cannot build its pipeline from memory" in message
+    assert "encoder-decoder export (T5ForConditionalGeneration)" in message and "only Whisper" in message
     assert 'kind = "files"' in message and "never decrypts to disk" in message
 
 

@@ -26,14 +26,23 @@ from tests.helpers import REPO, make_ir, render_folder, runtime_for, sample_inpu
 FIXTURES = REPO / "tests" / "fixtures"
 KEY = bytes(range(32))
 # Each builder with the model (of the package below) it builds.
-BUILT = {"tokenizer": "chat", "llm_pipeline": "chat", "vlm_pipeline": "vision", "text2image_pipeline": "painter"}
+BUILT = {"tokenizer": "chat", "llm_pipeline": "chat", "vlm_pipeline": "vision", "text2image_pipeline": "painter",
+         "image2image_pipeline": "painter", "inpainting_pipeline": "painter", "whisper_pipeline": "listener",
+         "text2speech_pipeline": "speaker", "text_embedding_pipeline": "embedder", "text_rerank_pipeline": "ranker",
+         "continuous_batching_pipeline": "chat", "text2video_pipeline": "video"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("gate")
     models = {"chat": FIXTURES / "tiny_llm", "vision": FIXTURES / "tiny_vlm", "painter": FIXTURES / "tiny_sd",
+              "listener": FIXTURES / "tiny_whisper", "speaker": FIXTURES / "tiny_tts",
+              "embedder": FIXTURES / "tiny_embedding", "ranker": FIXTURES / "tiny_rerank",
               "m": make_ir(tmp / "m.xml", 64 << 10)}  # fmt: skip
+    video = tmp / "video"  # no LTX fixture: a folder the detector takes for one, reached only up to the gate
+    video.mkdir()
+    (video / "model_index.json").write_text('{"_class_name": "LTXPipeline"}')
+    models["video"] = video
     return render_folder(tmp / "_ovcrypt", models, KEY)
 
 

@@ -23,7 +23,15 @@ from ovcrypt_runtime._loading.openssl import check_xml, decrypt_openssl_array
 
 from ..config import CONVERT, FOLDER, OPENSSL, ModelSpec, Problem, display_path
 from ..sources.models import folder_listing, recipe_key_iv
-from .kinds import NotFromMemory, detect_kind, json_reader, missing_files
+from .kinds import (
+    ADAPTER_SUFFIX,
+    GENAI_CLASSES,
+    NotFromMemory,
+    detect_kind,
+    json_reader,
+    missing_files,
+    template_files,
+)
 
 if TYPE_CHECKING:
     from ..sources.convert import ConvertedIR
@@ -46,6 +54,7 @@ class ModelPlan:
     # Whether any of its IRs uses extension ops, so the runtime must import the extension modules first.
     uses_extensions: bool = False
     files: dict[str, Path] = field(default_factory=dict)  # a folder's files by relative path
+    warnings: tuple[str, ...] = ()  # shown by the build, which goes on
 
 
 def load_extensions(modules: Iterable[str]) -> list[str]:
@@ -112,22 +121,28 @@ def _check_ir(
 
 
 def _check_folder(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[Problem]]:
-    if not spec.source.is_dir():
+    single = spec.source.is_file() and spec.source.suffix == ADAPTER_SUFFIX  # a LoRA adapter file
+    if not (spec.source.is_dir() or single):
         return None, [Problem(spec.path, f"names {display_path(spec.source, root)}, which is not a folder")]
     files, found = folder_listing(spec.source, spec.name)
     problems = [Problem(spec.path, f"folder {display_path(spec.source, root)}: {why}") for why in found]
     if problems:
         return None, problems
+    read_json = json_reader(lambda p: files[p].read_bytes())
     kind = spec.kind
+    if single and kind not in (None, "adapter", "files"):
+        return None, [Problem(f"{spec.path}.kind", f"is {kind!r}, but a single .safetensors file is an adapter")]
     if kind is None:
         try:
-            kind = detect_kind(set(files), json_reader(lambda p: files[p].read_bytes()))
+            kind = "adapter" if single else detect_kind(set(files), read_json)
         except NotFromMemory as exc:
             return None, [Problem(spec.path, _not_from_memory(spec, root, str(exc)))]
-    if lacking := missing_files(kind, set(files)):
+    if lacking := missing_files(kind, set(files), read_json):
         where = f"`{spec.path}.kind`" if spec.kind else "its files"
         return None, [Problem(spec.path, f"is a {kind!r} model ({where}), but {display_path(spec.source, root)} lacks "
                                          f"{', '.join(lacking)}")]  # fmt: skip
+    if why := _genai_lacks(kind):
+        return None, [Problem(spec.path, _not_from_memory(spec, root, f"a {kind!r} export, but {why}"))]
     import openvino as ov
 
     core = ov.Core()
@@ -142,7 +157,45 @@ def _check_folder(spec: ModelSpec, root: Path) -> tuple[ModelPlan | None, list[P
         uses = uses or _EXTENSION_MARK in xml.read_bytes()
     if problems:
         return None, problems
-    return ModelPlan(kind, uses_extensions=uses, files=files), []
+    warnings = tuple(_template_warnings(spec, root, files)) if kind != "files" else ()
+    return ModelPlan(kind, uses_extensions=uses, files=files, warnings=warnings), []
+
+
+def _genai_lacks(kind: str) -> str | None:
+    """Why the installed openvino-genai cannot build `kind` (it lacks the class), or None (also when it is not
+    installed where the build runs: the product's own requirement decides then)."""
+    wanted = GENAI_CLASSES.get(kind)
+    if wanted is None:
+        return None
+    try:
+        import openvino_genai
+    except ImportError:
+        return None
+    if hasattr(openvino_genai, wanted):
+        return None
+    version = getattr(openvino_genai, "__version__", "?")
+    return f"the installed openvino-genai {version} has no {wanted}"
+
+
+def _template_warnings(spec: ModelSpec, root: Path, files: Mapping[str, Path]) -> list[str]:
+    """A warning for each tokenizer whose chat template lives only in a file beside its IR: openvino-genai's folder
+    constructor reads it, and so does the runtime (Tokenizer.set_chat_template), but a tokenizer a user builds
+    from the IRs alone (`read_model(part=...)`) has none."""
+    from ovcrypt_runtime._pipelines.chat import chat_template_of, template_in_ir
+
+    warnings = []
+    for tok in sorted(p for p in files if p.endswith("openvino_tokenizer.xml")):
+        prefix = tok[: -len("openvino_tokenizer.xml")]
+        if template_in_ir(files[tok].read_bytes()):
+            continue
+        found = chat_template_of({f: files[f].read_bytes() for f in template_files(set(files), prefix)}, prefix)
+        if found is not None:
+            warnings.append(
+                f"`{spec.path}`: the chat template of {display_path(files[tok], root)} is only in "
+                f"{found[1]}, not in the tokenizer IR; the runtime applies it (as openvino-genai's folder "
+                "constructor does), but read_model/compile_model(part=...) of the tokenizer alone has none"
+            )
+    return warnings
 
 
 def _unreadable(spec: ModelSpec, xml: Path, root: Path, exc: Exception) -> Problem:
@@ -209,10 +262,10 @@ def _maker_hint(root: Path) -> str:
 def _not_from_memory(spec: ModelSpec, root: Path, what: str) -> str:
     folder = display_path(spec.source, root)
     return (
-        f"folder {folder} is {what}; openvino-genai cannot build its pipeline from memory, and "
-        'hatch-ovcrypt never decrypts to disk: set `kind = "files"` in a table '
+        f"folder {folder} is {what}; hatch-ovcrypt builds no openvino-genai pipeline from it, and never decrypts "
+        'to disk: set `kind = "files"` in a table '
         f'(`{spec.name} = {{ folder = "{folder}", kind = "files" }}`) to ship its files, '
-        "reached with read_model/compile_model(part=...) and read_file, or a kind if it is one of llm, vlm, text2image"
+        "reached with read_model/compile_model(part=...), read_file and memory_folder, or `kind` if it is another kind"
     )
 
 

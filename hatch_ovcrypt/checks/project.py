@@ -94,7 +94,7 @@ def check_signing(options: Options, environ: Mapping[str, str], location: str) -
 
 def needs_genai(plans: Mapping[str, ModelPlan]) -> bool:
     """Whether the runtime builds GenAI pipelines: then the product needs openvino-genai and openvino-tokenizers."""
-    return any(plan.kind in ("llm", "vlm", "text2image") for plan in plans.values())
+    return any(plan.kind not in ("ir", "files") for plan in plans.values())
 
 
 @forget_keys  # the environment holds the key

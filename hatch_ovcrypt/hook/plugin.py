@@ -52,6 +52,9 @@ class OvcryptBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             return
         if not is_from_sdist(root) and (warning := sdist_unchecked_warning(root)):
             self.app.display_warning(f"hatch-ovcrypt: warning: {warning}")
+        for model in plan.models.values():
+            for note in model.warnings:
+                self.app.display_warning(f"hatch-ovcrypt: warning: {note}")
         self._plan = plan
         self._staging = Path(tempfile.mkdtemp(prefix="hatch-ovcrypt-"))
         atexit.register(shutil.rmtree, self._staging, ignore_errors=True)  # if finalize never runs

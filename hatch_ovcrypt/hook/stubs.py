@@ -12,7 +12,7 @@ import ast
 import functools
 from pathlib import Path
 
-from ovcrypt_runtime._format.manifest import IR_KIND, Manifest
+from ovcrypt_runtime._format.manifest import FOLDER_KINDS, IR_KIND, Manifest
 
 from .vendoring import RuntimeParts
 
@@ -22,9 +22,22 @@ ATTRIBUTE_TYPES = {
     "llm": "openvino_genai.LLMPipeline",
     "vlm": "openvino_genai.VLMPipeline",
     "text2image": "openvino_genai.Text2ImagePipeline",
+    "whisper": "openvino_genai.WhisperPipeline",
+    "text2speech": "openvino_genai.Text2SpeechPipeline",
+    "text_embedding": "openvino_genai.TextEmbeddingPipeline",
+    "text_rerank": "openvino_genai.TextRerankPipeline",
+    "text2video": "openvino_genai.Text2VideoPipeline",
 }
+# The Literal aliases of the stub: each names the models of its kinds.
+KIND_ALIASES = {
+    "LLMName": ("llm",), "VLMName": ("vlm",), "Text2ImageName": ("text2image",), "WhisperName": ("whisper",),
+    "Text2SpeechName": ("text2speech",), "EmbeddingName": ("text_embedding",), "RerankName": ("text_rerank",),
+    "Text2VideoName": ("text2video",), "AdapterName": ("adapter",), "BatchingName": ("llm", "vlm"),
+}  # fmt: skip
 
-_TEMPLATE = '''from pathlib import Path
+_TEMPLATE = '''from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import openvino as ov
@@ -47,10 +60,9 @@ from ._keys.sources import KeyLike, KeyProvider
 ModelName = {models}
 PartName = {parts}
 FilePath = {files}
-LLMName = {llm}
-VLMName = {vlm}
-Text2ImageName = {text2image}
+{aliases}
 FolderName = {folders}
+Adapters = AdapterName | Sequence[AdapterName] | Mapping[AdapterName, float]
 
 def model_names() -> list[ModelName]: ...
 def read_model(name: ModelName, part: PartName | None = None) -> ov.Model: ...
@@ -75,11 +87,41 @@ def harden_process() -> bool: ...
 # Stated only when the product ships that part of the runtime (otherwise it raises UnsupportedModelError).
 _PIPELINES = '''def tokenizer(name: FolderName, **properties: Any) -> openvino_genai.Tokenizer: ...
 def generation_config(name: FolderName) -> openvino_genai.GenerationConfig: ...
-def llm_pipeline(name: LLMName, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline: ...
+def llm_pipeline(
+    name: LLMName, device: str = "CPU", *, draft: LLMName | None = None, adapters: Adapters | None = None,
+    **properties: Any,
+) -> openvino_genai.LLMPipeline: ...
 def vlm_pipeline(name: VLMName, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline: ...
 def text2image_pipeline(
-    name: Text2ImageName, device: str = "CPU", **properties: Any
+    name: Text2ImageName, device: str = "CPU", *, adapters: Adapters | None = None, **properties: Any
 ) -> openvino_genai.Text2ImagePipeline: ...
+def image2image_pipeline(
+    name: Text2ImageName, device: str = "CPU", *, adapters: Adapters | None = None, **properties: Any
+) -> openvino_genai.Image2ImagePipeline: ...
+def inpainting_pipeline(
+    name: Text2ImageName, device: str = "CPU", *, adapters: Adapters | None = None, **properties: Any
+) -> openvino_genai.InpaintingPipeline: ...
+def whisper_pipeline(name: WhisperName, device: str = "CPU", **properties: Any) -> openvino_genai.WhisperPipeline: ...
+def text2speech_pipeline(
+    name: Text2SpeechName, device: str = "CPU", **properties: Any
+) -> openvino_genai.Text2SpeechPipeline: ...
+def text_embedding_pipeline(
+    name: EmbeddingName, device: str = "CPU", config: openvino_genai.TextEmbeddingPipeline.Config | None = None,
+    **properties: Any,
+) -> openvino_genai.TextEmbeddingPipeline: ...
+def text_rerank_pipeline(
+    name: RerankName, device: str = "CPU", config: openvino_genai.TextRerankPipeline.Config | None = None,
+    **properties: Any,
+) -> openvino_genai.TextRerankPipeline: ...
+def text2video_pipeline(
+    name: Text2VideoName, device: str = "CPU", **properties: Any
+) -> openvino_genai.Text2VideoPipeline: ...
+def continuous_batching_pipeline(
+    name: BatchingName, device: str = "CPU", scheduler_config: openvino_genai.SchedulerConfig | None = None, *,
+    tokenizer_properties: dict[str, Any] | None = None, vision_encoder_properties: dict[str, Any] | None = None,
+    **properties: Any,
+) -> openvino_genai.ContinuousBatchingPipeline: ...
+def memory_folder(name: ModelName) -> AbstractContextManager[Path]: ...
 '''
 _OPENSSL = '''def load_openssl_model(
     xml_path: str | Path, key: bytes | str, iv: bytes | str, *, bin_path: str | Path | None = None
@@ -103,10 +145,11 @@ def render_stub(manifest: Manifest, header: str, shipped: RuntimeParts) -> str:
 
     typed = [(name, ATTRIBUTE_TYPES.get(entry.kind)) for name, entry in sorted(models.items())]
     attributes = "\n".join(f"{name}: {kind}" for name, kind in typed if kind)
+    aliases = "\n".join(f"{alias} = {of_kind(*kinds)}" for alias, kinds in KIND_ALIASES.items())
+    folders = of_kind(*(kind for kind in FOLDER_KINDS if kind != "adapter"))
     return header + _TEMPLATE.format(
-        models=_literal(list(models)), parts=_literal(parts), files=_literal(files), llm=of_kind("llm"),
-        vlm=of_kind("vlm"), text2image=of_kind("text2image"), folders=of_kind("llm", "vlm", "text2image", "files"),
-        attributes=attributes, genai_import="import openvino_genai\n" if shipped.pipelines else "",
+        models=_literal(list(models)), parts=_literal(parts), files=_literal(files), aliases=aliases,
+        folders=folders, attributes=attributes, genai_import="import openvino_genai\n" if shipped.pipelines else "",
         pipelines=_PIPELINES if shipped.pipelines else "", openssl=_OPENSSL if shipped.openssl else "",
     )  # fmt: skip
 
@@ -115,9 +158,10 @@ def render_stub(manifest: Manifest, header: str, shipped: RuntimeParts) -> str:
 def stub_names() -> frozenset[str]:
     """The names the stub binds at its top level (imports, aliases, functions): a model of such a name would
     rebind one of them, and its attribute line would break the stub."""
-    empty = dict.fromkeys(("models", "parts", "files", "llm", "vlm", "text2image", "folders"), "NoReturn")
+    empty = dict.fromkeys(("models", "parts", "files", "folders"), "NoReturn")
+    aliases = "\n".join(f"{alias} = NoReturn" for alias in KIND_ALIASES)
     full = {"genai_import": "import openvino_genai\n", "pipelines": _PIPELINES, "openssl": _OPENSSL}  # every part
-    tree = ast.parse(_TEMPLATE.format(**empty, **full, attributes=""))
+    tree = ast.parse(_TEMPLATE.format(**empty, **full, aliases=aliases, attributes=""))
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -35,6 +35,9 @@ def folder_listing(folder: Path, name: str) -> tuple[dict[str, Path], list[str]]
     """
     files: dict[str, Path] = {}
     problems: list[str] = []
+    if folder.is_file() and not folder.is_symlink():  # a one-file model (a LoRA .safetensors adapter)
+        why = relpath_problem(folder.name)
+        return ({}, [f"{folder.name}: the name {why}"]) if why else ({folder.name: folder}, [])
     for top, dirs, names in os.walk(folder, followlinks=False):
         here = Path(top)
         for entry in sorted(dirs):
@@ -98,7 +101,7 @@ def model_sources(
 def plaintext_paths(spec: ModelSpec) -> list[Path]:
     """The files on disk that hold the model (plaintext, or recipe ciphertext): none may reach a wheel or sdist."""
     if spec.origin == FOLDER:
-        return sorted(folder_listing(spec.source, spec.name)[0].values()) if spec.source.is_dir() else []
+        return sorted(folder_listing(spec.source, spec.name)[0].values()) if spec.source.exists() else []
     if spec.origin == CONVERT:
         from .convert import ConversionError, source_files
 

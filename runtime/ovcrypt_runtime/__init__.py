@@ -11,7 +11,7 @@ happens on first use. It needs only openvino, cryptography and numpy, never hatc
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -53,19 +53,28 @@ __all__ = [
     "UnsupportedModelError",
     "WrongKeyError",
     "compile_model",
+    "continuous_batching_pipeline",
     "generation_config",
     "harden_process",
+    "image2image_pipeline",
+    "inpainting_pipeline",
     "llm_pipeline",
     "load_openssl_model",
+    "memory_folder",
     "model_names",
     "read_file",
     "read_model",
     "set_key",
     "set_key_provider",
     "text2image_pipeline",
+    "text2speech_pipeline",
+    "text2video_pipeline",
+    "text_embedding_pipeline",
+    "text_rerank_pipeline",
     "tokenizer",
     "unload",
     "vlm_pipeline",
+    "whisper_pipeline",
 ]
 
 # What a product ships beyond the core depends on its models (the build vendors only what they use): these say
@@ -158,12 +167,22 @@ def generation_config(name: str) -> openvino_genai.GenerationConfig:
     return build(_get(), name)
 
 
-def llm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.LLMPipeline:
-    """An openvino_genai.LLMPipeline built from the decrypted folder in memory, with its generation_config.json."""
+def llm_pipeline(
+    name: str,
+    device: str = "CPU",
+    *,
+    draft: str | None = None,
+    adapters: str | Sequence[str] | Mapping[str, float] | None = None,
+    **properties: Any,
+) -> openvino_genai.LLMPipeline:
+    """An openvino_genai.LLMPipeline built from the decrypted folder in memory, with its generation_config.json
+    and chat template. `draft`: another llm model of this package as the draft model (speculative decoding).
+    `adapters`: LoRA adapters of this package (kind "adapter") by name, or {name: alpha}. `scheduler_config=`
+    among the properties makes it a continuous-batching pipeline."""
     with _shipped(_NO_PIPELINES, "llm_pipeline"):
         from ._pipelines.genai import llm_pipeline as build
 
-    return build(_get(), name, device, properties)
+    return build(_get(), name, device, properties, draft=draft, adapters=adapters)
 
 
 def vlm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.VLMPipeline:
@@ -174,12 +193,128 @@ def vlm_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_
     return build(_get(), name, device, properties)
 
 
-def text2image_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.Text2ImagePipeline:
-    """An openvino_genai.Text2ImagePipeline built from the decrypted folder's components in memory."""
+def text2image_pipeline(
+    name: str, device: str = "CPU", *, adapters: str | Sequence[str] | Mapping[str, float] | None = None,
+    **properties: Any,
+) -> openvino_genai.Text2ImagePipeline:  # fmt: skip
+    """An openvino_genai.Text2ImagePipeline built from the decrypted folder's components in memory, for every
+    family openvino-genai builds (SD 1.x/2.x, LCM, SDXL, SD3, Flux); `adapters` as for llm_pipeline."""
     with _shipped(_NO_PIPELINES, "text2image_pipeline"):
         from ._pipelines.genai import text2image_pipeline as build
 
+    return build(_get(), name, device, properties, adapters=adapters)
+
+
+def image2image_pipeline(
+    name: str, device: str = "CPU", *, adapters: str | Sequence[str] | Mapping[str, float] | None = None,
+    **properties: Any,
+) -> openvino_genai.Image2ImagePipeline:  # fmt: skip
+    """An openvino_genai.Image2ImagePipeline built from the decrypted folder's components in memory."""
+    with _shipped(_NO_PIPELINES, "image2image_pipeline"):
+        from ._pipelines.genai import image2image_pipeline as build
+
+    return build(_get(), name, device, properties, adapters=adapters)
+
+
+def inpainting_pipeline(
+    name: str, device: str = "CPU", *, adapters: str | Sequence[str] | Mapping[str, float] | None = None,
+    **properties: Any,
+) -> openvino_genai.InpaintingPipeline:  # fmt: skip
+    """An openvino_genai.InpaintingPipeline built from the decrypted folder's components in memory (Flux Fill too)."""
+    with _shipped(_NO_PIPELINES, "inpainting_pipeline"):
+        from ._pipelines.genai import inpainting_pipeline as build
+
+    return build(_get(), name, device, properties, adapters=adapters)
+
+
+def whisper_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.WhisperPipeline:
+    """An openvino_genai.WhisperPipeline over the model decrypted into a folder of sealed memory files (Linux;
+    openvino-genai builds it only from a path)."""
+    with _shipped(_NO_PIPELINES, "whisper_pipeline"):
+        from ._pipelines.genai import whisper_pipeline as build
+
     return build(_get(), name, device, properties)
+
+
+def text2speech_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.Text2SpeechPipeline:
+    """An openvino_genai.Text2SpeechPipeline over the model decrypted into a folder of sealed memory files."""
+    with _shipped(_NO_PIPELINES, "text2speech_pipeline"):
+        from ._pipelines.genai import text2speech_pipeline as build
+
+    return build(_get(), name, device, properties)
+
+
+def text_embedding_pipeline(
+    name: str, device: str = "CPU", config: openvino_genai.TextEmbeddingPipeline.Config | None = None,
+    **properties: Any,
+) -> openvino_genai.TextEmbeddingPipeline:  # fmt: skip
+    """An openvino_genai.TextEmbeddingPipeline over the model decrypted into a folder of sealed memory files."""
+    with _shipped(_NO_PIPELINES, "text_embedding_pipeline"):
+        from ._pipelines.genai import text_embedding_pipeline as build
+
+    return build(_get(), name, device, properties, config=config)
+
+
+def text_rerank_pipeline(
+    name: str, device: str = "CPU", config: openvino_genai.TextRerankPipeline.Config | None = None,
+    **properties: Any,
+) -> openvino_genai.TextRerankPipeline:  # fmt: skip
+    """An openvino_genai.TextRerankPipeline over the model decrypted into a folder of sealed memory files."""
+    with _shipped(_NO_PIPELINES, "text_rerank_pipeline"):
+        from ._pipelines.genai import text_rerank_pipeline as build
+
+    return build(_get(), name, device, properties, config=config)
+
+
+def text2video_pipeline(name: str, device: str = "CPU", **properties: Any) -> openvino_genai.Text2VideoPipeline:
+    """An openvino_genai.Text2VideoPipeline over the model decrypted into a folder of sealed memory files."""
+    with _shipped(_NO_PIPELINES, "text2video_pipeline"):
+        from ._pipelines.genai import text2video_pipeline as build
+
+    return build(_get(), name, device, properties)
+
+
+def continuous_batching_pipeline(
+    name: str,
+    device: str = "CPU",
+    scheduler_config: openvino_genai.SchedulerConfig | None = None,
+    *,
+    tokenizer_properties: dict[str, Any] | None = None,
+    vision_encoder_properties: dict[str, Any] | None = None,
+    **properties: Any,
+) -> openvino_genai.ContinuousBatchingPipeline:
+    """An openvino_genai.ContinuousBatchingPipeline over the model (llm or vlm) decrypted into a folder of sealed
+    memory files; `scheduler_config` defaults to SchedulerConfig()."""
+    with _shipped(_NO_PIPELINES, "continuous_batching_pipeline"):
+        from ._pipelines.genai import continuous_batching_pipeline as build
+
+    return build(
+        _get(), name, device, properties, scheduler_config=scheduler_config,
+        tokenizer_properties=tokenizer_properties, vision_encoder_properties=vision_encoder_properties,
+    )  # fmt: skip
+
+
+@contextmanager
+def memory_folder(name: str) -> Iterator[Path]:
+    """The whole decrypted model `name` as a folder path, for a loader that takes only a path (a newer
+    openvino-genai class, optimum-intel, your own):
+
+        with memory_folder("listener") as path:
+            pipe = openvino_genai.WhisperPipeline(str(path), "CPU")
+
+    Guarantees (Linux): every file is a sealed anonymous memory file (memfd: F_SEAL_WRITE|GROW|SHRINK|SEAL, so
+    nobody can change a byte once it has a path), decrypted straight into its one mapping (the weights are one
+    copy, left out of core dumps by MADV_DONTDUMP); the folder (mode 0700) holds only links to /proc/self/fd/N,
+    which only this process can follow, and it and the links are removed when the block ends: use the path
+    only inside it (what a loader mapped stays valid). Nothing decrypted is ever written to a disk-backed file.
+    Raises UnsupportedModelError where the platform has no memory files (Windows, macOS)."""
+    with _shipped(_NO_PIPELINES, "memory_folder"):
+        from ._pipelines.genai import decrypted_folder
+
+    rt = _get()
+    rt.files.model(name)  # ModelNotFoundError before anything else
+    with decrypted_folder(rt, name, f"memory_folder({name!r}) gives the decrypted model a path") as path:
+        yield path
 
 
 @forget_keys
@@ -233,6 +368,8 @@ def unload(name: str | None = None) -> None:
 # `from <package>._ovcrypt import detector`: each model is also an attribute, built once on first access.
 _ATTRIBUTE_BUILDERS: dict[str, Callable[[str], Any]] = {
     "ir": compile_model, "llm": llm_pipeline, "vlm": vlm_pipeline, "text2image": text2image_pipeline,
+    "whisper": whisper_pipeline, "text2speech": text2speech_pipeline, "text_embedding": text_embedding_pipeline,
+    "text_rerank": text_rerank_pipeline, "text2video": text2video_pipeline,
 }  # fmt: skip
 _attributes: dict[str, Any] = {}
 _attributes_lock = threading.Lock()

@@ -27,7 +27,10 @@ FORMAT = "hatch-ovcrypt-manifest/2"
 FORMAT_V1 = "hatch-ovcrypt-manifest/1"  # still read: key_env/key_provider in the body, models as xml/bin pairs
 IR_KIND = "ir"
 # Folder kinds whose pipelines the runtime builds from memory, and "files": any folder, reached file by file.
-FOLDER_KINDS = ("llm", "vlm", "text2image", "files")
+FOLDER_KINDS = (
+    "llm", "vlm", "text2image", "whisper", "text2speech", "text_embedding", "text_rerank", "text2video", "adapter",
+    "files",
+)  # fmt: skip
 KINDS = (IR_KIND, *FOLDER_KINDS)
 ENCRYPTED_SUFFIX = ".ovc"
 _INFO_MAC = b"hatch-ovcrypt/v1/manifest-mac"

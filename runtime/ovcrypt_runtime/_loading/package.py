@@ -11,8 +11,9 @@ import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .. import _settings
 from .._errors import IntegrityError, KeyMissingError, ManifestError, ModelNotFoundError, SignatureError
@@ -29,6 +30,13 @@ if TYPE_CHECKING:
         from importlib.abc import Traversable
 
     import numpy as np
+
+
+class Fillable(Protocol):
+    """Where decrypt_to_folder writes: a memory folder (_pipelines/memfiles.py MemoryFolder), named by its shape
+    so that loading never imports the pipelines group above it."""
+
+    def fill(self, relpath: str, size: int) -> AbstractContextManager[memoryview]: ...
 
 
 class Package:
@@ -147,6 +155,22 @@ class Package:
                 f"{label}: is not the file the publisher signed (its SHA-256 differs from the signed manifest's); "
                 "reinstall the package from the publisher's release"
             )
+
+    def decrypt_to_folder(self, name: str, path: str, folder: Fillable) -> None:
+        """Decrypt one file of a model straight into a new memory file of `folder`, linked as `path`: the
+        plaintext's one copy (MemoryFolder.fill, its mapping left out of core dumps), sealed once complete.
+        Raises as decrypt() does; a failed file is wiped and never linked."""
+        from .._format.reader import matches_file_size, read_and_decrypt
+
+        if _settings.PUBLISHER_KEYS:
+            self._check_signed_digest(name, path)
+        with self._open(name, path) as (f, locked, label):
+            header, unlock = locked
+            if not matches_file_size(f, header, label):
+                cipher = unlock()
+                unlock = lambda: cipher  # noqa: E731
+            with folder.fill(path, header.plaintext_length) as view:
+                read_and_decrypt(f, header, label, unlock, view)
 
     @contextlib.contextmanager
     def _open(self, name: str, path: str) -> Iterator[tuple[IO[bytes], Locked, str]]:
