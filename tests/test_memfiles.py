@@ -151,7 +151,7 @@ def test_without_memory_files_the_refusal_names_platform_and_reason(
     genai = r"^openvino-genai reads this model's configs only from files, but " + wanted
     with pytest.raises(UnsupportedModelError, match=genai), memory_folder({"config.json": b"{}"}):
         pass
-    monkeypatch.setattr(_memfiles, "Path", lambda p: Path("/nonexistent") / p.lstrip("/"))
+    monkeypatch.setattr(_memfiles, "PROC_FD", Path("/nonexistent/proc/self/fd"))
     with pytest.raises(UnsupportedModelError, match=r"has no /proc/self/fd"):
         MemoryFolder()
 

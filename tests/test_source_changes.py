@@ -26,6 +26,9 @@ from hatch_ovcrypt.runtime._writer import BufferSource, FileSource, PlaintextSou
 from hatch_ovcrypt.writer import encrypt_file
 from tests.helpers import REPO
 
+# Run on Linux, and on macOS and Windows as simulated (tests/platforms.py, issue 21).
+pytestmark = pytest.mark.usefixtures("simulated_platform")
+
 SEG = MIN_SEGMENT_SIZE
 SIZE = 3 * SEG + 4321  # four segments, the last one short
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from ._direct import RangeReader, open_direct, pread_exact
+from ._direct import RangeReader, open_direct, positional_reads, pread_exact
 from ._errors import IntegrityError
 from ._spec import FIXED_HEADER_SIZE, MAGIC, TAG_SIZE, Header, SegmentCipher, check_file_size, parse_header, wipe
 
@@ -62,9 +62,10 @@ def read_and_decrypt(
     decrypt what they read ahead once it returns; by default they do so when the file comes from the
     disk (read around the page cache), where that hides the wait, and not from memory, where their
     quick returns for the GIL would only slow `unlock` down. Nothing is decrypted before `unlock`
-    succeeds. Other streams (a wheel opened as a zip) are read sequentially first. On any failure
-    every segment of `out` that held plaintext is wiped; the rest holds ciphertext or was never touched
-    (wiping it would only fault in memory that a forged length asked for).
+    succeeds. Other streams (a wheel opened as a zip), and every file where the platform has no pread
+    (Windows), are read sequentially first. On any failure every segment of `out` that held plaintext is
+    wiped; the rest holds ciphertext or was never touched (wiping it would only fault in memory that a
+    forged length asked for).
     """
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
@@ -258,7 +259,7 @@ def _fileno(f: IO[bytes]) -> int | None:
         fd = f.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    return fd if hasattr(os, "preadv") else None
+    return fd if positional_reads() else None  # without pread (Windows): read in order, as a stream
 
 
 def _read_up_to(f: IO[bytes], n: int) -> bytes:
