@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
+import signal
 import stat
 import sys
 import sysconfig
@@ -83,3 +85,17 @@ def simulate(platform: str, monkeypatch: pytest.MonkeyPatch, private_root: Path)
         monkeypatch.setenv("LOCALAPPDATA", str(private_root))
         monkeypatch.setenv("USERPROFILE", str(private_root))
     monkeypatch.setattr(sys, "platform", platform)
+
+
+# --- what a real platform cannot do, by feature (for the suite on real Windows and macOS runners) -------------
+
+NEEDS_FIFO = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (os.mkfifo)")
+NEEDS_PROCESS_GROUPS = pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs process groups (os.killpg)")
+NEEDS_SIGKILL = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+NEEDS_RUSAGE = pytest.mark.skipif(importlib.util.find_spec("resource") is None, reason="needs resource.getrusage")
+NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
+
+
+def venv_python(root: Path) -> Path:
+    """The interpreter of the virtual environment at `root`: Scripts\\python.exe on Windows, bin/python elsewhere."""
+    return root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")

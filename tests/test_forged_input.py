@@ -28,6 +28,7 @@ from hatch_ovcrypt.runtime._loader import decrypt_file
 from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Header, Role, parse_header
 from hatch_ovcrypt.runtime._writer import BufferSource, encrypt
 from tests.helpers import REPO, make_ir, sample_input
+from tests.platforms import NEEDS_FIFO
 
 SEG = MIN_SEGMENT_SIZE
 CLAIM = 4 << 30  # what the forged header says: 4 GiB of plaintext
@@ -216,6 +217,7 @@ def test_a_good_entry_loads(cache: tuple[Path, bytes]) -> None:
     assert np.asarray(compiled(sample_input())[0]).shape == (1, 64)
 
 
+@NEEDS_FIFO
 def test_a_fifo_entry_is_a_miss_and_never_blocks(cache: tuple[Path, bytes]) -> None:
     path, key = cache
     path.unlink()

@@ -8,7 +8,6 @@ root, both run without capabilities (setpriv), as ordinary same-user processes w
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 import signal
@@ -29,6 +28,8 @@ from hatch_ovcrypt.runtime._keys import _Secret
 from hatch_ovcrypt.runtime._loader import owned_buffer
 from hatch_ovcrypt.runtime._memfiles import MemoryFolder, memory_backed_dir, memory_folder
 from tests.helpers import REPO
+
+fcntl = pytest.importorskip("fcntl", reason="memory files and their seals are POSIX (Linux) only")
 
 LINUX = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 SECRET = b'{"secret": "the decrypted config of a model, long enough to be found by a scan"}'
