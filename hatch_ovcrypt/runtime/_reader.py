@@ -31,7 +31,7 @@ def read_header(f: IO[bytes], label: str) -> tuple[Header, bytes, bytes]:
 def matches_file_size(f: IO[bytes], header: Header, label: str) -> bool:
     """True for a real file whose size is the one its header implies (IntegrityError if it is not);
     False for a stream such as a file inside a zip, whose size cannot be checked up front."""
-    fd = _fileno(f)
+    fd = _descriptor(f)
     if fd is None:
         return False
     check_file_size(header, os.fstat(fd).st_size, label)
@@ -71,6 +71,8 @@ def read_and_decrypt(
         raise ValueError("output buffer has the wrong size")
     fd = _fileno(f)
     if fd is None:
+        if (real := _descriptor(f)) is not None:  # a real file read in order (no pread): its size is known
+            check_file_size(header, os.fstat(real).st_size, label)
         _readinto_exact(f, out, label)
         tags = _read_exact(f, TAG_SIZE * header.segment_count, label)
         if f.read(1):
@@ -254,12 +256,18 @@ class DecryptingSource:
 
 # --- low-level I/O ----------------------------------------------------------------------------
 
-def _fileno(f: IO[bytes]) -> int | None:
+def _descriptor(f: IO[bytes]) -> int | None:
+    """The descriptor of a real file, None for a stream (a file inside a zip)."""
     try:
-        fd = f.fileno()
+        return f.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    return fd if positional_reads() else None  # without pread (Windows): read in order, as a stream
+
+
+def _fileno(f: IO[bytes]) -> int | None:
+    """The descriptor to read at offsets from, on worker threads; None where the file is read in order (a stream,
+    or any file on a platform without pread: Windows)."""
+    return _descriptor(f) if positional_reads() else None
 
 
 def _read_up_to(f: IO[bytes], n: int) -> bytes:
