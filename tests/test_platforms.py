@@ -130,6 +130,25 @@ def test_reads_at_offsets_without_preadv_or_pread(tmp_path: Path, size: int, sim
     assert _direct.positional_reads() == (simulated_platform != "win32")
 
 
+def test_a_big_file_round_trips_without_o_direct_fadvise_or_pread(tmp_path: Path, simulated_platform: str) -> None:
+    """Over the O_DIRECT threshold: Linux may read around the page cache; elsewhere buffered reads (pread on macOS,
+    in order on Windows), and the writer encrypts with what the platform has. The same bytes everywhere."""
+    from hatch_ovcrypt.runtime._loader import decrypt_file
+    from hatch_ovcrypt.runtime._spec import Role
+    from hatch_ovcrypt.runtime._writer import FileSource
+    from hatch_ovcrypt.writer import encrypt_file
+
+    plain = tmp_path / "big.bin"
+    data = os.urandom(_direct.MIN_BYTES + 12345)
+    plain.write_bytes(data)
+    encrypted = tmp_path / "big.bin.ovc"
+    encrypt_file(KEY, FileSource(plain), encrypted, name="big", role=Role.BIN)
+    assert hasattr(os, "O_DIRECT") == hasattr(os, "posix_fadvise") == (simulated_platform == "linux")
+    with encrypted.open("rb") as f:
+        out = decrypt_file(f, "big", lambda _kid, _label: KEY, name="big", role=Role.BIN)
+    assert out.tobytes() == data
+
+
 # --- configs that openvino-genai reads only from files: refused without memory files, unless opted in ---------
 
 
@@ -270,3 +289,22 @@ def test_everything_imports_without_posix_only_modules(simulated_platform: str) 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
+
+
+def test_allow_config_files_from_the_products_code(simulated_platform: str) -> None:
+    """The function of the product's API is the same opt-in as the environment variable, and can be taken back."""
+    from hatch_ovcrypt import runtime as product_api
+
+    files = {"config.json": b'{"hidden_size": 8}', "sub/preprocessor_config.json": b"{}"}
+    product_api.allow_config_files()
+    try:
+        with _memfiles.memory_folder(files) as folder:
+            assert {p: (folder / p).read_bytes() for p in files} == files
+            on_disk = not (folder / "config.json").is_symlink()
+            assert on_disk == (simulated_platform in NO_MEMORY_FILES)
+        assert not folder.exists()
+    finally:
+        product_api.allow_config_files(False)
+    if simulated_platform in NO_MEMORY_FILES:
+        with pytest.raises(UnsupportedModelError, match=CONFIG_FILES_ENV), _memfiles.memory_folder(files):
+            pass
