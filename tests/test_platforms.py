@@ -167,7 +167,7 @@ def test_vlm_without_memory_files_is_refused_naming_platform_reason_and_opt_in(
         assert _genai.vlm_pipeline(runtime(package), "seer", "CPU", {}) is not None
         return
     wanted = (rf"^openvino-genai reads this model's configs only from files, but this system \({simulated_platform}\) "
-              rf"has no /proc/self/fd, .*never writes decrypted files to disk; set {CONFIG_FILES_ENV}=1 .*"
+              rf"has no /proc/self/fd, .*; by default nothing decrypted is written to disk: set {CONFIG_FILES_ENV}=1 .*"
               r"never its weights")  # fmt: skip
     with pytest.raises(UnsupportedModelError, match=wanted):
         _genai.vlm_pipeline(runtime(package), "seer", "CPU", {})

@@ -50,6 +50,7 @@ Data = bytes | bytearray | memoryview  # a numpy array goes in as memoryview(arr
 Backing = Literal["memfd", "tmpfs"]
 TMPFS_DIR = Path("/dev/shm")
 PROC_FD = Path("/proc/self/fd")  # a link to PROC_FD/N reaches this process's descriptor N
+NEVER_ON_DISK = "; hatch-ovcrypt never writes decrypted files to disk"
 _TMPFS_TYPES = frozenset({"tmpfs", "ramfs"})
 _SEALS = ("F_SEAL_WRITE", "F_SEAL_GROW", "F_SEAL_SHRINK", "F_SEAL_SEAL")
 _PREFIX = "ovcrypt-mem-"  # + "<pid namespace>-<pid>-" + random: whose owner can be told dead or alive
@@ -107,7 +108,7 @@ def choose_backing(why: str = "") -> tuple[Backing, Path | None]:
     if not PROC_FD.is_dir():
         raise UnsupportedModelError(
             f"{lead}this system ({sys.platform}) has no /proc/self/fd, so no file that lives only in memory can be "
-            "given a path; hatch-ovcrypt never writes decrypted files to disk"
+            f"given a path{NEVER_ON_DISK}"
         )
     if _memfd_usable():
         return "memfd", None
@@ -115,8 +116,7 @@ def choose_backing(why: str = "") -> tuple[Backing, Path | None]:
     if tmpfs is None or not hasattr(os, "O_TMPFILE"):
         raise UnsupportedModelError(
             f"{lead}this system ({sys.platform}) has neither a usable memfd_create nor a writable tmpfs at "
-            f"{TMPFS_DIR}, so no file that lives only in memory can be given a path; hatch-ovcrypt never writes "
-            "decrypted files to disk"
+            f"{TMPFS_DIR}, so no file that lives only in memory can be given a path{NEVER_ON_DISK}"
         )
     return "tmpfs", tmpfs
 
@@ -438,7 +438,8 @@ def memory_folder(files: Mapping[str, Data], why: str = GENAI_CONFIGS) -> Iterat
         folder = MemoryFolder(why)
     except UnsupportedModelError as exc:
         if not config_files_allowed():
-            raise UnsupportedModelError(f"{exc}; {OPT_IN}") from None
+            reason = f"{str(exc).removesuffix(NEVER_ON_DISK)}; by default nothing decrypted is written to disk"
+            raise UnsupportedModelError(f"{reason}: {OPT_IN}") from None
     if folder is None:
         for relpath in files:  # every name checked before anything is written
             check_config_name(relpath)
