@@ -338,7 +338,7 @@ def compile_bytecode(target: Path) -> None:
 
 def render_installed(target: Path, package: str, models: Mapping[str, Path], key: bytes) -> None:
     """What installing the product wheel yields, rendered directly (used for 2 GiB: skips zipping 2 GiB)."""
-    from hatch_ovcrypt.writer import render_table
+    from hatch_ovcrypt.hook.writer import render_table
 
     shutil.rmtree(target, ignore_errors=True)
     pkg = target / package
@@ -372,8 +372,8 @@ def decrypt_throughput(path: Path, key: bytes, threads: int, reps: int, *, fresh
     (as the loader does: includes faulting the pages in), or into one buffer already faulted in."""
     import numpy as np
 
-    from hatch_ovcrypt.runtime._reader import decrypt_into, read_header
-    from hatch_ovcrypt.runtime._spec import SegmentCipher
+    from ovcrypt_runtime._format.reader import decrypt_into, read_header
+    from ovcrypt_runtime._format.spec import SegmentCipher
 
     times = []
     buf = None
@@ -397,8 +397,8 @@ def decrypt_in_place_throughput(path: Path, key: bytes, threads: int, reps: int)
     decrypted in place segment by segment on `threads` workers (what `openssl speed` measures)."""
     import numpy as np
 
-    from hatch_ovcrypt.runtime._reader import decrypt_in_place, read_header
-    from hatch_ovcrypt.runtime._spec import TAG_SIZE, SegmentCipher
+    from ovcrypt_runtime._format.reader import decrypt_in_place, read_header
+    from ovcrypt_runtime._format.spec import TAG_SIZE, SegmentCipher
 
     data = path.read_bytes()
     header, raw, tag = read_header(io.BytesIO(data), "bench")
@@ -416,8 +416,8 @@ def decrypt_in_place_throughput(path: Path, key: bytes, threads: int, reps: int)
 
 
 def encrypt_throughput(path: Path, key: bytes, *, derive_salt: bool) -> float:
-    from hatch_ovcrypt.runtime._spec import Role
-    from hatch_ovcrypt.runtime._writer import FileSource, encrypt
+    from ovcrypt_runtime._format.spec import Role
+    from ovcrypt_runtime._format.writer import FileSource, encrypt
 
     class Null(io.RawIOBase):
         def write(self, b: Any) -> int:
@@ -435,8 +435,8 @@ def hook_ceiling(path: Path, key: bytes, cores: int) -> float:
     read and GMAC'd once (the salt's fingerprint) and read and AES-GCM-encrypted once, on one thread,
     CPU seconds spread perfectly over the cores. The writer also digests every segment in both passes
     (so that it encrypts exactly the bytes it fingerprinted); that GMAC is left out here."""
-    from hatch_ovcrypt.runtime._spec import FINGERPRINT_NONCE, Role, gcm
-    from hatch_ovcrypt.runtime._writer import FileSource, encrypt
+    from ovcrypt_runtime._format.spec import FINGERPRINT_NONCE, Role, gcm
+    from ovcrypt_runtime._format.writer import FileSource, encrypt
 
     class Null(io.RawIOBase):
         def write(self, b: Any) -> int:
@@ -557,7 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
         sites[2 * GiB] = work / "site2g"
         packages[2 * GiB] = "bench2g"
         render_installed(sites[2 * GiB], "bench2g", {"dense": xmls[2 * GiB]}, key)
-        notes.append("2 GiB: the product folder is rendered by hatch_ovcrypt.writer exactly as the wheel installs it.")
+        notes.append(
+            "2 GiB: the product folder is rendered by hatch_ovcrypt.hook.writer exactly as the wheel installs it."
+        )
 
     print("\nrunning measurements (plain | encrypted | ratio)", flush=True)
     mode = "cold page cache (dropped before every run)" if cold else "warm page cache (one warm-up run first)"

@@ -7,7 +7,7 @@ The model is the random Llama-style export of benchmarks/make_llm.py (570 MiB of
 benchmarks/results/llm_bench/; make it first with a torch venv (see that module's docstring). This script
 needs only the project's venv with openvino-genai and openvino-tokenizers: no torch.
 
-The folder is encrypted with the project's own writer (`hatch_ovcrypt.writer.render_table`) into a package
+The folder is encrypted with the project's own writer (`hatch_ovcrypt.hook.writer.render_table`) into a package
 rendered exactly as its wheel installs (benchmarks.bench.render_installed). Then fresh processes alternate:
 plain is `openvino_genai.LLMPipeline(folder, "CPU")`; encrypted imports `<package>._ovcrypt` and calls
 `llm_pipeline("assistant")`. Each child times the construction (around the one call; the imports of
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915
     work.mkdir(parents=True)
     key = secrets.token_bytes(32)
     (work / "key.hex").write_text(key.hex())  # for probing the product after the run
-    log(f"encrypting {folder} with hatch_ovcrypt.writer into {work / 'site'}")
+    log(f"encrypting {folder} with hatch_ovcrypt.hook.writer into {work / 'site'}")
     t0 = time.perf_counter()
     render_installed(work / "site", PACKAGE, {NAME: folder}, key)
     render_s = time.perf_counter() - t0

@@ -7,7 +7,7 @@ Needs the `onnx` package (the test extra). The model is a chain of layers with r
 4 MiB each), saved with its weights in the .onnx ("embedded") or in one external data file ("external"):
 MatMul layers (OpenVINO's conversion stores MatMul weights transposed, a new copy of each) and Add + Relu layers
 (whose constants it keeps as they are). Each row converts in a fresh child process that imports openvino and
-hatch_ovcrypt.convert, then waits; the parent samples the child's /proc every 2 ms while it runs:
+hatch_ovcrypt.sources.convert, then waits; the parent samples the child's /proc every 2 ms while it runs:
 
 - held: anonymous memory (RssAnon) + the size of each memfd it has open or mapped (counted once), i.e. what
   the conversion keeps in memory, the IR's memory-backed files included (memfd pages are not in RSS until
@@ -42,7 +42,7 @@ CHILD = textwrap.dedent(
     import hashlib, sys, tempfile
     from pathlib import Path
     import openvino as ov
-    from hatch_ovcrypt.convert import ConversionOptions, convert_to_ir
+    from hatch_ovcrypt.sources.convert import ConversionOptions, convert_to_ir
     source, mode = Path(sys.argv[1]), sys.argv[2]
     print("ready", flush=True)
     sys.stdin.readline()

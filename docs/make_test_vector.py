@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hatch_ovcrypt.runtime._spec import (
+from ovcrypt_runtime._format.spec import (
     _INFO_FILE_KEY,
     _INFO_FINGERPRINT_KEY,
     _INFO_SALT_KEY,
@@ -29,7 +29,7 @@ from hatch_ovcrypt.runtime._spec import (
     key_id,
     segment_nonce,
 )
-from hatch_ovcrypt.runtime._writer import BufferSource, encrypt, plaintext_fingerprint
+from ovcrypt_runtime._format.writer import BufferSource, encrypt, plaintext_fingerprint
 
 MASTER_KEY = bytes(range(32))
 NAME = "detector"

@@ -1,21 +1,29 @@
 """The `ovcrypt` hook table: parsing and checking its shape. Every problem is collected, none raised early.
 
-    [tool.hatch.build.targets.wheel.hooks.ovcrypt]
-    models = { detector = "models/detector.xml",    # an IR .xml; the .bin beside it, same stem
-               assistant = "models/assistant",       # a folder: an exported model (LLM, VLM, image generation)
-               det = "models/det.onnx" }             # any other file: converted to IR by openvino.convert_model
+    [tool.hatch.build.hooks.ovcrypt]                 # global: the hook also guards the sdist
     package = "acme_vision"                          # default: the wheel's only top-level package
     key-env = "OVCRYPT_KEY"                          # variable holding the key, at build and at run time
     key-provider = "acme_vision.keys:get_key"        # optional: called with a key id at run time
+    data-key = "keys/models.datakey"                 # optional: the data key, wrapped for its key holders
     segment-size = 1048576                           # 1 MiB .. 4 MiB
-    allow-plaintext-sdist = false                    # true only if the sdist may ship plaintext IR
+    extensions = ["openvino_tokenizers"]             # modules imported before OpenVINO reads an IR
+    signing-key = "file:keys/publisher.pem"          # optional: sign the folder (file:, pkcs11:, transit: URI)
+    publisher-keys = ["keys/publisher.pub"]          # keys the runtime pins (default: the signing key's own)
 
-    extensions = ["openvino_tokenizers"]            # modules imported before OpenVINO reads an IR
+    [tool.hatch.build.hooks.ovcrypt.models]
+    detector = "models/detector.xml"                 # an IR .xml; the .bin beside it, same stem
+    assistant = "models/assistant"                   # a folder: an exported model (LLM, VLM, image generation)
+    det = "models/det.onnx"                          # any other file: converted to IR at build time
 
 A model may also be a table with exactly one of `xml`, `folder` or `source`:
 
-    legacy = { xml = "models/legacy_enc.xml", source-encryption = "openssl-aes-128-cbc",
-               key-hex-env = "LEGACY_KEY_HEX", iv-hex-env = "LEGACY_IV_HEX" }   # OpenSSL-recipe files
+    [tool.hatch.build.hooks.ovcrypt.models.legacy]                            # OpenSSL-recipe files
+    xml = "models/legacy_enc.xml"
+    source-encryption = "openssl-aes-128-cbc"
+    key-hex-env = "LEGACY_KEY_HEX"
+    iv-hex-env = "LEGACY_IV_HEX"
+
+    [tool.hatch.build.hooks.ovcrypt.models]                                   # or inline, on one line each:
     assistant = { folder = "models/assistant", kind = "llm" }                   # `kind` overrides detection
     rec = { source = "models/rec.onnx", compress-to-fp16 = false, input = "x[1,3,48,-1]" }
 """
@@ -31,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime._manifest import FOLDER_KINDS, is_env_name, is_model_name, is_provider_ref
-from .runtime._openssl import RECIPE
-from .runtime._spec import DEFAULT_SEGMENT_SIZE, validate_segment_size
+from ovcrypt_runtime._format.manifest import FOLDER_KINDS, is_env_name, is_model_name, is_provider_ref
+from ovcrypt_runtime._format.spec import DEFAULT_SEGMENT_SIZE, validate_segment_size
+from ovcrypt_runtime._loading.openssl import RECIPE
 
 HOOK_NAME = "ovcrypt"
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"
@@ -42,7 +50,8 @@ RESERVED_KEYS = frozenset(
     {"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"}
 )
 KNOWN_KEYS = frozenset(
-    {"models", "package", "key-env", "key-provider", "segment-size", "allow-plaintext-sdist", "extensions"}
+    {"models", "package", "key-env", "key-provider", "data-key", "segment-size", "allow-plaintext-sdist", "extensions"}
+    | {"signing-key", "publisher-keys"}  # publisher signatures
 )
 # A model table names exactly one of these; each takes its own further options.
 MODEL_SOURCES = {
@@ -84,7 +93,7 @@ class ModelSpec:
     """One entry of `models`: where the model comes from, and how it reaches the build."""
 
     name: str
-    source: Path  # the IR .xml, the exported folder, or the file for openvino.convert_model
+    source: Path  # the IR .xml, the exported folder, or the file to convert (sources/convert.py chooses the route)
     path: str  # TOML path, for messages
     origin: str = IR  # IR, OPENSSL, FOLDER or CONVERT
     kind: str | None = None  # a folder's kind when the table sets it; None: detected from its files
@@ -117,6 +126,9 @@ class Options:
     allow_plaintext_sdist: bool
     location: str
     extensions: tuple[str, ...] = ()
+    data_key: Path | None = None  # the wrapped data key file (`data-key`): the build unwraps it through its holders
+    signing_key: str | None = None  # a signer URI; `file:` paths made absolute
+    publisher_keys: tuple[Path, ...] = ()
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -162,6 +174,11 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
     if key_provider is not None and not is_provider_ref(key_provider):
         problem("key-provider", "must be `module:function`, such as `acme_vision.keys:get_key`")
 
+    data_key = string("data-key", None)
+    if data_key is not None and (not data_key.strip() or data_key.endswith(("/", "\\"))):
+        problem("data-key", 'must be the path of a wrapped data key file, such as "keys/models.datakey"')
+        data_key = None
+
     segment_size = raw.get("segment-size", DEFAULT_SEGMENT_SIZE)
     if type(segment_size) is not int:
         problem("segment-size", f"for build hook `{HOOK_NAME}` must be an integer")
@@ -179,6 +196,8 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
     ):
         problem("extensions", 'must be a list of importable module names, such as ["openvino_tokenizers"]')
         extensions = []
+
+    signing_key, publisher_keys = _signing_options(raw, root, problem)
 
     models: list[ModelSpec] = []
     raw_models = raw.get("models")
@@ -199,9 +218,41 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
                 models.append(spec)
 
     options = Options(
-        tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location, tuple(extensions)
+        tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location, tuple(extensions),
+        _resolve(root, data_key) if data_key is not None else None, signing_key, publisher_keys,
     )  # fmt: skip
     return options, problems
+
+
+def _signing_options(raw: Mapping[str, Any], root: Path, problem: Any) -> tuple[str | None, tuple[Path, ...]]:
+    """`signing-key` (a signer URI; a `file:` path is made absolute against the project) and `publisher-keys`
+    (PEM ECDSA P-256 public keys, relative to the project)."""
+    from ovcrypt_runtime._errors import SignatureError
+    from ovcrypt_runtime._keys.signature import load_public_key
+
+    signing_key = raw.get("signing-key")
+    schemes = ("file:", "pkcs11:", "transit:")
+    if signing_key is not None and not (isinstance(signing_key, str) and signing_key.startswith(schemes)):
+        problem("signing-key", 'must be a URI: "file:keys/publisher.pem", "pkcs11:token=...;object=..." or '
+                               '"transit:KEYNAME"')  # fmt: skip
+        signing_key = None
+    if isinstance(signing_key, str) and signing_key.startswith("file:"):
+        signing_key = f"file:{root / signing_key[len('file:'):]}"
+    raw_keys = raw.get("publisher-keys", [])
+    if not isinstance(raw_keys, list) or not all(isinstance(k, str) for k in raw_keys):
+        problem("publisher-keys", 'must be a list of PEM public key files, such as ["keys/publisher.pub"]')
+        return signing_key, ()
+    keys = tuple(root / k for k in raw_keys)
+    for raw_key, path in zip(raw_keys, keys, strict=True):
+        try:
+            load_public_key(path.read_bytes(), raw_key)
+        except OSError as exc:
+            problem("publisher-keys", f"names {raw_key}, which cannot be read ({exc.strerror})")
+        except SignatureError as exc:
+            problem("publisher-keys", f"names {exc}")
+    if keys and signing_key is None:
+        problem("publisher-keys", "needs `signing-key`: a product that pins publisher keys must be signed")
+    return signing_key, keys
 
 
 def _parse_model(name: str, value: Any, root: Path, path: str, problems: list[Problem]) -> ModelSpec | None:
@@ -270,7 +321,7 @@ def model_name_problem(name: str) -> str | None:
             f"is a name the runtime module `_ovcrypt` already has: `from ..._ovcrypt import {name}` would give the "
             f"runtime's own `{name}`, not the model; choose another name, such as `{name}_model`"
         )
-    from .stubs import stub_names
+    from .hook.stubs import stub_names
 
     if name in stub_names():
         return (
@@ -285,7 +336,7 @@ def runtime_names() -> frozenset[str]:
     """The names a product's `_ovcrypt` binds itself, which a model's attribute can never override (module
     globals win over `__getattr__`): the runtime module's globals (its functions and errors, and what it imports)
     and its submodules. Computed from the runtime package, which every product gets a verbatim copy of."""
-    from . import runtime
+    import ovcrypt_runtime as runtime
 
     submodules = {module.name for module in pkgutil.iter_modules(runtime.__path__)}
     return frozenset(vars(runtime)) | frozenset(runtime.__all__) | submodules
@@ -337,7 +388,7 @@ def _parse_folder_table(
 def _parse_source_table(
     name: str, value: Mapping[str, Any], source: Path, path: str, problems: list[Problem]
 ) -> ModelSpec:
-    from .convert import parse_conversion_options
+    from .sources.convert import parse_conversion_options
 
     options, found = parse_conversion_options(value, path)
     problems += [Problem(at, message) for at, message in found]

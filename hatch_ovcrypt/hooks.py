@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hatchling.plugin import hookimpl
 
-from .plugin import OvcryptBuildHook
+from .hook.plugin import OvcryptBuildHook
 
 
 @hookimpl

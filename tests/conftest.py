@@ -92,7 +92,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def segment_decryptions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The index of every segment decrypted while the test runs (the real decryption still happens): what a
     test checks to prove that an error came before anything was decrypted."""
-    from hatch_ovcrypt.runtime._spec import SegmentCipher
+    from ovcrypt_runtime._format.spec import SegmentCipher
 
     decrypted: list[int] = []
     original = SegmentCipher.decrypt_segment
@@ -105,11 +105,12 @@ def segment_decryptions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return decrypted
 
 
-# --- simulated platforms (issue 21; tests/platforms.py) ------------------------------------------
-# A test that uses `simulated_platform` (a module's `pytestmark = pytest.mark.usefixtures("simulated_platform")`)
-# runs once per platform: Linux as it is, macOS and Windows with what they lack hidden.
-
+# Key servers (issue 22): session fixtures openbao, softhsm, moto_kms, for every test file. Simulated platforms
+# (issue 21; tests/platforms.py): a test that uses `simulated_platform` (a module's
+# `pytestmark = pytest.mark.usefixtures("simulated_platform")`) runs once per platform: Linux as it is, macOS and
+# Windows with what they lack hidden.
 from tests.platforms import PLATFORMS, simulate  # noqa: E402
+from tests.servers import moto_kms, openbao, softhsm  # noqa: E402, F401
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -14,8 +14,8 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS, genai_requirements
-from hatch_ovcrypt.runtime._runtime import Runtime
-from hatch_ovcrypt.runtime._spec import Role
+from ovcrypt_runtime._format.spec import Role
+from ovcrypt_runtime._loading.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 # What a product declares in [project] dependencies: everything the runtime needs (the build refuses less),
@@ -162,7 +162,7 @@ def find_leaks(windows: set[bytes], blobs: Iterable[tuple[str, bytes]]) -> list[
 def assert_no_plaintext_left(out: bytes | memoryview | np.ndarray, data: bytes, fill: int = 0) -> None:
     """After a failed decryption of the encrypted file `data` into `out` (filled with `fill` before): every
     segment of `out` is zeroed, untouched or still ciphertext. Plaintext was wiped, and nothing else had to be."""
-    from hatch_ovcrypt.runtime._spec import parse_header
+    from ovcrypt_runtime._format.spec import parse_header
 
     header = parse_header(data, "t")[0]
     view = np.frombuffer(out, np.uint8).tobytes()
@@ -181,7 +181,7 @@ def encrypted_path(folder: Path, model: str, role: Role) -> Path:
 def render_folder(dest: Path, models: Mapping[str, Path], key: bytes, *, segment_size: int | None = None,
                   key_env: str = "OVCRYPT_KEY", package: str = "acme_vision") -> Path:  # fmt: skip
     """Render an `_ovcrypt` folder exactly as the hook does, without a wheel: fast, for tamper tests."""
-    from hatch_ovcrypt.writer import render_table
+    from hatch_ovcrypt.hook.writer import render_table
 
     raw: dict[str, object] = {"models": {name: str(xml) for name, xml in models.items()}, "key-env": key_env}
     if segment_size is not None:

@@ -154,7 +154,9 @@ def _as_bytes(value: object) -> bytes:
 # --- finding every function that holds a key, and failing it there ----------------------------------
 
 PACKAGE = TESTS.parent / "hatch_ovcrypt"
-_FORGET_WRAPPERS = ("wrapper", "generator")  # forget_keys's inner functions (runtime/_spec.py)
+RUNTIME = TESTS.parent / "runtime" / "ovcrypt_runtime"
+TRACED = (str(PACKAGE), str(RUNTIME))  # the plugin and the runtime it imports
+_FORGET_WRAPPERS = ("wrapper", "generator")  # forget_keys's inner functions (ovcrypt_runtime/_format/spec.py)
 
 
 class Injected(BaseException):  # not an error: an interruption, as KeyboardInterrupt is
@@ -179,7 +181,7 @@ class KeyHolders:
         self.inject = inject
         self.holders: dict[CodeType, tuple[int, list[str], bool]] = {}  # code -> (first line, locals, covered)
         self.injected = False
-        self._spec_file = str(PACKAGE / "runtime" / "_spec.py")
+        self._spec_file = str(RUNTIME / "_format" / "spec.py")
 
     def __enter__(self) -> KeyHolders:
         sys.settrace(self._global)
@@ -189,7 +191,7 @@ class KeyHolders:
         sys.settrace(None)
 
     def _global(self, frame: FrameType, event: str, arg: object) -> Any:
-        if self.injected or not frame.f_code.co_filename.startswith(str(PACKAGE)) or self._is_wrapper(frame):
+        if self.injected or not frame.f_code.co_filename.startswith(TRACED) or self._is_wrapper(frame):
             return None  # forget_keys's own wrapper holds its arguments by design, and drops them
         return self._local
 

@@ -72,7 +72,7 @@ def simulate(platform: str, monkeypatch: pytest.MonkeyPatch, private_root: Path)
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
     sysconfig.get_config_vars()  # cached as this platform's
-    from hatch_ovcrypt.runtime import _memfiles
+    from ovcrypt_runtime._pipelines import memfiles as _memfiles
 
     for name in HIDDEN[platform]:
         monkeypatch.delattr(os, name, raising=False)

@@ -67,9 +67,10 @@ def wheel_names(wheel: Path) -> list[str]:
 def test_wheel_holds_runtime_manifest_and_ciphertext_only(built: tuple[Path, Path, dict[str, Path], str]) -> None:
     _, wheel, xmls, key = built
     names = wheel_names(wheel)
-    runtime = {n.rpartition("/")[2] for n in names if n.startswith("acme_vision/_ovcrypt/") and n.endswith(".py")}
-    expected = {"__init__.py", "_spec.py", "_reader.py", "_writer.py", "_keys.py", "_loader.py", "_runtime.py"}
-    assert expected | {"_manifest.py"} <= runtime
+    prefix = "acme_vision/_ovcrypt/"
+    runtime = {n.removeprefix(prefix) for n in names if n.startswith(prefix) and n.endswith(".py")}
+    expected = {"__init__.py", "_keys/sources.py", "_loading/loader.py", "_loading/runtime.py"}
+    assert expected | {f"_format/{m}.py" for m in ("spec", "reader", "writer", "manifest")} <= runtime
     assert sorted(n for n in names if n.endswith(".ovc")) == [
         f"acme_vision/_ovcrypt/models/{m}.{r}.ovc" for m in ("classifier", "detector") for r in ("bin", "xml")
     ]

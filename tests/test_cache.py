@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime import _cache
-from hatch_ovcrypt.runtime._errors import IntegrityError, ModelNotFoundError
-from hatch_ovcrypt.runtime._layout import CACHE_DIR_ENV
-from hatch_ovcrypt.runtime._private import modes_mean_something
-from hatch_ovcrypt.runtime._runtime import Runtime
-from hatch_ovcrypt.runtime._spec import Role, parse_header
+from ovcrypt_runtime._errors import IntegrityError, ModelNotFoundError
+from ovcrypt_runtime._format.layout import CACHE_DIR_ENV
+from ovcrypt_runtime._format.private import modes_mean_something
+from ovcrypt_runtime._format.spec import Role, parse_header
+from ovcrypt_runtime._loading import cache as _cache
+from ovcrypt_runtime._loading.runtime import Runtime
 from tests.helpers import (
     REPO,
     encrypted_path,

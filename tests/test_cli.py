@@ -16,9 +16,9 @@ import pytest
 
 from hatch_ovcrypt.cli import main
 from hatch_ovcrypt.cli.common import Keys
-from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, key_id
-from hatch_ovcrypt.runtime._writer import FileSource
-from hatch_ovcrypt.writer import encrypt_file
+from hatch_ovcrypt.hook.writer import encrypt_file
+from ovcrypt_runtime._format.spec import MIN_SEGMENT_SIZE, Role, key_id
+from ovcrypt_runtime._format.writer import FileSource
 from tests.helpers import encrypted_path, make_ir, render_folder, write_product
 
 # Run on Linux, and on macOS and Windows as simulated (tests/platforms.py, issue 21).
@@ -333,7 +333,7 @@ def test_compile_output_matches_plain_inference(setup: Setup) -> None:
     import openvino as ov
 
     from hatch_ovcrypt.cli.common import load_keys
-    from hatch_ovcrypt.runtime._loader import decrypt_file, model_from_memory
+    from ovcrypt_runtime._loading.loader import decrypt_file, model_from_memory
     from tests.helpers import reference_output, sample_input
 
     keys = load_keys(str(setup.file_a), "OVCRYPT_KEY")
@@ -493,13 +493,17 @@ def test_every_argument_has_help_text() -> None:
 
     parser = build_parser()
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = dict(verbs.choices)
+    for name, sub in verbs.choices.items():  # `datakey ACTION`: the actions' arguments too
+        for nested in (a for a in sub._actions if isinstance(a, argparse._SubParsersAction)):
+            parsers.update({f"{name} {action}": parser for action, parser in nested.choices.items()})
     missing = [
         f"{name} {action.dest}"
-        for name, sub in verbs.choices.items()
+        for name, sub in parsers.items()
         for action in sub._actions
         if not isinstance(action, argparse._HelpAction) and not action.help
     ]
-    assert len(verbs.choices) == 10 and not missing, missing
+    assert len(verbs.choices) == 11 and len(parsers) == 16 and not missing, missing
 
 
 def test_check_says_how_to_make_the_example_models(tmp_path: Path) -> None:

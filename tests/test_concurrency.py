@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime._runtime import Runtime
+from ovcrypt_runtime._loading.runtime import Runtime
 from tests.helpers import (
     REPO,
     make_ir,
@@ -196,7 +196,7 @@ def test_processes_building_into_one_dist(tmp_path: Path, key: bytes, monkeypatc
 CACHE_WORKER = """
 import sys, numpy as np
 from pathlib import Path
-from hatch_ovcrypt.runtime._runtime import Runtime
+from ovcrypt_runtime._loading.runtime import Runtime
 folder, cache, x, expected = Path(sys.argv[1]), sys.argv[2], np.load(sys.argv[3]), np.load(sys.argv[4])
 runtime = Runtime(folder, "acme_vision")
 for _ in range(int(sys.argv[5])):
@@ -209,8 +209,8 @@ print("OK")
 
 @pytest.mark.slow
 def test_processes_sharing_one_cache_folder(package: Path, key: bytes, tmp_path: Path) -> None:
-    if not (REPO / "hatch_ovcrypt" / "runtime" / "_cache.py").exists():
-        pytest.skip("the encrypted compiled-model cache (runtime/_cache.py) does not exist yet")
+    if not (REPO / "runtime" / "ovcrypt_runtime" / "_loading" / "cache.py").exists():
+        pytest.skip("the encrypted compiled-model cache (ovcrypt_runtime/_loading/cache.py) does not exist yet")
     cache = tmp_path / "cache"
     x = sample_input(256)
     np.save(tmp_path / "x.npy", x)
@@ -230,8 +230,8 @@ def test_processes_sharing_one_cache_folder(package: Path, key: bytes, tmp_path:
 def test_unavailable_device_is_refused_before_decrypting(package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The device is checked on a helper thread while the key is found, yet refused before any segment
     is decrypted, and the error is the DeviceError that names it."""
-    from hatch_ovcrypt.runtime._errors import DeviceError
-    from hatch_ovcrypt.runtime._spec import SegmentCipher
+    from ovcrypt_runtime._errors import DeviceError
+    from ovcrypt_runtime._format.spec import SegmentCipher
 
     decrypted: list[int] = []
     real = SegmentCipher.decrypt_segment

@@ -85,7 +85,7 @@ def test_model_table_shapes(tmp_path: Path, key_env: dict[str, str], models: str
     make_ir(project / "models/m.xml")
     from hatchling.builders.wheel import WheelBuilder
 
-    from hatch_ovcrypt.checks import check_project, hook_table
+    from hatch_ovcrypt.checks.project import check_project, hook_table
 
     builder = WheelBuilder(str(project))
     table = hook_table(builder)
@@ -272,8 +272,8 @@ def _refused_names() -> list[str]:
     """Every name the build must refuse, computed from what they clash with (never a hand list)."""
     import keyword
 
-    from hatch_ovcrypt import runtime
-    from hatch_ovcrypt.stubs import stub_names
+    import ovcrypt_runtime as runtime
+    from hatch_ovcrypt.hook.stubs import stub_names
 
     public = {name for name in vars(runtime) if not name.startswith("_")}
     return sorted({*keyword.kwlist, *public, *runtime.__all__, *stub_names(), "_private", "_settings", "__path__"})
@@ -309,10 +309,11 @@ def test_the_stub_parses_for_every_name_the_build_accepts() -> None:
     import ast
     import keyword
 
-    from hatch_ovcrypt import runtime
+    import ovcrypt_runtime as runtime
     from hatch_ovcrypt.config import model_name_problem
-    from hatch_ovcrypt.runtime._manifest import IR_KIND, FileEntry, Manifest, ModelEntry
-    from hatch_ovcrypt.stubs import render_stub
+    from hatch_ovcrypt.hook.stubs import render_stub
+    from hatch_ovcrypt.hook.vendoring import RuntimeParts
+    from ovcrypt_runtime._format.manifest import IR_KIND, FileEntry, Manifest, ModelEntry
 
     candidates = [*_refused_names(), *keyword.softkwlist, "type", "case", "detector", "Det2", "print", "list"]
     accepted = sorted({name for name in candidates if model_name_problem(name) is None})
@@ -323,7 +324,7 @@ def test_the_stub_parses_for_every_name_the_build_accepts() -> None:
         name: ModelEntry(kinds[i % len(kinds)], {"a.xml": entry} if kinds[i % len(kinds)] != IR_KIND else {})
         for i, name in enumerate(accepted)
     }
-    stub = render_stub(Manifest("test", "00" * 16, models), "# header\n")
+    stub = render_stub(Manifest("test", "00" * 16, models), "# header\n", RuntimeParts())  # every part shipped
     bound = []
     for node in ast.parse(stub).body:  # a syntax error fails here
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):

@@ -15,7 +15,8 @@ import pytest
 
 from hatch_ovcrypt.cli import main
 from tests.helpers import build_wheel, find_leaks, only_wheel, plaintext_windows, run, unpack, write_product
-from tests.test_convert import onnx_mlp, ovc_reference, sample, save_onnx
+from tests.test_convert import onnx_mlp, ovc_reference, runtime_reference, sample, save_onnx
+from tests.vision_onnx import sample_image, yolo_graph
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # this CPU defaults to bf16, which would hide fp16/fp32 differences
 
@@ -30,38 +31,47 @@ def test_onnx_sources_in_the_table_build_and_match(tmp_path: Path, key_env: dict
     project = write_product(tmp_path / "product", {
         "det": "models/det.onnx",
         "rec": {"source": "models/rec.onnx", "compress-to-fp16": "false", "input": "x[1,64]"},
+        "seg": {"source": "models/seg.onnx", "compress-to-fp16": "false"},
     })  # fmt: skip
     text = (project / "pyproject.toml").read_text().replace('compress-to-fp16 = "false"', "compress-to-fp16 = false")
     (project / "pyproject.toml").write_text(text)
     det = save_onnx(onnx_mlp(seed=1), project / "models" / "det.onnx")
     rec = save_onnx(onnx_mlp(seed=2), project / "models" / "rec.onnx", external="rec.onnx.data")
+    seg = save_onnx(yolo_graph(segment=True, seed=2), project / "models" / "seg.onnx")  # ovc's route changes it
     check = run([str(Path(sys.executable).parent / "hatch-ovcrypt"), "check", str(project)], env=key_env)
-    assert check.stdout.startswith("ok: 2 model(s)"), check.stdout
+    assert check.stdout.startswith("ok: 3 model(s)"), check.stdout
     before = set(Path(tempfile.gettempdir()).iterdir())
     build_wheel(project, key_env)
     wheel = only_wheel(project / "dist")
     with zipfile.ZipFile(wheel) as zf:
         blobs = [(n, zf.read(n)) for n in zf.namelist()]
-    sources = [det, rec, rec.with_name("rec.onnx.data")]
+    sources = [det, rec, rec.with_name("rec.onnx.data"), seg]
     reference = ovc_reference(det, tmp_path / "ref" / "det.xml")  # the default: fp16, as ovc and ov.save_model
+    seg_ir = runtime_reference(seg, tmp_path / "ref")
     new_tmp = [p for p in set(Path(tempfile.gettempdir()).iterdir()) - before if p.is_file()]
     scanned = [*blobs, *((str(p), p.read_bytes()) for p in new_tmp)]
     scanned += [(str(p), p.read_bytes()) for p in project.rglob("*") if p.is_file() and "models" not in p.parts]
-    plain = [*sources, reference, reference.with_suffix(".bin")]
+    plain = [*sources, reference, reference.with_suffix(".bin"), seg_ir, seg_ir.with_suffix(".bin")]
     assert find_leaks(plaintext_windows(plain, step=256), scanned) == []
     site = unpack(wheel, tmp_path / "site")
     env = {**key_env, "PYTHONPATH": str(site)}
-    x = sample()
+    x, image = sample(), sample_image()
     code = (
         "import sys, numpy as np\nfrom acme_vision._ovcrypt import compile_model\n"
-        "x = np.load(sys.argv[1])\nfor name in ('det', 'rec'):\n"
-        "    f32 = {'INFERENCE_PRECISION_HINT': 'f32'}\n"
-        "    np.save(f'{sys.argv[2]}/{name}.npy', compile_model(name, config=f32)(x)[0])\n"
+        "x, image = np.load(sys.argv[1]), np.load(sys.argv[2])\n"
+        "for name, data in (('det', x), ('rec', x), ('seg', image)):\n"
+        "    for precision, config in (('f32', {'INFERENCE_PRECISION_HINT': 'f32'}), ('default', {})):\n"
+        "        outputs = list(compile_model(name, config=config)(data).values())\n"
+        "        np.save(f'{sys.argv[3]}/{name}-{precision}.npy', np.concatenate([o.ravel() for o in outputs]))\n"
     )
     np.save(tmp_path / "x.npy", x)
-    run([sys.executable, "-c", code, str(tmp_path / "x.npy"), str(tmp_path)], env=env)
-    assert np.array_equal(np.load(tmp_path / "det.npy"), infer(str(reference), x))
-    assert np.array_equal(np.load(tmp_path / "rec.npy"), infer(str(rec), x))  # compress-to-fp16 = false
+    np.save(tmp_path / "image.npy", image)
+    run([sys.executable, "-c", code, str(tmp_path / "x.npy"), str(tmp_path / "image.npy"), str(tmp_path)], env=env)
+    assert np.array_equal(np.load(tmp_path / "det-f32.npy"), infer(str(reference), x).ravel())
+    assert np.array_equal(np.load(tmp_path / "rec-f32.npy"), infer(str(rec), x).ravel())  # compress-to-fp16 = false
+    for precision, config in (("f32", F32), ("default", {})):  # no `input`: bit-identical to OpenVINO reading it
+        expected = [np.asarray(o).ravel() for o in ov.Core().compile_model(str(seg), "CPU", config)(image).values()]
+        assert np.load(tmp_path / f"seg-{precision}.npy").tobytes() == np.concatenate(expected).tobytes(), precision
 
 
 def test_bad_conversion_options_and_unreadable_sources_are_reported_with_their_paths(

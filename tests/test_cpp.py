@@ -38,10 +38,10 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from hatch_ovcrypt.runtime._errors import OvcryptError
-from hatch_ovcrypt.runtime._keys import MAX_KEY_FILE_BYTES
-from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
-from hatch_ovcrypt.runtime._spec import TAG_SIZE, Role
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._format.layout import MANIFEST_NAME
+from ovcrypt_runtime._format.spec import TAG_SIZE, Role
+from ovcrypt_runtime._keys.sources import MAX_KEY_FILE_BYTES
 from tests.helpers import (
     REPO,
     build_wheel,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.runtime._errors import DeviceError, OvcryptError
+from ovcrypt_runtime._errors import DeviceError, OvcryptError
 from tests.helpers import make_ir, render_folder, runtime_for
 
 

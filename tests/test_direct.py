@@ -1,4 +1,4 @@
-"""Reading around the page cache (runtime/_direct.py): exact ranges, shared edge blocks, the fallback
+"""Reading around the page cache (ovcrypt_runtime/_format/direct.py): exact ranges, shared edge blocks, the fallback
 to buffered reads, when O_DIRECT is chosen, and whole encrypted files decrypted that way."""
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime import _direct, _reader
-from hatch_ovcrypt.runtime._direct import ALIGNMENT, MIN_BYTES, RangeReader, open_direct
-from hatch_ovcrypt.runtime._errors import IntegrityError
-from hatch_ovcrypt.runtime._loader import decrypt_file, owned_buffer
-from hatch_ovcrypt.runtime._spec import Role
-from hatch_ovcrypt.runtime._writer import BufferSource, encrypt
+from ovcrypt_runtime._errors import IntegrityError
+from ovcrypt_runtime._format import direct as _direct
+from ovcrypt_runtime._format import reader as _reader
+from ovcrypt_runtime._format.direct import ALIGNMENT, MIN_BYTES, RangeReader, open_direct
+from ovcrypt_runtime._format.spec import Role
+from ovcrypt_runtime._format.writer import BufferSource, encrypt
+from ovcrypt_runtime._loading.loader import decrypt_file, owned_buffer
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="O_DIRECT is Linux-only")
 

@@ -22,11 +22,12 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from hatch_ovcrypt.runtime import _cache, _loader
-from hatch_ovcrypt.runtime._errors import IntegrityError
-from hatch_ovcrypt.runtime._loader import decrypt_file
-from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Header, Role, parse_header
-from hatch_ovcrypt.runtime._writer import BufferSource, encrypt
+from ovcrypt_runtime._errors import IntegrityError
+from ovcrypt_runtime._format.spec import MIN_SEGMENT_SIZE, Header, Role, parse_header
+from ovcrypt_runtime._format.writer import BufferSource, encrypt
+from ovcrypt_runtime._loading import cache as _cache
+from ovcrypt_runtime._loading import loader as _loader
+from ovcrypt_runtime._loading.loader import decrypt_file
 from tests.helpers import REPO, make_ir, sample_input
 from tests.platforms import NEEDS_FIFO
 
@@ -56,8 +57,8 @@ FORGED_CHILD = textwrap.dedent(
     """
     import resource, sys, time
     from pathlib import Path
-    from hatch_ovcrypt.runtime._loader import decrypt_file
-    from hatch_ovcrypt.runtime._spec import Role
+    from ovcrypt_runtime._loading.loader import decrypt_file
+    from ovcrypt_runtime._format.spec import Role
     import openvino  # imported before the baseline: the loader needs it anyway
 
     path, key, bound = Path(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3]
@@ -148,8 +149,8 @@ def test_the_manifest_size_bounds_a_file_before_any_work(
 
 def test_a_failure_wipes_only_the_segments_that_held_plaintext(tmp_path: Path, key: bytes) -> None:
     """Segment 1 of 8 fails: segment 0 (decrypted) and 1 (failed) are zeroed, the rest never touched."""
-    from hatch_ovcrypt.runtime._reader import decrypt_into, read_header
-    from hatch_ovcrypt.runtime._spec import SegmentCipher
+    from ovcrypt_runtime._format.reader import decrypt_into, read_header
+    from ovcrypt_runtime._format.spec import SegmentCipher
 
     path = tmp_path / "m.bin.ovc"
     header = encrypted(path, key, random.Random(1).randbytes(8 * SEG))

@@ -1,4 +1,5 @@
-"""The encrypted file format (runtime/_spec.py, _writer.py, _reader.py) against its specification, docs/FORMAT.md.
+"""The encrypted file format (ovcrypt_runtime/_format/spec.py, _format/writer.py, _format/reader.py) against its
+specification, docs/FORMAT.md.
 
 The test vectors are parsed out of FORMAT.md and checked twice: with this repository's code, and
 with an independent implementation below made only of raw `cryptography` primitives (HKDF, HMAC,
@@ -30,12 +31,13 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from hatch_ovcrypt.runtime import _reader, _spec
-from hatch_ovcrypt.runtime._direct import positional_reads
-from hatch_ovcrypt.runtime._errors import FormatError, IntegrityError, OvcryptError, WrongKeyError
-from hatch_ovcrypt.runtime._reader import decrypt_into, iter_plaintext, read_header
-from hatch_ovcrypt.runtime._spec import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Header, Role, SegmentCipher, parse_header
-from hatch_ovcrypt.runtime._writer import BufferSource, FileSource, encrypt
+from ovcrypt_runtime._errors import FormatError, IntegrityError, OvcryptError, WrongKeyError
+from ovcrypt_runtime._format import reader as _reader
+from ovcrypt_runtime._format import spec as _spec
+from ovcrypt_runtime._format.direct import positional_reads
+from ovcrypt_runtime._format.reader import decrypt_into, iter_plaintext, read_header
+from ovcrypt_runtime._format.spec import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Header, Role, SegmentCipher, parse_header
+from ovcrypt_runtime._format.writer import BufferSource, FileSource, encrypt
 from tests.helpers import assert_no_plaintext_left
 
 # Run on Linux, and on macOS and Windows as simulated (tests/platforms.py, issue 21).
@@ -499,7 +501,10 @@ def test_reading_a_header_and_finding_a_key_need_no_cryptography() -> None:
     """A first load imports cryptography while it already reads the ciphertext: nothing before the
     first AES operation may import it (a fresh interpreter, as an installed product starts)."""
     code = (
-        "import sys, io; from hatch_ovcrypt.runtime import _spec, _reader, _keys, _manifest, _loader, _runtime\n"
+        "import sys, io\n"
+        "from ovcrypt_runtime._format import manifest as _manifest, reader as _reader, spec as _spec\n"
+        "from ovcrypt_runtime._keys import sources as _keys\n"
+        "from ovcrypt_runtime._loading import loader as _loader, runtime as _runtime\n"
         "k = bytes(32); _spec.key_id(k); _spec.hkdf(k, b's', b'i')\n"
         "assert not [m for m in sys.modules if m.startswith('cryptography')], sorted(sys.modules)\n"
     )

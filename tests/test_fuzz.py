@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hatch_ovcrypt.runtime._errors import FormatError, IntegrityError, ManifestError, OvcryptError
-from hatch_ovcrypt.runtime._manifest import FileEntry, Manifest, ModelEntry, file_identity, ir_files, parse_manifest
-from hatch_ovcrypt.runtime._reader import decrypt_into, iter_plaintext, read_header
-from hatch_ovcrypt.runtime._spec import MAGIC, MIN_SEGMENT_SIZE, Role, SegmentCipher, parse_header
-from hatch_ovcrypt.runtime._writer import BufferSource, encrypt
+from ovcrypt_runtime._errors import FormatError, IntegrityError, ManifestError, OvcryptError
+from ovcrypt_runtime._format.manifest import FileEntry, Manifest, ModelEntry, file_identity, ir_files, parse_manifest
+from ovcrypt_runtime._format.reader import decrypt_into, iter_plaintext, read_header
+from ovcrypt_runtime._format.spec import MAGIC, MIN_SEGMENT_SIZE, Role, SegmentCipher, parse_header
+from ovcrypt_runtime._format.writer import BufferSource, encrypt
 
 Count = Callable[[str, int], None]
 _BASE = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -349,7 +349,7 @@ def test_every_manifest_field_malformed_is_a_manifest_error(suite_count: Count) 
     v1_body = {"format": "hatch-ovcrypt-manifest/1", "generator": "gen", "key_env": "OVCRYPT_KEY", "key_provider": None,
                "key_id": "0" * 32, "models": {"det": {r: {"file": f"det.{r}.ovc", "size": 1, "sha256": "a" * 64,
                                                            "salt": "b" * 64} for r in ("xml", "bin")}}}  # fmt: skip
-    from hatch_ovcrypt.runtime._manifest import compute_mac
+    from ovcrypt_runtime._format.manifest import compute_mac
 
     tried = 0
     for doc in (json.loads(v2.to_json()), {**v1_body, "mac": compute_mac(KEY, v1_body)}):

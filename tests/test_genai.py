@@ -15,16 +15,16 @@ import openvino as ov
 import openvino_genai as genai
 import pytest
 
-from hatch_ovcrypt.runtime import _genai
-from hatch_ovcrypt.runtime._errors import (
+from hatch_ovcrypt.hook.writer import render_table
+from ovcrypt_runtime._errors import (
     IntegrityError,
     KeyMissingError,
     ModelNotFoundError,
     UnsupportedModelError,
     WrongKeyError,
 )
-from hatch_ovcrypt.runtime._runtime import Runtime
-from hatch_ovcrypt.writer import render_table
+from ovcrypt_runtime._loading.runtime import Runtime
+from ovcrypt_runtime._pipelines import genai as _genai
 from tests.helpers import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -177,7 +177,7 @@ def test_text2image_pipeline_gives_the_plain_folders_pixels(tmp_path: Path) -> N
 
 def test_configs_never_touch_a_disk(llm: tuple[Path, bytes], tmp_path: Path) -> None:
     """While a pipeline is built, its decrypted configs exist only as memory files: the folder holds links."""
-    from hatch_ovcrypt.runtime._memfiles import memory_folder
+    from ovcrypt_runtime._pipelines.memfiles import memory_folder
 
     data = {"a.json": b'{"secret": 1}', "sub/b.json": b"[2]"}
     with memory_folder(data) as folder:
@@ -257,7 +257,7 @@ def test_a_folder_genai_cannot_build_from_memory_is_refused_with_the_reason(tmp_
 
 
 def test_kind_files_ships_any_folder_reached_by_part_and_path(tmp_path: Path) -> None:
-    from hatch_ovcrypt.writer import render_table
+    from hatch_ovcrypt.hook.writer import render_table
 
     folder = _whisper_like(tmp_path / "whisper")
     render_table({"models": {"listener": {"folder": str(folder), "kind": "files"}}}, tmp_path, tmp_path / "_ovcrypt",

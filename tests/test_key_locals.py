@@ -18,19 +18,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime import _cache
-from hatch_ovcrypt.runtime._errors import IntegrityError, KeyFormatError, KeyMissingError, WrongKeyError
-from hatch_ovcrypt.runtime._keys import KeyRing, keys_from_environment, parse_key, parse_key_list, read_key_file
-from hatch_ovcrypt.runtime._loader import decrypt_file, read_locked
-from hatch_ovcrypt.runtime._openssl import (
+from ovcrypt_runtime._errors import IntegrityError, KeyFormatError, KeyMissingError, WrongKeyError
+from ovcrypt_runtime._format.spec import MIN_SEGMENT_SIZE, Role, parse_header
+from ovcrypt_runtime._format.writer import BufferSource, SourceChangedError, encrypt, plaintext_fingerprint
+from ovcrypt_runtime._keys.sources import KeyRing, keys_from_environment, parse_key, parse_key_list, read_key_file
+from ovcrypt_runtime._loading import cache as _cache
+from ovcrypt_runtime._loading.loader import decrypt_file, read_locked
+from ovcrypt_runtime._loading.openssl import (
     OpenSSLSource,
     decrypt_openssl_array,
     encrypt_openssl_stream,
     load_openssl_model,
     parse_hex16,
 )
-from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role, parse_header
-from hatch_ovcrypt.runtime._writer import BufferSource, SourceChangedError, encrypt, plaintext_fingerprint
 from tests.helpers import render_folder
 from tests.keyscan import assert_no_key_in_locals, file_key
 
@@ -73,7 +73,7 @@ def test_tampered_file_under_the_right_key(
     tmp_path: Path, key: bytes, threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A modified header (its tag fails under the file key), and a modified segment (on the workers)."""
-    from hatch_ovcrypt.runtime import _reader
+    from ovcrypt_runtime._format import reader as _reader
 
     monkeypatch.setattr(_reader, "default_threads", lambda: threads)
     for offset in (80, 200 + SEG):
@@ -292,7 +292,7 @@ def test_runtime_paths_hold_no_key(tmp_path: Path, key: bytes) -> None:
     import shutil
 
     from hatch_ovcrypt.cli.common import Keys
-    from hatch_ovcrypt.runtime import _genai
+    from ovcrypt_runtime._pipelines import genai as _genai
     from tests.helpers import REPO, make_ir, render_folder, runtime_for
 
     folder = render_folder(tmp_path / "_ovcrypt", {"m": make_ir(tmp_path / "m.xml", 3 * SEG)}, key)

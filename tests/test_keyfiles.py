@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.runtime._errors import KeyFormatError, KeyMissingError
-from hatch_ovcrypt.runtime._keys import MAX_KEY_FILE_BYTES, keys_from_environment, parse_key, read_key_file
+from ovcrypt_runtime._errors import KeyFormatError, KeyMissingError
+from ovcrypt_runtime._keys.sources import MAX_KEY_FILE_BYTES, keys_from_environment, parse_key, read_key_file
 
 KEY = bytes(range(32))
 HEX = KEY.hex()

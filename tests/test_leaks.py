@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime._errors import OvcryptError
-from hatch_ovcrypt.runtime._reader import read_header
-from hatch_ovcrypt.runtime._spec import Role, SegmentCipher
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._format.reader import read_header
+from ovcrypt_runtime._format.spec import Role, SegmentCipher
 from tests.helpers import (
     REPO,
     encrypted_path,

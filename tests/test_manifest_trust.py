@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.runtime._errors import KeyMissingError, ManifestError
-from hatch_ovcrypt.runtime._manifest import compute_mac
+from ovcrypt_runtime._errors import KeyMissingError, ManifestError
+from ovcrypt_runtime._format.manifest import compute_mac
 from tests.helpers import make_ir, render_folder, runtime_for
 
 EVIL = "evil_provider_for_test"

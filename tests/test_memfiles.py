@@ -1,4 +1,5 @@
-"""Memory files (runtime/_memfiles.py) and process hardening (runtime/_hardening.py), issue 17 items 2, 3 and 7.
+"""Memory files (ovcrypt_runtime/_pipelines/memfiles.py) and process hardening (ovcrypt_runtime/_hardening.py),
+issue 17 items 2, 3 and 7.
 
 Another process of the same user plays the attacker: it cannot rewrite a sealed memory file, and after
 harden_process() it cannot open the process's /proc/<pid>/fd/N or /proc/<pid>/mem at all. When the tests run as
@@ -21,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime import _memfiles
-from hatch_ovcrypt.runtime._errors import UnsupportedModelError
-from hatch_ovcrypt.runtime._hardening import dont_dump
-from hatch_ovcrypt.runtime._keys import _Secret
-from hatch_ovcrypt.runtime._loader import owned_buffer
-from hatch_ovcrypt.runtime._memfiles import MemoryFolder, memory_backed_dir, memory_folder
+from ovcrypt_runtime._errors import UnsupportedModelError
+from ovcrypt_runtime._hardening import dont_dump
+from ovcrypt_runtime._keys.sources import _Secret
+from ovcrypt_runtime._loading.loader import owned_buffer
+from ovcrypt_runtime._pipelines import memfiles as _memfiles
+from ovcrypt_runtime._pipelines.memfiles import MemoryFolder, memory_backed_dir, memory_folder
 from tests.helpers import REPO
 
 fcntl = pytest.importorskip("fcntl", reason="memory files and their seals are POSIX (Linux) only")
@@ -182,8 +183,8 @@ def test_link_folders_of_dead_processes_are_swept(tmp_path: Path, monkeypatch: p
 
 TARGET = """
 import os, sys
-from hatch_ovcrypt.runtime import _hardening
-from hatch_ovcrypt.runtime._memfiles import memory_folder
+from ovcrypt_runtime import _hardening as _hardening
+from ovcrypt_runtime._pipelines.memfiles import memory_folder
 with memory_folder({"config.json": b'{"secret": 1}'}) as folder:
     fd = os.readlink(folder / "config.json").rsplit("/", 1)[1]
     print(os.getpid(), fd, flush=True)
@@ -288,13 +289,13 @@ if sys.argv[1] == "convert":
     import openvino as ov
     save = ov.save_model
     ov.save_model = lambda *a, **k: (save(*a, **k), stall())
-    from hatch_ovcrypt.convert import ConversionOptions, convert_to_ir
+    from hatch_ovcrypt.sources.convert import ConversionOptions, convert_to_ir
     convert_to_ir(Path(sys.argv[2]), ConversionOptions(compress_to_fp16=False))
 else:
     import openvino_genai
     openvino_genai.VLMPipeline = stall
-    from hatch_ovcrypt.runtime import _genai
-    from hatch_ovcrypt.runtime._runtime import Runtime
+    from ovcrypt_runtime._pipelines import genai as _genai
+    from ovcrypt_runtime._loading.runtime import Runtime
     rt = Runtime(Path(sys.argv[2]), "acme_vision")
     rt.keyring.add(bytes.fromhex(sys.argv[3]))
     _genai.vlm_pipeline(rt, "vision", "CPU", {})
@@ -302,7 +303,7 @@ else:
 
 
 def _converted_ir(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
-    from hatch_ovcrypt.convert import ConversionOptions, convert_to_ir
+    from hatch_ovcrypt.sources.convert import ConversionOptions, convert_to_ir
     from tests.test_convert import onnx_mlp, save_onnx
 
     source = save_onnx(onnx_mlp(4, seed=17), tmp_path / "src" / "mlp.onnx")

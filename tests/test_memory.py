@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime._loader import WEIGHTS_ATTR
-from hatch_ovcrypt.runtime._spec import Role
+from ovcrypt_runtime._format.spec import Role
+from ovcrypt_runtime._loading.loader import WEIGHTS_ATTR
 from tests.helpers import (
     REPO,
     encrypted_path,
@@ -62,7 +62,7 @@ def test_big_model_constants_live_in_the_runtime_buffer_too(
 ) -> None:
     """Above the O_DIRECT size the buffer is a slice of its tensor and OpenVINO gets a region of that
     tensor: the constants must still be views of the one decrypted buffer, not copies."""
-    from hatch_ovcrypt.runtime._direct import MIN_BYTES
+    from ovcrypt_runtime._format.direct import MIN_BYTES
 
     monkeypatch.setenv("OVCRYPT_KEY", key.hex())
     big = make_ir(tmp_path / "src" / "big.xml", 2 * MIN_BYTES, width=256)
@@ -97,8 +97,8 @@ def test_buffers_sliced_for_o_direct_are_owned_by_openvino_too() -> None:
     the freed weights and crashed, since nothing pins the weights on an openvino_genai pipeline."""
     code = """
 import gc, numpy as np
-from hatch_ovcrypt.runtime._direct import ALIGNMENT, MIN_BYTES
-from hatch_ovcrypt.runtime._loader import owned_buffer, owning_tensor
+from ovcrypt_runtime._format.direct import ALIGNMENT, MIN_BYTES
+from ovcrypt_runtime._loading.loader import owned_buffer, owning_tensor
 buf = owned_buffer(2 * MIN_BYTES, file_offset=123)
 assert buf.ctypes.data % ALIGNMENT == 123, "not a slice placed for O_DIRECT"
 buf[:] = 5
@@ -125,7 +125,7 @@ def test_compiled_model_pins_the_same_buffer(folder: Path) -> None:
 
 
 def encrypted_plaintext_length(folder: Path, role: Role) -> int:
-    from hatch_ovcrypt.runtime._spec import parse_header
+    from ovcrypt_runtime._format.spec import parse_header
 
     header, _, _ = parse_header(encrypted_path(folder, "detector", role).read_bytes()[:512], "x")
     return header.plaintext_length

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from hatch_ovcrypt.cli import main
-from hatch_ovcrypt.runtime._errors import IntegrityError, KeyFormatError
-from hatch_ovcrypt.runtime._openssl import OpenSSLSource, load_openssl_model, parse_hex16
+from ovcrypt_runtime._errors import IntegrityError, KeyFormatError
+from ovcrypt_runtime._loading.openssl import OpenSSLSource, load_openssl_model, parse_hex16
 from tests.helpers import (
     build_wheel,
     make_ir,
@@ -227,7 +227,7 @@ def test_public_load_openssl_model_takes_hex(tmp_path: Path) -> None:
     """The documented entry point, `from <package>._ovcrypt import load_openssl_model`, with hex key and IV."""
     import openvino as ov
 
-    from hatch_ovcrypt import runtime
+    import ovcrypt_runtime as runtime
 
     xml = make_ir(tmp_path / "plain" / "m.xml", 64 << 10, seed=5)
     key, iv = secrets.token_bytes(16), secrets.token_bytes(16)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.dependencies import check_runtime_dependencies, uv_cache_keys_hint
+from hatch_ovcrypt.checks.dependencies import check_runtime_dependencies, uv_cache_keys_hint
 from hatch_ovcrypt.requirements import RUNTIME_REQUIREMENTS
 from tests.helpers import (
     REPO,
@@ -287,8 +287,11 @@ def test_the_repository_holds_no_symlinks() -> None:
 
 
 def test_the_plugin_wheel_ships_the_runtime_sources(plugin_wheel_dir: Path) -> None:
+    """runtime/ovcrypt_runtime/ becomes the wheel's top-level `ovcrypt_runtime/`, every module of it."""
     names = zipfile.ZipFile(only_wheel(plugin_wheel_dir)).namelist()
-    sources = sorted(p.name for p in (REPO / "hatch_ovcrypt" / "runtime").glob("*.py"))
-    assert "_keys.py" in sources and "__init__.py" in sources
-    shipped = [n for n in names if n.startswith("hatch_ovcrypt/runtime/")]
-    assert shipped == [f"hatch_ovcrypt/runtime/{name}" for name in sources]
+    root = REPO / "runtime" / "ovcrypt_runtime"
+    sources = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
+    assert "_keys/sources.py" in sources and "__init__.py" in sources and "_keys/holders/age.py" in sources
+    shipped = sorted(n for n in names if n.startswith("ovcrypt_runtime/"))
+    assert shipped == [f"ovcrypt_runtime/{name}" for name in sources]
+    assert not [n for n in names if n.startswith(("runtime/", "hatch_ovcrypt/runtime/"))]

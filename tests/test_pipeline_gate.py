@@ -17,10 +17,10 @@ import openvino as ov
 import openvino.properties as props
 import pytest
 
-import hatch_ovcrypt.runtime as api
-from hatch_ovcrypt.runtime import _genai
-from hatch_ovcrypt.runtime._errors import DeviceError, UnsafeConfigError
-from hatch_ovcrypt.runtime._runtime import Runtime
+import ovcrypt_runtime as api
+from ovcrypt_runtime._errors import DeviceError, UnsafeConfigError
+from ovcrypt_runtime._loading.runtime import Runtime
+from ovcrypt_runtime._pipelines import genai as _genai
 from tests.helpers import REPO, make_ir, render_folder, runtime_for, sample_input
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -56,7 +56,7 @@ def test_every_builder_goes_through_the_gate() -> None:
     for name in api.__all__:
         fn = getattr(api, name)
         if inspect.isfunction(fn) and "properties" in inspect.signature(fn).parameters and name != "compile_model":
-            assert f"from ._genai import {name} as build" in inspect.getsource(fn), name
+            assert f"from ._pipelines.genai import {name} as build" in inspect.getsource(fn), name
             assert name in _genai.BUILDERS, name
 
 

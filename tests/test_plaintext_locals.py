@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from hatch_ovcrypt.runtime import _genai
-from hatch_ovcrypt.runtime._errors import IntegrityError
-from hatch_ovcrypt.runtime._runtime import Runtime
+from ovcrypt_runtime._errors import IntegrityError
+from ovcrypt_runtime._loading.runtime import Runtime
+from ovcrypt_runtime._pipelines import genai as _genai
 from tests.helpers import REPO, make_ir, render_folder, runtime_for
 from tests.keyscan import traceback_blobs
 from tests.leakscan import LeakScanner

@@ -38,7 +38,7 @@ def project_with(root: Path, *, model: str = "models/m.xml", toml: str = "",
 def problems_of(project: Path, key_env: dict[str, str], build_data: dict[str, Any] | None = None) -> list[str]:
     from hatchling.builders.wheel import WheelBuilder
 
-    from hatch_ovcrypt.checks import check_project, hook_table
+    from hatch_ovcrypt.checks.project import check_project, hook_table
 
     builder = WheelBuilder(str(project))
     table = hook_table(builder)

@@ -24,11 +24,14 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from hatch_ovcrypt.runtime import _cache, _direct, _genai, _memfiles
-from hatch_ovcrypt.runtime._errors import UnsupportedModelError
-from hatch_ovcrypt.runtime._memfiles import CONFIG_FILES_ENV, CONFIG_SUFFIXES, ConfigFolder, MemoryFolder
-from hatch_ovcrypt.runtime._runtime import Runtime
-from hatch_ovcrypt.writer import render_table
+from hatch_ovcrypt.hook.writer import render_table
+from ovcrypt_runtime._errors import UnsupportedModelError
+from ovcrypt_runtime._format import direct as _direct
+from ovcrypt_runtime._loading import cache as _cache
+from ovcrypt_runtime._loading.runtime import Runtime
+from ovcrypt_runtime._pipelines import genai as _genai
+from ovcrypt_runtime._pipelines import memfiles as _memfiles
+from ovcrypt_runtime._pipelines.memfiles import CONFIG_FILES_ENV, CONFIG_SUFFIXES, ConfigFolder, MemoryFolder
 from tests.helpers import REPO, make_ir, reference_output, sample_input
 
 pytestmark = pytest.mark.usefixtures("simulated_platform")
@@ -133,10 +136,10 @@ def test_reads_at_offsets_without_preadv_or_pread(tmp_path: Path, size: int, sim
 def test_a_big_file_round_trips_without_o_direct_fadvise_or_pread(tmp_path: Path, simulated_platform: str) -> None:
     """Over the O_DIRECT threshold: Linux may read around the page cache; elsewhere buffered reads (pread on macOS,
     in order on Windows), and the writer encrypts with what the platform has. The same bytes everywhere."""
-    from hatch_ovcrypt.runtime._loader import decrypt_file
-    from hatch_ovcrypt.runtime._spec import Role
-    from hatch_ovcrypt.runtime._writer import FileSource
-    from hatch_ovcrypt.writer import encrypt_file
+    from hatch_ovcrypt.hook.writer import encrypt_file
+    from ovcrypt_runtime._format.spec import Role
+    from ovcrypt_runtime._format.writer import FileSource
+    from ovcrypt_runtime._loading.loader import decrypt_file
 
     plain = tmp_path / "big.bin"
     data = os.urandom(_direct.MIN_BYTES + 12345)
@@ -251,7 +254,7 @@ def test_whole_models_are_never_written_to_disk_opt_in_or_not(
 def test_conversion_is_refused_with_the_reason_without_memory_files(simulated_platform: str) -> None:
     import openvino.opset13 as ops
 
-    from hatch_ovcrypt.convert import ConversionError, serialize_in_memory
+    from hatch_ovcrypt.sources.convert import ConversionError, serialize_in_memory
 
     x = ops.parameter([1, 4], np.float32, name="x")
     model = ov.Model([ops.relu(x)], [x], "m")
@@ -275,9 +278,11 @@ class Block:
 sys.meta_path.insert(0, Block())
 for name in {blocked!r}:
     sys.modules.pop(name, None)
-import hatch_ovcrypt.cli, hatch_ovcrypt.convert, hatch_ovcrypt.plugin, hatch_ovcrypt.writer
-from hatch_ovcrypt.runtime import _cache, _genai, _memfiles, _reader, _writer
-print(_memfiles._memfd_usable())
+import hatch_ovcrypt.cli, hatch_ovcrypt.sources.convert, hatch_ovcrypt.hook.plugin, hatch_ovcrypt.hook.writer
+from ovcrypt_runtime._loading import cache
+from ovcrypt_runtime._format import reader, writer
+from ovcrypt_runtime._pipelines import genai, memfiles
+print(memfiles._memfd_usable())
 """
 
 
@@ -293,7 +298,7 @@ def test_everything_imports_without_posix_only_modules(simulated_platform: str) 
 
 def test_allow_config_files_from_the_products_code(simulated_platform: str) -> None:
     """The function of the product's API is the same opt-in as the environment variable, and can be taken back."""
-    from hatch_ovcrypt import runtime as product_api
+    import ovcrypt_runtime as product_api
 
     files = {"config.json": b'{"hidden_size": 8}', "sub/preprocessor_config.json": b"{}"}
     product_api.allow_config_files()

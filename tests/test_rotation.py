@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from hatch_ovcrypt.cli import main
-from hatch_ovcrypt.runtime._errors import ManifestError, WrongKeyError
-from hatch_ovcrypt.runtime._manifest import parse_manifest
-from hatch_ovcrypt.runtime._spec import key_id
+from ovcrypt_runtime._errors import ManifestError, WrongKeyError
+from ovcrypt_runtime._format.manifest import parse_manifest
+from ovcrypt_runtime._format.spec import key_id
 from tests.helpers import (
     build_wheel,
     make_ir,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hatch_ovcrypt.writer import SETTINGS_MODULE, render_settings
+from hatch_ovcrypt.hook.writer import SETTINGS_MODULE, render_settings
 
 # Ends the string literal and starts a statement of its own, under the old template rendering.
 CRAFTED = '"\\\'\nopen(__file__ + ".ran", "w").write("code ran")\n#'

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from hatch_ovcrypt.runtime import _spec, _writer
-from hatch_ovcrypt.runtime._openssl import OpenSSLSource, encrypt_openssl_stream
-from hatch_ovcrypt.runtime._spec import MIN_SEGMENT_SIZE, Role
-from hatch_ovcrypt.runtime._writer import BufferSource, FileSource, PlaintextSource, SourceChangedError, encrypt
-from hatch_ovcrypt.writer import encrypt_file
+from hatch_ovcrypt.hook.writer import encrypt_file
+from ovcrypt_runtime._format import spec as _spec
+from ovcrypt_runtime._format import writer as _writer
+from ovcrypt_runtime._format.spec import MIN_SEGMENT_SIZE, Role
+from ovcrypt_runtime._format.writer import BufferSource, FileSource, PlaintextSource, SourceChangedError, encrypt
+from ovcrypt_runtime._loading.openssl import OpenSSLSource, encrypt_openssl_stream
 from tests.helpers import REPO
 
 # Run on Linux, and on macOS and Windows as simulated (tests/platforms.py, issue 21).
@@ -150,8 +151,8 @@ TRUNCATE_CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from hatch_ovcrypt.runtime._writer import FileSource, encrypt
-    from hatch_ovcrypt.runtime._spec import Role
+    from ovcrypt_runtime._format.writer import FileSource, encrypt
+    from ovcrypt_runtime._format.spec import Role
 
     path, when, threads = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     key = bytes(range(32))
@@ -164,7 +165,7 @@ TRUNCATE_CHILD = textwrap.dedent(
         def write(self, data):
             return len(data)
 
-    import hatch_ovcrypt.runtime._writer as writer
+    import ovcrypt_runtime._format.writer as writer
     if when == "between":
         real = writer.derive_salt
         writer.derive_salt = lambda *args: (cut(), real(*args))[1]

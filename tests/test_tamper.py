@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hatch_ovcrypt.runtime._errors import (
+from ovcrypt_runtime._errors import (
     FormatError,
     IntegrityError,
     KeyFormatError,
@@ -34,10 +34,10 @@ from hatch_ovcrypt.runtime._errors import (
     OvcryptError,
     WrongKeyError,
 )
-from hatch_ovcrypt.runtime._layout import MANIFEST_NAME
-from hatch_ovcrypt.runtime._loader import read_locked
-from hatch_ovcrypt.runtime._reader import decrypt_into, read_header
-from hatch_ovcrypt.runtime._spec import TAG_SIZE, Header, Role
+from ovcrypt_runtime._format.layout import MANIFEST_NAME
+from ovcrypt_runtime._format.reader import decrypt_into, read_header
+from ovcrypt_runtime._format.spec import TAG_SIZE, Header, Role
+from ovcrypt_runtime._loading.loader import read_locked
 from tests.helpers import (
     assert_no_plaintext_left,
     build_wheel,
@@ -51,8 +51,9 @@ from tests.helpers import (
     write_product,
 )
 
-# (`from hatch_ovcrypt.runtime import _runtime` would name the package's Runtime instance variable instead)
-runtime_module = importlib.import_module("hatch_ovcrypt.runtime._runtime")
+# (`from ovcrypt_runtime._loading import runtime as _runtime` would name the package's Runtime instance variable
+# instead)
+runtime_module = importlib.import_module("ovcrypt_runtime._loading.runtime")
 SEGMENT = 1 << 20
 # name -> (weight bytes, width): the .bin spans 1, 3 and 5 segments of 1 MiB.
 MODELS = {"small": (64 << 10, 64), "medium": (int(2.5 * SEGMENT), 256), "large": (int(4.5 * SEGMENT), 256)}

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from hatch_ovcrypt.cli import main
-from hatch_ovcrypt.runtime._errors import KeyMissingError, WrongKeyError
-from hatch_ovcrypt.runtime._spec import key_id
+from ovcrypt_runtime._errors import KeyMissingError, WrongKeyError
+from ovcrypt_runtime._format.spec import key_id
 from tests.helpers import REPO, make_ir, render_folder, runtime_for, write_product
 
 HOOK = "tool.hatch.build.targets.wheel.hooks.ovcrypt"

@@ -6,9 +6,12 @@
 // else the model's default part: the one IR of a kind "ir" model, or "openvino_model" in a folder model
 // (a folder without one is only hashed). Exit status: 0 on success; 1 with one line on stderr when a
 // file fails authentication, the key is wrong or missing, or anything else fails; 2 on a usage error.
+// With --publisher-key PEM (repeatable), the package's model.sig must verify under one of those keys first.
 #include <openssl/crypto.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <iostream>
 #include <optional>
 #include <ovcrypt/ovcrypt.hpp>
@@ -18,7 +21,8 @@
 
 namespace {
 
-const char* const USAGE = "usage: ovcrypt_dump [--key-env VAR] [--threads N] [--device DEVICE] DIR NAME [PART]";
+const char* const USAGE =
+    "usage: ovcrypt_dump [--key-env VAR] [--threads N] [--device DEVICE] [--publisher-key PEM]... DIR NAME [PART]";
 
 /// One line for stderr: OpenVINO's messages span several lines.
 std::string one_line(const std::string& text) {
@@ -49,9 +53,20 @@ std::string port_line(const char* what, const ov::Output<const ov::Node>& port) 
     return line.str();
 }
 
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ovcrypt::Error("--publisher-key " + path + ": cannot be read");
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 int dump(const std::string& dir, const std::string& name, const std::string& part_name, const std::string& key_env,
-         unsigned threads, const std::string& device) {
+         unsigned threads, const std::string& device, const std::vector<std::string>& publisher_keys) {
     ovcrypt::Package package = ovcrypt::Package::open(dir, ovcrypt::KeyRing(key_env));
+    if (!publisher_keys.empty()) {
+        std::vector<std::string> pems;
+        for (const auto& path : publisher_keys) pems.push_back(read_text(path));
+        package.require_publisher(pems);  // before any key is looked up or anything decrypted
+    }
     package.set_threads(threads);
     const ovcrypt::Model& model = package.model(name);
     if (const ovcrypt::Manifest* manifest = package.manifest()) {
@@ -101,10 +116,12 @@ int main(int argc, char** argv) {
     std::vector<std::string> positional;
     std::string key_env = ovcrypt::DEFAULT_KEY_ENV, device = "CPU";
     unsigned threads = 0;
+    std::vector<std::string> publisher_keys;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
-        if ((arg == "--key-env" || arg == "--threads" || arg == "--device") && i + 1 < argc) {
+        if ((arg == "--key-env" || arg == "--threads" || arg == "--device" || arg == "--publisher-key") && i + 1 < argc) {
             const std::string value = argv[++i];
+            if (arg == "--publisher-key") publisher_keys.push_back(value);
             if (arg == "--key-env") key_env = value;
             if (arg == "--device") device = value;
             if (arg == "--threads") threads = static_cast<unsigned>(std::strtoul(value.c_str(), nullptr, 10));
@@ -123,7 +140,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        return dump(positional[0], positional[1], positional.size() > 2 ? positional[2] : "", key_env, threads, device);
+        return dump(positional[0], positional[1], positional.size() > 2 ? positional[2] : "", key_env, threads, device,
+                    publisher_keys);
     } catch (const ovcrypt::Error& e) {
         std::cout.flush();
         std::cerr << "ovcrypt_dump: " << e.kind() << ": " << one_line(e.what()) << std::endl;

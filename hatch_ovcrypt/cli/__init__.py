@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._format.spec import forget_keys
+
 from .. import __version__
-from ..runtime._errors import OvcryptError
-from ..runtime._spec import forget_keys
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, UsageError, fail, refuse_inline_keys
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CheckFailed", "UsageError", "build_parser", "main"]
@@ -33,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import files, models, openssl, project, rekey
+    from . import datakey, files, models, openssl, project, rekey
 
     parser = _Parser(
         prog="hatch-ovcrypt",
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=forget_keys(func))
         return sub
 
-    for module in (project, files, rekey, models, openssl):
+    for module in (project, files, rekey, models, openssl, datakey):
         module.register(verb)
     return parser
 

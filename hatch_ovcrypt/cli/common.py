@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ..runtime._errors import KeyFormatError, KeyMissingError, WrongKeyError
-from ..runtime._keys import keys_from_environment, read_key_file
-from ..runtime._manifest import is_env_name
-from ..runtime._spec import forget_keys, key_id
+from ovcrypt_runtime._errors import KeyFormatError, KeyMissingError, WrongKeyError
+from ovcrypt_runtime._format.manifest import is_env_name
+from ovcrypt_runtime._format.spec import forget_keys, key_id
+from ovcrypt_runtime._keys.sources import keys_from_environment, read_key_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_KEY_ENV = "OVCRYPT_KEY"

@@ -11,12 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..progress import progress_for
-from ..runtime._errors import OvcryptError
-from ..runtime._loader import read_locked
-from ..runtime._manifest import FOLDER_KINDS, is_model_name, relpath_problem
-from ..runtime._reader import iter_plaintext
-from ..runtime._spec import VERSION, Header, Role
+from ovcrypt_runtime._errors import OvcryptError
+from ovcrypt_runtime._format.manifest import FOLDER_KINDS, is_model_name, relpath_problem
+from ovcrypt_runtime._format.reader import iter_plaintext
+from ovcrypt_runtime._format.spec import VERSION, Header, Role
+from ovcrypt_runtime._loading.loader import read_locked
+
+from ..hook.progress import progress_for
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -37,10 +38,10 @@ PLAIN_SUFFIX = {Role.XML: ".xml", Role.BIN: ".bin", Role.COMPILED: ".blob", Role
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
+    from ..checks.models import check_model, load_extensions
     from ..config import CONVERT, FOLDER, IR, ModelSpec
-    from ..model_checks import check_model, load_extensions
-    from ..sources import model_sources
-    from ..writer import encrypt_model
+    from ..hook.writer import encrypt_model
+    from ..sources.models import model_sources
 
     source = Path(args.model)
     origin = IR if source.suffix == ".xml" else FOLDER if source.is_dir() else CONVERT
@@ -72,7 +73,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 def check_ir_xml(path: Path, hint: str) -> None:
     """Refuse what is not IR XML before OpenVINO tries every frontend on it (and logs noise doing so)."""
-    from ..runtime._openssl import looks_like_xml
+    from ovcrypt_runtime._loading.openssl import looks_like_xml
 
     with path.open("rb") as f:
         head = f.read(64)
@@ -111,16 +112,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     files = encrypted_files(args.paths)
+    publisher_keys = read_publisher_keys(args.publisher_key or [])
     keys = keys_from_args(args)
     failed = 0
     folders = package_folders(files)
     for folder in folders.values():
         problems = folder.problems(keys.key_for)  # every one of them, not only the first
+        pinned = publisher_keys or folder.pinned_keys()
+        if pinned:
+            try:
+                folder.verify_signature(pinned)
+            except OvcryptError as exc:
+                problems.insert(0, exc)
         for problem in problems:
             fail(str(problem))
         failed += len(problems)
         if not problems:
-            print(f"ok: {folder.label} (signed under key id {folder.manifest.key_id}, lists every file as it is)")
+            by = f", and by its publisher ({len(pinned)} key(s) checked)" if pinned else ""
+            kid = folder.manifest.key_id
+            print(f"ok: {folder.label} (signed under key id {kid}{by}, lists every file as it is)")
     for path in files:
         try:
             header = authenticate(path, keys.key_for)
@@ -137,6 +147,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def read_publisher_keys(paths: list[str]) -> tuple[str, ...]:
+    """`--publisher-key` files, as PEM text, each checked to be an ECDSA P-256 public key (UsageError)."""
+    from ovcrypt_runtime._keys.signature import load_public_key
+
+    pems = []
+    for name in paths:
+        try:
+            pem = Path(name).read_text("ascii")
+            load_public_key(pem, f"--publisher-key {name}")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--publisher-key {name}: cannot be read ({exc})") from None
+        except OvcryptError as exc:
+            raise UsageError(str(exc)) from None
+        pems.append(pem)
+    return tuple(pems)
+
+
 def plain_name(header: Header) -> str:
     """Where `decrypt` writes a file: `<model>.xml`/`.bin` for a single IR, `<model>/<path>` for a folder's file."""
     model, _, relpath = header.name.partition("/")
@@ -148,7 +175,7 @@ def plain_name(header: Header) -> str:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    from ..runtime._atomic import atomic_writer
+    from ovcrypt_runtime._format.atomic import atomic_writer
 
     files = encrypted_files(args.paths)
     keys = keys_from_args(args)
@@ -198,6 +225,10 @@ def register(make: VerbFactory) -> None:
     sub.add_argument("paths", nargs="+", metavar="PATH", help="encrypted files, or folders holding them")
     sub = make("verify", cmd_verify, "authenticate every segment of encrypted files (and their manifest) with the key")
     sub.add_argument("paths", nargs="+", metavar="PATH", help="encrypted files, or folders holding them")
+    sub.add_argument(
+        "--publisher-key", action="append", metavar="PEM",
+        help="check each package's model.sig under this public key (repeatable; default: the keys the package pins)",
+    )  # fmt: skip
     add_key_options(sub)
     sub = make("decrypt", cmd_decrypt, "export plaintext for debugging (<name>.xml / .bin); never overwrites")
     sub.add_argument("paths", nargs="+", metavar="PATH", help="encrypted files, or folders holding them")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..runtime._errors import OvcryptError, openvino_message
-from ..runtime._spec import Role
+from ovcrypt_runtime._errors import OvcryptError, openvino_message
+from ovcrypt_runtime._format.spec import Role
+
 from .common import EXIT_OK, CheckFailed, UsageError, VerbFactory, add_key_options, keys_from_args
 from .files import check_ir_xml
 from .openssl import hex16_file
@@ -38,8 +39,8 @@ class _Compiled:
 
 
 def _read_ovc(core: ov.Core, xml_path: Path, args: argparse.Namespace) -> ov.Model:
-    from ..runtime._loader import decrypt_file, model_from_memory
-    from ..runtime._manifest import IR_KIND, file_identity
+    from ovcrypt_runtime._format.manifest import IR_KIND, file_identity
+    from ovcrypt_runtime._loading.loader import decrypt_file, model_from_memory
 
     keys = keys_from_args(args)
     header = header_of(xml_path)
@@ -69,7 +70,7 @@ def _read_model(core: ov.Core, path: Path, args: argparse.Namespace) -> ov.Model
     if path.suffix != ".xml":
         raise UsageError(f"{path} is neither an IR .xml, an encrypted .xml.ovc, nor an _ovcrypt folder")
     if all(recipe):
-        from ..runtime._openssl import load_openssl_model
+        from ovcrypt_runtime._loading.openssl import load_openssl_model
 
         key = hex16_file(args.openssl_key_hex_file, "--openssl-key-hex-file")
         iv = hex16_file(args.openssl_iv_hex_file, "--openssl-iv-hex-file")
@@ -80,8 +81,8 @@ def _read_model(core: ov.Core, path: Path, args: argparse.Namespace) -> ov.Model
 
 def _from_package_folder(folder: Path, args: argparse.Namespace) -> list[_Compiled]:
     """Every model of an `_ovcrypt` folder (or the one --name names), with the keys the command was given."""
-    from ..runtime._keys import KeyRing
-    from ..runtime._runtime import Runtime
+    from ovcrypt_runtime._keys.sources import KeyRing
+    from ovcrypt_runtime._loading.runtime import Runtime
 
     keys = keys_from_args(args)
     runtime = Runtime(folder, folder.parent.name or str(folder))

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..progress import progress_for
-from ..runtime._errors import KeyFormatError
-from ..runtime._openssl import decrypt_openssl_stream, encrypt_openssl_stream, parse_hex16
+from ovcrypt_runtime._errors import KeyFormatError
+from ovcrypt_runtime._loading.openssl import decrypt_openssl_stream, encrypt_openssl_stream, parse_hex16
+
+from ..hook.progress import progress_for
 from .common import EXIT_OK, UsageError, VerbFactory, read_small_file
 
 
@@ -25,7 +26,7 @@ def hex16_file(path_text: str, flag: str) -> bytes:
 
 
 def cmd_openssl(args: argparse.Namespace) -> int:
-    from ..runtime._atomic import atomic_writer
+    from ovcrypt_runtime._format.atomic import atomic_writer
 
     key = hex16_file(args.key_hex_file, "--key-hex-file")
     iv = hex16_file(args.iv_hex_file, "--iv-hex-file")

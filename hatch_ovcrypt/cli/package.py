@@ -13,14 +13,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..progress import progress_for
-from ..runtime._atomic import temporary_target
-from ..runtime._errors import ManifestError, OvcryptError
-from ..runtime._layout import MANIFEST_NAME, MODELS_DIR
-from ..runtime._loader import KeyLookup, read_locked
-from ..runtime._manifest import FileEntry, FileIdentity, Manifest, file_identity, parse_manifest
-from ..runtime._reader import iter_plaintext, read_header
-from ..runtime._spec import SALT_SIZE, Header, derive_salt, forget_keys, key_id
+from ovcrypt_runtime._errors import ManifestError, OvcryptError
+from ovcrypt_runtime._format.atomic import temporary_target
+from ovcrypt_runtime._format.layout import MANIFEST_NAME, MODELS_DIR, SIGNATURE_NAME
+from ovcrypt_runtime._format.manifest import FileEntry, FileIdentity, Manifest, file_identity, parse_manifest
+from ovcrypt_runtime._format.reader import iter_plaintext, read_header
+from ovcrypt_runtime._format.spec import SALT_SIZE, Header, derive_salt, forget_keys, key_id
+from ovcrypt_runtime._loading.loader import KeyLookup, read_locked
+
+from ..hook.progress import progress_for
 from .common import ENCRYPTED_SUFFIX
 
 
@@ -75,6 +76,21 @@ class PackageFolder:
 
     def path(self, identity: FileIdentity) -> Path:
         return self.root / MODELS_DIR / identity.file
+
+    def pinned_keys(self) -> tuple[str, ...]:
+        """The publisher keys this folder's runtime pins (its generated `_settings.py`), or () when none."""
+        return pinned_keys(self.root / "_settings.py")
+
+    def verify_signature(self, publisher_keys: tuple[str, ...]) -> None:
+        """The folder's model.sig verifies under one of `publisher_keys` and signs this manifest (SignatureError);
+        with problems() (every file against the manifest), this authenticates every file."""
+        from ovcrypt_runtime._keys.signature import verify_signature
+
+        signature = self.root / SIGNATURE_NAME
+        verify_signature(
+            signature.read_bytes() if signature.is_file() else None,
+            (self.root / MANIFEST_NAME).read_bytes(), publisher_keys, str(self.root),
+        )  # fmt: skip
 
     @forget_keys
     def check(self, key_for: KeyLookup, new_key: bytes | None = None) -> None:
@@ -133,8 +149,8 @@ class PackageFolder:
 def _signed_salt(path: Path, key: bytes, signed_under: bytes) -> str:
     """The salt the writer derives for this file's plaintext under `signed_under` (docs/FORMAT.md §2), the file
     being under `key`: what the manifest recorded before a rekey moved it to `key`."""
-    from ..runtime._reader import DecryptingSource
-    from ..runtime._writer import plaintext_fingerprint
+    from ovcrypt_runtime._format.reader import DecryptingSource
+    from ovcrypt_runtime._format.writer import plaintext_fingerprint
 
     with path.open("rb") as f:
         cipher = read_locked(f, str(path), lambda _kid, _label: key).unlock()
@@ -144,6 +160,22 @@ def _signed_salt(path: Path, key: bytes, signed_under: bytes) -> str:
     )
     fingerprint = plaintext_fingerprint(signed_under, DecryptingSource(path, cipher), header.segment_size)
     return derive_salt(signed_under, fields.fields(), fingerprint).hex()
+
+
+def pinned_keys(settings: Path) -> tuple[str, ...]:
+    """PUBLISHER_KEYS of a generated `_settings.py`, read as a literal (never imported); () when absent."""
+    import ast
+
+    try:
+        tree = ast.parse(settings.read_text("utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    for node in tree.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
+            continue
+        if node.target.id == "PUBLISHER_KEYS":
+            return tuple(str(v) for v in ast.literal_eval(node.value))
+    return ()
 
 
 def package_folder_of(path: Path) -> PackageFolder | None:

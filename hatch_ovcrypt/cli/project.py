@@ -14,8 +14,10 @@ from .common import EXIT_OK, CheckFailed, UsageError, VerbFactory
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from ..runtime._keys import generate_key
+    from ovcrypt_runtime._keys.sources import generate_key
 
+    if args.signing:
+        return _keygen_signing(args.out)
     key = generate_key()
     if args.out is None:
         print(key)
@@ -32,16 +34,31 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _keygen_signing(out: str | None) -> int:
+    from ..signing.file import generate_pair
+
+    if out is None:
+        raise UsageError("keygen --signing needs --out FILE (the private key; the public key goes to FILE.pub)")
+    try:
+        pub = generate_pair(Path(out))
+    except FileExistsError as exc:
+        raise UsageError(f"{exc.args[0]} exists; refusing to overwrite a key file") from None
+    print(f"wrote a new ECDSA P-256 signing key to {out} (mode 0600) and its public key to {pub}", file=sys.stderr)
+    print(f'use it with: signing-key = "file:{out}" and publisher-keys = ["{pub}"]', file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from hatchling.builders.wheel import WheelBuilder
 
-    from ..checks import check_project, hook_table
+    from ovcrypt_runtime._format.spec import key_id
+
+    from ..checks.dependencies import uv_cache_keys_hint
+    from ..checks.plaintext import sdist_unchecked_warning
+    from ..checks.project import check_project, hook_table
+    from ..checks.pyproject import ProjectFileError, known_targets, misplaced_hook_tables, project_files
     from ..config import HOOK_NAME, ConfigurationError, display_path
-    from ..dependencies import uv_cache_keys_hint
-    from ..plaintext import sdist_unchecked_warning
-    from ..pyproject import ProjectFileError, known_targets, misplaced_hook_tables, project_files
-    from ..runtime._spec import key_id
-    from ..sources import plaintext_paths
+    from ..sources.models import plaintext_paths
 
     root = Path(args.project_dir).resolve()
     if not (root / "pyproject.toml").is_file():
@@ -80,10 +97,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         "package": plan.package, "key-env": options.key_env, "key-provider": options.key_provider or "none",
         "segment-size": options.segment_size, "extensions": ", ".join(plan.extensions) or "none",
         "allow-plaintext-sdist": str(options.allow_plaintext_sdist).lower(),
+        "signing-key": options.signing_key or "none (the models are not signed)",
+        "publisher-keys": ", ".join(display_path(p, root) for p in options.publisher_keys)
+        or ("the signing key's own" if options.signing_key else "none"),
     }  # fmt: skip
     for name, value in settings.items():
         print(f"  {name:<22} {value}{'' if name in written else ' (default)'}")
-    print(f"key: from {source}, key id {key_id(plan.key).hex()}")
+    if plan.datakey is not None and options.data_key is not None:
+        holders = ", ".join(plan.datakey.uris())
+        print(f"key: unwrapped from data-key {display_path(options.data_key, root)}, key id {plan.datakey.key_id} "
+              f"(holders: {holders})")  # fmt: skip
+    else:
+        print(f"key: from {source}, key id {key_id(plan.key).hex()}")
     if warning := sdist_unchecked_warning(root):
         print(f"warning: {warning}", file=sys.stderr)
     model_files = [path for spec in options.models for path in plaintext_paths(spec)]
@@ -162,3 +187,6 @@ def register(make: VerbFactory) -> None:
     sub.add_argument("--key-env", metavar="NAME", help="check as if the table said key-env = NAME")
     sub = make("keygen", cmd_keygen, "print a new 256-bit key (64 hex characters), or write it with mode 0600")
     sub.add_argument("--out", metavar="FILE", help="write the key to FILE (mode 0600) instead of printing it")
+    sub.add_argument(
+        "--signing", action="store_true", help="make a publisher key pair instead: FILE and FILE.pub (ECDSA P-256)"
+    )

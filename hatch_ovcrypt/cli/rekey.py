@@ -20,17 +20,18 @@ import os
 import sys
 from pathlib import Path
 
-from ..progress import progress_for
-from ..runtime._loader import read_locked
-from ..runtime._manifest import FileEntry, Manifest, ModelEntry
-from ..runtime._reader import DecryptingSource
-from ..runtime._spec import key_id
+from ovcrypt_runtime._format.manifest import FileEntry, Manifest, ModelEntry
+from ovcrypt_runtime._format.reader import DecryptingSource
+from ovcrypt_runtime._format.spec import key_id
+from ovcrypt_runtime._loading.loader import read_locked
+
+from ..hook.progress import progress_for
 from .common import EXIT_OK, Keys, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
 from .package import LEFTOVER, PackageFolder, file_entry, header_of, leftover_temporaries, package_folders
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
-    from ..writer import encrypt_file
+    from ..hook.writer import encrypt_file
 
     files = encrypted_files(args.paths)
     old = load_keys(args.key_file, args.key_env)
@@ -76,7 +77,7 @@ def _either(old: Keys, new_key: bytes) -> Keys:
 
 
 def _resign(folder: PackageFolder, new_key: bytes) -> None:
-    from ..runtime._atomic import atomic_writer
+    from ovcrypt_runtime._format.atomic import atomic_writer
 
     manifest = folder.manifest
     models: dict[str, dict[str, FileEntry]] = {}

@@ -1,4 +1,4 @@
-// The one error hierarchy of the C++ reader, mirroring the Python runtime's (runtime/_errors.py):
+// The one error hierarchy of the C++ reader, mirroring the Python runtime's (ovcrypt_runtime/_errors.py):
 //
 //   Error
 //   ├── KeyMissingError      no key was offered at all
@@ -40,6 +40,7 @@ OVCRYPT_DEFINE_ERROR(FormatError, IntegrityError)
 OVCRYPT_DEFINE_ERROR(ManifestError, IntegrityError)
 OVCRYPT_DEFINE_ERROR(ModelNotFoundError, Error)
 OVCRYPT_DEFINE_ERROR(UnsafeConfigError, Error)
+OVCRYPT_DEFINE_ERROR(SignatureError, Error)
 
 #undef OVCRYPT_DEFINE_ERROR
 

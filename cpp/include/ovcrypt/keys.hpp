@@ -1,10 +1,12 @@
 // Master keys: parsing them, and finding the one a file needs by its key id, from the same sources as
-// the Python runtime (runtime/_keys.py), in the same order:
+// the Python runtime (ovcrypt_runtime/_keys/sources.py), in the same order:
 //
 //   1. keys the caller added (add_hex, add),
 //   2. the environment variable (OVCRYPT_KEY unless the caller names another): one key, or several
 //      separated by commas or whitespace ("new,old" during a key rotation),
-//   3. the file named by <variable>_FILE.
+//   3. the file named by <variable>_FILE,
+//   4. the manifest's key holders, in order (holders.hpp: an age identity from <variable>_AGE_IDENTITY
+//      or <variable>_AGE_IDENTITY_FILE; holders of other schemes are named in the error).
 //
 // The variable's name comes from the caller, never from the manifest: a manifest is read before its MAC
 // can be checked, so nothing in it may steer where keys come from. Every key held here, and every buffer
@@ -27,12 +29,13 @@
 #include "detail/text.hpp"
 #include "errors.hpp"
 #include "format.hpp"
+#include "holders.hpp"
 
 namespace ovcrypt {
 
 constexpr const char* DEFAULT_KEY_ENV = "OVCRYPT_KEY";
 /// A key file larger than this is refused unread beyond it (KeyFormatError), as by the Python runtime
-/// (runtime/_keys.py MAX_KEY_FILE_BYTES): a key file holds a few keys, and a path such as /dev/zero must
+/// (ovcrypt_runtime/_keys/sources.py MAX_KEY_FILE_BYTES): a key file holds a few keys, and a path such as /dev/zero must
 /// end in one line, not in exhausted memory.
 constexpr std::size_t MAX_KEY_FILE_BYTES = 64 << 10;
 
@@ -158,8 +161,10 @@ public:
     }
 
     /// The key whose id is `wanted`; otherwise KeyMissingError (no key anywhere), KeyFormatError (a
-    /// source holds something that is not a key) or WrongKeyError naming the key ids offered.
-    format::MasterKey key_for(const format::KeyId& wanted, const std::string& label) const {
+    /// source holds something that is not a key) or WrongKeyError naming the key ids offered. `holders`
+    /// (a manifest's, not yet authenticated: the key they give must have the id `wanted`) are tried last.
+    format::MasterKey key_for(const format::KeyId& wanted, const std::string& label,
+                              const std::vector<HolderEntry>& holders = {}) const {
         std::vector<std::string> offered;
         auto matches = [&](const format::MasterKey& key) {
             const format::KeyId id = format::key_id(key);
@@ -194,6 +199,24 @@ public:
                 throw KeyMissingError(label + ": " + e.what());
             }
         }
+        std::string holders_failed;
+        bool holders_wrong = false;
+        if (use_environment_ && !holders.empty()) {
+            try {
+                return unwrap_first(holders, wanted, env_name_, label);
+            } catch (const WrongKeyError& e) {
+                holders_failed = std::string(e.what()).substr(label.size() + 2);
+                holders_wrong = true;
+            } catch (const KeyMissingError& e) {
+                holders_failed = std::string(e.what()).substr(label.size() + 2);
+            }
+        }
+        const std::string raw_sources = env_name_ + " (or " + env_name_ + "_FILE, a path to a file holding the key)";
+        if (offered.empty() && !holders_failed.empty()) {
+            const std::string message = label + ": " + holders_failed + "; or set the environment variable " + raw_sources;
+            if (holders_wrong) throw WrongKeyError(message);
+            throw KeyMissingError(message);
+        }
         if (offered.empty()) {
             throw KeyMissingError(label + ": no key found; " +
                                   (use_environment_ ? "set the environment variable " + env_name_ + " (or " + env_name_ +
@@ -204,7 +227,8 @@ public:
         std::string ids;
         for (const auto& id : offered) ids += (ids.empty() ? "" : ", ") + id;
         throw WrongKeyError(label + ": needs key id " + crypto::to_hex(wanted) +
-                            ", but the keys offered have key ids " + ids);
+                            ", but the keys offered have key ids " + ids +
+                            (holders_failed.empty() ? std::string() : "; and " + holders_failed));
     }
 
 private:

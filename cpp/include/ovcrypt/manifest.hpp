@@ -17,6 +17,7 @@
 #include "detail/text.hpp"
 #include "errors.hpp"
 #include "format.hpp"
+#include "holders.hpp"
 #include "model.hpp"
 
 namespace ovcrypt {
@@ -30,6 +31,8 @@ public:
     std::string generator;  // "hatch-ovcrypt 1.2.3"
     format::KeyId key_id{};
     std::map<std::string, Model> models;
+    std::vector<HolderEntry> holders;  // section 5.3: who can unwrap the key (empty without `data-key`)
+    std::string product;               // the holders' context; set exactly when holders are
 
     /// Parse and check the structure (ManifestError); the MAC is checked later by verify().
     static Manifest parse(const std::string& text);
@@ -89,6 +92,65 @@ inline bool is_provider_ref(const std::string& ref) {
         start = dot + 1;
     }
     return true;
+}
+
+/// A project name, [A-Za-z0-9][A-Za-z0-9._-]{0,127}.
+inline bool is_product_name(const std::string& name) {
+    if (name.empty() || name.size() > 128) return false;
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        const char c = name[i];
+        const bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-'))) return false;
+    }
+    return true;
+}
+
+/// The `holders` list (section 5.3), checked as the Python runtime checks it; an unknown scheme is refused.
+inline std::vector<HolderEntry> parse_holders(const json& value) {
+    if (!value.is_array() || value.empty() || value.size() > 64) invalid("`holders` must be a list of 1 to 64 holders");
+    std::vector<HolderEntry> out;
+    for (std::size_t i = 0; i < value.size(); ++i) {
+        const std::string label = "holder " + std::to_string(i + 1);
+        const json& item = value[i];
+        if (!item.is_object() || keys_of(item) != std::set<std::string>{"stanza", "uri"}) {
+            invalid(label + " must have exactly uri and stanza");
+        }
+        if (!item["uri"].is_string()) invalid(label + " uri must be printable ASCII without spaces");
+        HolderEntry entry;
+        entry.uri = item["uri"].get<std::string>();
+        bool printable = !entry.uri.empty() && entry.uri.size() <= 2048;
+        std::string lower;
+        for (char c : entry.uri) {
+            printable = printable && c > ' ' && c < 0x7f;
+            lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        }
+        if (!printable) invalid(label + " uri must be printable ASCII without spaces");
+        if (lower.find("pin-value=") != std::string::npos) invalid(label + " uri holds a pin-value: a PIN is never stored");
+        const std::string scheme = holder_scheme(entry.uri);
+        if (!is_known_holder_scheme(scheme)) {
+            throw ManifestError(std::string(layout::MANIFEST_NAME) + ": " + label + " has scheme " +
+                                detail::quoted(scheme.empty() ? entry.uri.substr(0, 16) : scheme) +
+                                ", which this reader does not know (it knows age, transit, pkcs11, awskms); "
+                                "upgrade hatch-ovcrypt");
+        }
+        for (const auto& earlier : out) {
+            if (earlier.uri == entry.uri) invalid(label + " repeats uri " + detail::quoted(entry.uri));
+        }
+        const json& stanza = item["stanza"];
+        if (!stanza.is_object() || stanza.empty()) invalid(label + " stanza must be a non-empty object");
+        for (const auto& field_item : stanza.items()) {
+            const std::string& name = field_item.key();
+            bool ok = !name.empty() && name.size() <= 64;
+            for (char c : name) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-');
+            if (!ok) invalid(label + " stanza field " + detail::quoted(name.substr(0, 64)) + " is not a-z, 0-9, _ or -");
+            if (!field_item.value().is_string() || field_item.value().get<std::string>().size() > 65536) {
+                invalid(label + " stanza field " + detail::quoted(name) + " must be a string of at most 65536 chars");
+            }
+            entry.stanza[name] = field_item.value().get<std::string>();
+        }
+        out.push_back(std::move(entry));
+    }
+    return out;
 }
 
 /// One file entry: exactly file, size, sha256 and salt, with `file` exactly where `expected` puts it.
@@ -207,6 +269,7 @@ inline Manifest Manifest::parse(const std::string& text) {
     // FORMAT.md section 5.1: no other top-level field is allowed (version 1 also has key_env, key_provider).
     std::set<std::string> allowed{"_generated", "format", "generator", "key_id", "models", "mac"};
     if (v1) allowed.insert({"key_env", "key_provider"});
+    if (!v1) allowed.insert({"holders", "product"});
     for (const auto& item : doc.items()) {
         if (allowed.count(item.key()) == 0) invalid("unknown field " + detail::quoted(item.key()));
     }
@@ -241,6 +304,16 @@ inline Manifest Manifest::parse(const std::string& text) {
                                                : detail::parse_model_v2(item.key(), item.value()));
     }
     body["models"] = models;
+    if (doc.contains("holders") || doc.contains("product")) {
+        manifest.holders = detail::parse_holders(field(doc, "holders"));
+        const json& product = field(doc, "product");
+        if (!product.is_string() || !detail::is_product_name(product.get<std::string>())) {
+            invalid("`product` and `holders` come together, and `product` must be a project name");
+        }
+        manifest.product = product.get<std::string>();
+        body["holders"] = field(doc, "holders");
+        body["product"] = product;
+    }
     manifest.generator = field(doc, "generator").get<std::string>();
     manifest.mac_ = field(doc, "mac").get<std::string>();
     // nlohmann's objects are sorted by key bytes (UTF-8 byte order is code point order, as Python

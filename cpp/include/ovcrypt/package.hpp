@@ -24,6 +24,7 @@
 #include "keys.hpp"
 #include "manifest.hpp"
 #include "model.hpp"
+#include "signature.hpp"
 
 namespace ovcrypt {
 
@@ -42,7 +43,8 @@ public:
     static Package open_package(const std::filesystem::path& dir, KeyRing keys = KeyRing()) {
         Package package(dir, std::move(keys));
         const std::filesystem::path path = dir / layout::MANIFEST_NAME;
-        package.manifest_ = std::make_shared<const Manifest>(Manifest::parse(read_manifest(path)));
+        package.manifest_text_ = std::make_shared<const std::string>(read_manifest(path));
+        package.manifest_ = std::make_shared<const Manifest>(Manifest::parse(*package.manifest_text_));
         package.models_dir_ = dir / layout::MODELS_DIR;
         return package;
     }
@@ -56,6 +58,20 @@ public:
         package.models_dir_ = dir;
         package.folder_models_ = std::make_shared<const std::map<std::string, Model>>(scan_folder(dir));
         return package;
+    }
+
+    /// Pin the publisher's public keys (PEM, ECDSA P-256) and check the package's model.sig under them now:
+    /// SignatureError unless one verifies it and it signs this manifest. From then on every file opened must
+    /// have exactly the SHA-256 the manifest lists, checked before its key is looked up. Call it right after
+    /// open(): a holder of the model key can forge a manifest and files, but not the publisher's signature.
+    void require_publisher(const std::vector<std::string>& publisher_keys) {
+        if (!manifest_) throw SignatureError(dir_.string() + ": has no manifest.json, so nothing a publisher signed");
+        const std::filesystem::path sig = dir_ / signature::SIGNATURE_NAME;
+        std::error_code ec;
+        const bool present = std::filesystem::exists(std::filesystem::symlink_status(sig, ec));
+        signature::verify(present, present ? read_manifest(sig) : std::string(), *manifest_text_, publisher_keys,
+                          dir_.string());
+        signed_ = true;
     }
 
     const std::filesystem::path& path() const noexcept { return dir_; }
@@ -96,6 +112,11 @@ public:
         if (!spec) throw ModelNotFoundError("model '" + model_name + "' has no file " + detail::quoted(relpath));
         const std::string label = "model '" + model_name + "' file " + spec->file;
         const std::filesystem::path path = checked_path(*spec, label);
+        if (signed_ && spec->entry && file_sha256(path, label) != spec->entry->sha256) {
+            // A holder of the model key can write other ciphertext with this header's salt and size.
+            throw SignatureError(label + ": is not the file the publisher signed (its SHA-256 differs from the "
+                                 "signed manifest's); reinstall the package");
+        }
         EncryptedFile file = EncryptedFile::open(path, label, has_manifest());  // 1. structure
         const format::Header& header = file.header();
         if (header.name != spec->header_name || header.role != spec->role) {
@@ -146,7 +167,7 @@ private:
                                  ", but this package was built under " + crypto::to_hex(manifest_->key_id) +
                                  "; the file comes from another build");
         }
-        format::MasterKey key = keys_->key_for(wanted, label);
+        format::MasterKey key = manifest_ ? keys_->key_for(wanted, label, manifest_->holders) : keys_->key_for(wanted, label);
         if (manifest_) {
             std::lock_guard<std::mutex> lock(verified_->mutex);
             if (!verified_->done) {
@@ -180,7 +201,28 @@ private:
         return path;
     }
 
-    /// The bytes of manifest.json. As in the Python runtime, only a regular file is read: a FIFO there would
+    /// SHA-256 (hex) of a whole file, streamed.
+    static std::string file_sha256(const std::filesystem::path& path, const std::string& label) {
+        const int fd = detail::open_nonblocking(path.c_str());
+        if (fd < 0) throw Error(label + ": cannot open the file (" + std::strerror(errno) + ")");
+        const detail::FileDescriptor owner(fd);
+        std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+        if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) crypto::openssl_failed("SHA-256");
+        std::vector<std::uint8_t> chunk(std::size_t(1) << 20);
+        std::uint64_t offset = 0;
+        for (;;) {
+            const std::size_t got = detail::pread_up_to(fd, chunk.data(), chunk.size(), offset, label);
+            if (EVP_DigestUpdate(ctx.get(), chunk.data(), got) != 1) crypto::openssl_failed("SHA-256");
+            offset += got;
+            if (got < chunk.size()) break;
+        }
+        crypto::Sha256 out{};
+        unsigned int length = 0;
+        if (EVP_DigestFinal_ex(ctx.get(), out.data(), &length) != 1) crypto::openssl_failed("SHA-256");
+        return crypto::to_hex(out);
+    }
+
+    /// The bytes of manifest.json (or model.sig). As in the Python runtime, only a regular file is read: a FIFO there would
     /// block a plain open() forever, a device such as /dev/zero would never end.
     static std::string read_manifest(const std::filesystem::path& path) {
         const int fd = detail::open_nonblocking(path.c_str());
@@ -241,6 +283,8 @@ private:
     std::filesystem::path models_dir_;
     std::shared_ptr<KeyRing> keys_;
     std::shared_ptr<const Manifest> manifest_;
+    std::shared_ptr<const std::string> manifest_text_;
+    bool signed_ = false;
     std::shared_ptr<const std::map<std::string, Model>> folder_models_;
     std::shared_ptr<Verified> verified_;
     unsigned threads_ = 0;

@@ -1,0 +1,1 @@
+"""The checks a build runs before it encrypts anything: project, models, plaintext leaks, dependencies."""

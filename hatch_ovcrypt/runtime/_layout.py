@@ -1,9 +1,0 @@
-"""Where things sit inside an `_ovcrypt` folder, and where the cache goes. Imports nothing, so the
-package's `__init__` can use it without loading cryptography."""
-
-from __future__ import annotations
-
-MANIFEST_NAME = "manifest.json"
-# Turns the encrypted compiled-model cache on for a deployment (a folder path).
-CACHE_DIR_ENV = "OVCRYPT_CACHE_DIR"
-MODELS_DIR = "models"

@@ -1,0 +1,1 @@
+"""Where a model's plaintext comes from: files, folders, OpenSSL-recipe pairs, conversion to IR."""

@@ -1,0 +1,1 @@
+"""Pipelines: OpenVINO GenAI builders and the memory folders they read configs from."""
