@@ -105,5 +105,24 @@ def segment_decryptions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return decrypted
 
 
-# --- key servers (issue 22): session fixtures openbao, softhsm, moto_kms, for every test file ---
+# Key servers (issue 22): session fixtures openbao, softhsm, moto_kms, for every test file. Simulated platforms
+# (issue 21; tests/platforms.py): a test that uses `simulated_platform` (a module's
+# `pytestmark = pytest.mark.usefixtures("simulated_platform")`) runs once per platform: Linux as it is, macOS and
+# Windows with what they lack hidden.
+from tests.platforms import PLATFORMS, simulate  # noqa: E402
 from tests.servers import moto_kms, openbao, softhsm  # noqa: E402, F401
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "simulated_platform" in metafunc.fixturenames:
+        metafunc.parametrize("simulated_platform", PLATFORMS, indirect=True)
+
+
+@pytest.fixture
+def simulated_platform(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The platform this test runs as (sys.platform's value), simulated until the test ends."""
+    platform: str = getattr(request, "param", sys.platform)
+    simulate(platform, monkeypatch, tmp_path_factory.getbasetemp())
+    return platform

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import make_ir, run, write_product
+from tests.platforms import NEEDS_PROCESS_GROUPS
 
 STAGING = "hatch-ovcrypt-*"
 
@@ -36,6 +37,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+@NEEDS_PROCESS_GROUPS
 @pytest.mark.slow
 def test_sigterm_mid_encryption_leaves_no_staging_folder(tmp_path: Path, key_env: dict[str, str]) -> None:
     project = write_product(tmp_path / "p", {"big": "models/big.xml"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
 import secrets
 import shutil
 import subprocess
@@ -21,6 +20,9 @@ from hatch_ovcrypt.hook.writer import encrypt_file
 from ovcrypt_runtime._format.spec import MIN_SEGMENT_SIZE, Role, key_id
 from ovcrypt_runtime._format.writer import FileSource
 from tests.helpers import encrypted_path, make_ir, render_folder, write_product
+
+# Run on Linux, and on macOS and Windows as simulated (tests/platforms.py, issue 21).
+pytestmark = pytest.mark.usefixtures("simulated_platform")
 
 SCRIPT = Path(sys.executable).with_name("hatch-ovcrypt")
 
@@ -202,6 +204,7 @@ def test_verify_streams_many_segments_and_catches_truncation(tmp_path: Path, cli
 
 
 def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty", reason="needs pseudo-terminals (pty), which Windows' Python has not")
     key_file = write_key(tmp_path / "k", secrets.token_bytes(32))
     raw = tmp_path / "big"
     with raw.open("wb") as f:

@@ -20,13 +20,11 @@ by their documented names. Without cmake, a C++ compiler, OpenSSL's or nlohmann-
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -69,6 +67,9 @@ from tests.test_tamper import (  # the tamper suite's corpus and its kinds of da
     symlinked_package,
     truncation_points,
 )
+
+fcntl = pytest.importorskip("fcntl", reason="the C++ reader and its tests are POSIX-only")
+resource = pytest.importorskip("resource", reason="the C++ reader and its tests are POSIX-only")
 
 CPP = REPO / "cpp"
 OV_DIR = Path(ov.__file__).parent

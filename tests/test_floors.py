@@ -12,6 +12,7 @@ from packaging.version import Version
 
 from hatch_ovcrypt.requirements import PLUGIN_REQUIREMENTS, RUNTIME_REQUIREMENTS, floor_pins, genai_requirements
 from tests.helpers import REPO, make_ir, only_wheel, run, write_product
+from tests.platforms import venv_python
 
 PLAIN_AND_ENCRYPTED = """
 import sys
@@ -51,7 +52,7 @@ def test_build_and_load_on_exactly_the_declared_floors(plugin_wheel_dir: Path, t
     """A fresh environment with exactly the floors of openvino, cryptography, numpy, hatchling and packaging."""
     env_dir = tmp_path / "floors"
     venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = str(env_dir / "bin" / "python")
+    python = str(venv_python(env_dir))
     pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
     run([*pip, "install", *floor_pins()])
     run([*pip, "install", "--no-deps", str(only_wheel(plugin_wheel_dir))])
@@ -87,7 +88,7 @@ def test_the_hatchling_floor_writes_zip64_entries(tmp_path: Path) -> None:
     (4 GiB) after it was written: `File size too large, try using force_zip64`. The floor must write it."""
     env_dir = tmp_path / "floor"
     venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = str(env_dir / "bin" / "python")
+    python = str(venv_python(env_dir))
     floors = [r.replace(">=", "==") for r in PLUGIN_REQUIREMENTS]
     run([python, "-m", "pip", "--disable-pip-version-check", "-q", "install", *floors])
     project = tmp_path / "p"

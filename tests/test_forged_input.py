@@ -29,6 +29,7 @@ from ovcrypt_runtime._loading import cache as _cache
 from ovcrypt_runtime._loading import loader as _loader
 from ovcrypt_runtime._loading.loader import decrypt_file
 from tests.helpers import REPO, make_ir, sample_input
+from tests.platforms import NEEDS_FIFO
 
 SEG = MIN_SEGMENT_SIZE
 CLAIM = 4 << 30  # what the forged header says: 4 GiB of plaintext
@@ -217,6 +218,7 @@ def test_a_good_entry_loads(cache: tuple[Path, bytes]) -> None:
     assert np.asarray(compiled(sample_input())[0]).shape == (1, 64)
 
 
+@NEEDS_FIFO
 def test_a_fifo_entry_is_a_miss_and_never_blocks(cache: tuple[Path, bytes]) -> None:
     path, key = cache
     path.unlink()

@@ -34,10 +34,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ovcrypt_runtime._errors import FormatError, IntegrityError, OvcryptError, WrongKeyError
 from ovcrypt_runtime._format import reader as _reader
 from ovcrypt_runtime._format import spec as _spec
+from ovcrypt_runtime._format.direct import positional_reads
 from ovcrypt_runtime._format.reader import decrypt_into, iter_plaintext, read_header
 from ovcrypt_runtime._format.spec import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Header, Role, SegmentCipher, parse_header
 from ovcrypt_runtime._format.writer import BufferSource, FileSource, encrypt
 from tests.helpers import assert_no_plaintext_left
+
+# Run on Linux, and on macOS and Windows as simulated (tests/platforms.py, issue 21).
+pytestmark = pytest.mark.usefixtures("simulated_platform")
 
 REPO = Path(__file__).resolve().parent.parent
 FORMAT_MD = REPO / "docs" / "FORMAT.md"
@@ -252,7 +256,8 @@ def decrypt_file(path: Path, key: bytes, mode: str) -> bytes:
     with stream as f:
         cipher = open_file(f, key)
         if mode != "stream":
-            assert _reader._fileno(f) is not None  # the pread path
+            # the pread path, where the platform reads at offsets; else (Windows) read in order like a stream
+            assert (_reader._fileno(f) is not None) == positional_reads()
         out = memoryview(bytearray(cipher.header.plaintext_length))
         decrypt_into(f, cipher, out, threads=4 if mode == "pread-threads" else 1)
         return bytes(out)
@@ -301,12 +306,17 @@ def slow_unlock(f: BinaryIO, key: bytes, out: memoryview, seen: list[bytes], *,
     return header, unlock
 
 
+NEEDS_PREAD = "workers read ahead only where the platform reads at offsets (pread); here the file is read in order"
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4])
 @pytest.mark.parametrize("size", [1, 3 * SEG, 21 * SEG + 5], ids=["1B", "3seg", "21seg"])
 def test_workers_read_ahead_but_decrypt_only_once_unlocked(tmp_path: Path, key: bytes, size: int,
                                                            threads: int) -> None:  # fmt: skip
     """While unlock runs the workers only read: `out` then holds ciphertext (all of it, given time),
     never plaintext; afterwards every segment, read ahead or not, is decrypted exactly right."""
+    if not positional_reads():
+        pytest.skip(NEEDS_PREAD)
     plaintext = random.Random(size).randbytes(size)
     path = write(tmp_path, key, plaintext)
     data = path.read_bytes()
@@ -356,6 +366,8 @@ def test_tampered_segment_read_ahead_still_fails(tmp_path: Path, key: bytes) -> 
 
 def test_no_read_ahead_from_memory(tmp_path: Path, key: bytes) -> None:
     """A file read buffered (from the page cache) is not read before the key is found."""
+    if not positional_reads():
+        pytest.skip(NEEDS_PREAD)
     size = 6 * SEG
     path = write(tmp_path, key, random.Random(12).randbytes(size))
     with path.open("rb") as f:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,8 @@ from tests.helpers import (
     write_product,
 )
 from tests.leakscan import LeakScanner, archive_blobs, tree_blobs
+
+resource = pytest.importorskip("resource", reason="the leak tests limit child processes with resource (POSIX)")
 
 Counter = Callable[[str, int], None]
 # Seeds no other test uses, so that another test's identical plaintext elsewhere in /tmp is never mistaken for a leak.

@@ -9,7 +9,6 @@ root, both run without capabilities (setpriv), as ordinary same-user processes w
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 import signal
@@ -30,6 +29,8 @@ from ovcrypt_runtime._loading.loader import owned_buffer
 from ovcrypt_runtime._pipelines import memfiles as _memfiles
 from ovcrypt_runtime._pipelines.memfiles import MemoryFolder, memory_backed_dir, memory_folder
 from tests.helpers import REPO
+
+fcntl = pytest.importorskip("fcntl", reason="memory files and their seals are POSIX (Linux) only")
 
 LINUX = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 SECRET = b'{"secret": "the decrypted config of a model, long enough to be found by a scan"}'
@@ -152,7 +153,7 @@ def test_without_memory_files_the_refusal_names_platform_and_reason(
     genai = r"^openvino-genai reads this model's configs only from files, but " + wanted
     with pytest.raises(UnsupportedModelError, match=genai), memory_folder({"config.json": b"{}"}):
         pass
-    monkeypatch.setattr(_memfiles, "Path", lambda p: Path("/nonexistent") / p.lstrip("/"))
+    monkeypatch.setattr(_memfiles, "PROC_FD", Path("/nonexistent/proc/self/fd"))
     with pytest.raises(UnsupportedModelError, match=r"has no /proc/self/fd"):
         MemoryFolder()
 

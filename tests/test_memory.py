@@ -25,6 +25,7 @@ from tests.helpers import (
     runtime_for,
     sample_input,
 )
+from tests.platforms import NEEDS_PROC
 
 WEIGHTS = 8 << 20
 
@@ -177,6 +178,7 @@ print(json.dumps([m for m in maps if m.startswith(str(root))]))
 """
 
 
+@NEEDS_PROC
 def test_loading_never_writes_plaintext(folder: Path, model: Path, tmp_path: Path, key: bytes) -> None:
     """Cold and warm loads in fresh processes: nothing written holds plaintext, no file is mapped but .ovc."""
     scratch = tmp_path / "scratch"

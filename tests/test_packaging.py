@@ -23,6 +23,7 @@ from tests.helpers import (
     sample_input,
     write_product,
 )
+from tests.platforms import venv_python
 
 LOCATION = "tool.hatch.build.targets.wheel.hooks.ovcrypt"
 INFER = """
@@ -140,7 +141,7 @@ def test_uv_installs_a_product_from_source_into_a_fresh_venv_and_it_runs(
     xml = make_ir(project / "models/detector.xml", 64 << 10, seed=6)
     env = tmp_path / "venv"
     run([uv(), "venv", "--quiet", "--python", sys.executable, str(env)])
-    python = str(env / "bin" / "python")
+    python = str(venv_python(env))
     uv_env = {**key_env, "UV_FIND_LINKS": str(plugin_wheel_dir), "UV_NO_PROGRESS": "1"}
     run([uv(), "pip", "install", "--python", python, "-e", str(project)], env=uv_env)
     freeze = run([uv(), "pip", "freeze", "--python", python]).stdout

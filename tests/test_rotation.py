@@ -33,6 +33,7 @@ from tests.helpers import (
     unpack,
     write_product,
 )
+from tests.platforms import NEEDS_SIGKILL
 
 
 def infer(folder: Path, monkeypatch: pytest.MonkeyPatch, keys: str | None, width: int = 64) -> np.ndarray:
@@ -243,6 +244,7 @@ def test_key_provider_import_failure_is_one_clear_line(provider_site: tuple[Path
 # --- a rekey killed mid-way -------------------------------------------------------------------
 
 
+@NEEDS_SIGKILL
 def test_rekey_killed_mid_way_is_reported_by_verify_and_finished_by_a_rerun(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

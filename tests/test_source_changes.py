@@ -27,6 +27,9 @@ from ovcrypt_runtime._format.writer import BufferSource, FileSource, PlaintextSo
 from ovcrypt_runtime._loading.openssl import OpenSSLSource, encrypt_openssl_stream
 from tests.helpers import REPO
 
+# Run on Linux, and on macOS and Windows as simulated (tests/platforms.py, issue 21).
+pytestmark = pytest.mark.usefixtures("simulated_platform")
+
 SEG = MIN_SEGMENT_SIZE
 SIZE = 3 * SEG + 4321  # four segments, the last one short
 

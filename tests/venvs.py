@@ -16,13 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tests.helpers import run
+from tests.platforms import venv_python
 
 
 class Venv:
     def __init__(self, root: Path) -> None:
         self.root = root
         venv.EnvBuilder(with_pip=False).create(root)
-        self.python = root / "bin" / "python"
+        self.python = venv_python(root)
         purelib = run([str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
         self.site_packages = Path(purelib.stdout.strip())
         shared = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]

@@ -52,6 +52,7 @@ __all__ = [
     "UnsafeConfigError",
     "UnsupportedModelError",
     "WrongKeyError",
+    "allow_config_files",
     "compile_model",
     "continuous_batching_pipeline",
     "generation_config",
@@ -332,6 +333,18 @@ def harden_process() -> bool:
     from ._hardening import harden_process as harden
 
     return harden()
+
+
+def allow_config_files(allow: bool = True) -> None:
+    """Opt-in for Windows and macOS, which have no files that live only in memory: let the GenAI pipelines that
+    openvino-genai configures only from files (VLM, image generation) get a private folder on disk holding the
+    model's decrypted JSON and text configs, never an IR or weights, for the time it takes to build the pipeline,
+    then deleted. The same as OVCRYPT_ALLOW_CONFIG_FILES=1. Without it those pipelines raise UnsupportedModelError
+    there; on Linux nothing changes (memory files)."""
+    with _shipped(_NO_PIPELINES, "allow_config_files"):
+        from ._pipelines.memfiles import allow_config_files as opt_in
+
+    opt_in(allow)
 
 
 def set_key_provider(provider: KeyProvider | None) -> None:

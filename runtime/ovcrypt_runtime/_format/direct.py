@@ -10,14 +10,20 @@ O_DIRECT needs file offsets, lengths and buffer addresses aligned to the device'
 loader places the buffer so that its addresses and the file offsets agree modulo ALIGNMENT; the few
 bytes at either end of a worker's range that fall inside a block shared with its neighbour are read
 through a one-block scratch buffer, so no worker ever writes outside its own range.
+
+Reads at an offset (`read_at`) use what the platform has: preadv straight into the buffer (Linux, the BSDs),
+else pread and a copy (macOS builds without preadv), else seek and readinto under a lock (Windows, whose Python
+has neither): every platform reads the same bytes, only the last one a reader at a time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import io
 import mmap
 import os
+import threading
 
 from .._errors import IntegrityError
 
@@ -53,7 +59,7 @@ def open_direct(fd: int, out: memoryview, file_offset: int, probes: tuple[int, .
 
 def _cached(fd: int, probes: tuple[int, ...]) -> bool:
     nowait = getattr(os, "RWF_NOWAIT", None)
-    if nowait is None:
+    if nowait is None or not hasattr(os, "preadv"):
         return False
     byte = bytearray(1)
     for offset in probes:
@@ -65,10 +71,38 @@ def _cached(fd: int, probes: tuple[int, ...]) -> bool:
     return True
 
 
+def positional_reads() -> bool:
+    """Whether this platform reads at an offset without moving a shared file position (pread or preadv), so
+    that several threads can read one descriptor at once."""
+    return hasattr(os, "preadv") or hasattr(os, "pread")
+
+
+# Without pread, a read at an offset is a seek and a read of the descriptor's one position: one at a time.
+_SEEK_LOCK = threading.Lock()
+
+
+def read_at(fd: int, view: memoryview, offset: int) -> int:
+    """Read up to len(view) bytes of `fd` at file offset `offset` into `view`; the count read (0 at the end).
+
+    preadv reads into `view` itself; pread returns a copy that is copied in; without either (Windows) the
+    descriptor is seeked and read under a lock, which moves its file position."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    if hasattr(os, "pread"):
+        data = os.pread(fd, len(view), offset)
+        view[: len(data)] = data
+        return len(data)
+    with _SEEK_LOCK:
+        os.lseek(fd, offset, os.SEEK_SET)
+        with io.FileIO(fd, "rb", closefd=False) as f:
+            return f.readinto(view) or 0
+
+
 def pread_exact(fd: int, view: memoryview, offset: int, label: str) -> memoryview:
+    """Fill `view` with the bytes of `fd` at `offset` (read_at); IntegrityError naming `label` if it ends first."""
     done = 0
     while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
+        n = read_at(fd, view[done:], offset + done)
         if not n:
             raise IntegrityError(f"{label}: file is truncated")
         done += n

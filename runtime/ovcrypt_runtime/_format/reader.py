@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from .._errors import IntegrityError
-from .direct import RangeReader, open_direct, pread_exact
+from .direct import RangeReader, open_direct, positional_reads, pread_exact
 from .spec import FIXED_HEADER_SIZE, MAGIC, TAG_SIZE, Header, SegmentCipher, check_file_size, parse_header, wipe
 
 
@@ -31,7 +31,7 @@ def read_header(f: IO[bytes], label: str) -> tuple[Header, bytes, bytes]:
 def matches_file_size(f: IO[bytes], header: Header, label: str) -> bool:
     """True for a real file whose size is the one its header implies (IntegrityError if it is not);
     False for a stream such as a file inside a zip, whose size cannot be checked up front."""
-    fd = _fileno(f)
+    fd = _descriptor(f)
     if fd is None:
         return False
     check_file_size(header, os.fstat(fd).st_size, label)
@@ -62,14 +62,17 @@ def read_and_decrypt(
     decrypt what they read ahead once it returns; by default they do so when the file comes from the
     disk (read around the page cache), where that hides the wait, and not from memory, where their
     quick returns for the GIL would only slow `unlock` down. Nothing is decrypted before `unlock`
-    succeeds. Other streams (a wheel opened as a zip) are read sequentially first. On any failure
-    every segment of `out` that held plaintext is wiped; the rest holds ciphertext or was never touched
-    (wiping it would only fault in memory that a forged length asked for).
+    succeeds. Other streams (a wheel opened as a zip), and every file where the platform has no pread
+    (Windows), are read sequentially first. On any failure every segment of `out` that held plaintext is
+    wiped; the rest holds ciphertext or was never touched (wiping it would only fault in memory that a
+    forged length asked for).
     """
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
     fd = _fileno(f)
     if fd is None:
+        if (real := _descriptor(f)) is not None:  # a real file read in order (no pread): its size is known
+            check_file_size(header, os.fstat(real).st_size, label)
         _readinto_exact(f, out, label)
         tags = _read_exact(f, TAG_SIZE * header.segment_count, label)
         if f.read(1):
@@ -253,12 +256,18 @@ class DecryptingSource:
 
 # --- low-level I/O ----------------------------------------------------------------------------
 
-def _fileno(f: IO[bytes]) -> int | None:
+def _descriptor(f: IO[bytes]) -> int | None:
+    """The descriptor of a real file, None for a stream (a file inside a zip)."""
     try:
-        fd = f.fileno()
+        return f.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    return fd if hasattr(os, "preadv") else None
+
+
+def _fileno(f: IO[bytes]) -> int | None:
+    """The descriptor to read at offsets from, on worker threads; None where the file is read in order (a stream,
+    or any file on a platform without pread: Windows)."""
+    return _descriptor(f) if positional_reads() else None
 
 
 def _read_up_to(f: IO[bytes], n: int) -> bytes:

@@ -9,8 +9,8 @@ buffers as they are encrypted and compared at the end. A source that changed in 
 rewritten in place, even at the same length) is a SourceChangedError, and the caller's atomic writer
 removes what was written: otherwise the new bytes would be published under the old bytes' file key
 and nonces, which leaks the XOR of the two plaintexts and GCM's authentication key once both are out.
-Files are read with pread, never memory-mapped, so a file truncated meanwhile is that same error
-rather than a SIGBUS.
+Files are read at offsets (pread where the platform has it, see `direct.read_at`), never memory-mapped,
+so a file truncated meanwhile is that same error rather than a SIGBUS.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class RandomAccessSource(PlaintextSource, Protocol):
 
 
 class FileSource:
-    """A plaintext file, read with pread into the writer's own buffers.
+    """A plaintext file, read at offsets (`direct.read_at`) into the writer's own buffers.
 
     Not memory-mapped: a file truncated by another process while it is encrypted would end a mapped
     read with SIGBUS; here it is a SourceChangedError naming the file.

@@ -16,7 +16,8 @@ Whoever can write to the cache folder can make the next start slower, never wron
 an entry is opened without following symbolic links and without blocking (a FIFO there returns at
 once), and only a regular file owned by this user, no larger than the caller's bound, is read; its
 header is authenticated before any memory is sized by it unless that bound is known. A folder that
-other users can write to is not used at all (a warning says so).
+other users can write to is not used at all (a warning says so). On Windows, where mode bits mean nothing, the
+folder must lie inside the user's own profile (%LOCALAPPDATA% or %USERPROFILE%; see `_format.private`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._errors import OvcryptError
 from .._format.atomic import atomic_writer
+from .._format.private import folder_problem as private_folder_problem
 from .._format.spec import SALT_SIZE, VERSION, Role, forget_keys
 from .._format.writer import BufferSource, encrypt
 from .loader import decrypt_file, owning_tensor, pin_weights
@@ -95,19 +97,31 @@ def load(
     return compiled
 
 
-_OPEN_FLAGS = (
-    os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_BINARY", 0)
-)  # fmt: skip
+def _open_flags() -> int:
+    """Read-only, not inherited, and where the platform has them: no symbolic link, no waiting for a writer.
+    (Asked at each open: which flags exist is the platform's business, and the tests simulate others.)"""
+    flags = os.O_RDONLY
+    for name in ("O_CLOEXEC", "O_NOFOLLOW", "O_NONBLOCK", "O_BINARY"):
+        flags |= getattr(os, name, 0)
+    return flags
 
 
 def _open_entry(path: Path, max_size: int | None) -> BinaryIO | None:
     """The entry opened for reading, or None (a miss) unless it is a regular file of this user within `max_size`.
 
     Neither a symbolic link (O_NOFOLLOW) nor a FIFO or device (O_NONBLOCK, then fstat) can make this
-    read another file or wait for a writer."""
+    read another file or wait for a writer. Where the platform lacks O_NOFOLLOW or O_NONBLOCK (Windows), the
+    entry must be a regular file by lstat before it is opened, and the file opened must be that same file."""
+    guarded = hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_NONBLOCK")
+    before: os.stat_result | None = None
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        if not guarded:
+            before = os.lstat(path)
+            if not stat.S_ISREG(before.st_mode):
+                what = "it is a symbolic link" if stat.S_ISLNK(before.st_mode) else "it is not a regular file"
+                _warn(f"ignored compiled-model cache entry {path}: {what}")
+                return None
+        fd = os.open(path, _open_flags())
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:  # ELOOP: a symbolic link; ENXIO: a socket; EACCES...
@@ -116,7 +130,9 @@ def _open_entry(path: Path, max_size: int | None) -> BinaryIO | None:
     try:
         info = os.fstat(fd)
         problem = None
-        if not stat.S_ISREG(info.st_mode):
+        if before is not None and not os.path.samestat(before, info):
+            problem = "it was replaced while it was opened"
+        elif not stat.S_ISREG(info.st_mode):
             problem = "it is not a regular file"
         elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():
             problem = f"it belongs to user id {info.st_uid}, not to this user"
@@ -146,20 +162,10 @@ def folder_problem(folder: Path) -> str | None:
     """Why `folder` must not hold cache entries (other users can write to it), or None.
 
     Another user who can write there could not forge an entry (entries are authenticated), but could
-    swap entries, fill the disk, or place files that are not entries; so such a folder is not used."""
-    try:
-        info = os.stat(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return None  # nothing to read; store() creates it private, or warns that it cannot
-    except OSError as exc:
-        return str(exc)
-    if not stat.S_ISDIR(info.st_mode):
-        return "it is not a folder"
-    if hasattr(os, "geteuid") and info.st_uid not in (os.geteuid(), 0):
-        return f"it belongs to user id {info.st_uid}"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"other users can write to it (mode {stat.S_IMODE(info.st_mode):o}); make it private with chmod 700"
-    return None
+    swap entries, fill the disk, or place files that are not entries; so such a folder is not used.
+    What private means is the platform's (`_format.private`): on POSIX, this user's folder that group and others
+    cannot write to; on Windows, where mode bits mean nothing, a folder inside %LOCALAPPDATA% or %USERPROFILE%."""
+    return private_folder_problem(folder)
 
 
 def usable_folder(folder: Path) -> bool:

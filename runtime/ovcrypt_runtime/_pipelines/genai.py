@@ -33,7 +33,7 @@ from .._loading.runtime import refuse_unsafe_options
 from .chat import CHAT_TEMPLATE_FILES, chat_template_of, template_in_ir
 from .genconfig import generation_config_from_json
 from .imageconfigs import config_from_json, needs_file
-from .memfiles import MemoryFolder, memory_folder
+from .memfiles import CONFIG_SUFFIXES, MemoryFolder, memory_folder
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -140,12 +140,14 @@ def ir_in_memory(rt: Runtime, name: str, part: str) -> tuple[str, ov.Tensor]:
 
 
 def _configs(rt: Runtime, name: str, prefix: str = "") -> dict[str, bytes]:
-    """Every non-IR file of a model under `prefix`, decrypted, by its path below `prefix`."""
+    """Every config of a model under `prefix` (CONFIG_SUFFIXES: JSON, text, templates), decrypted, by its path
+    below `prefix`. Only configs: what openvino-genai reads from these folders, and all that the opt-in for
+    platforms without memory files may write (a SentencePiece model or a README is neither)."""
     files = rt.files.model(name).files
     return {
         path[len(prefix) :]: rt.read_file(name, path)
         for path in files
-        if path.startswith(prefix) and not path.endswith((".xml", ".bin"))
+        if path.startswith(prefix) and path.lower().endswith(CONFIG_SUFFIXES)
     }
 
 

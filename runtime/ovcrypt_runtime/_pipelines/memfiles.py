@@ -17,8 +17,12 @@ removed when the `MemoryFolder` closes.
   system, so a process killed by SIGKILL or SIGTERM leaves no plaintext behind: its memory files go with its
   descriptors. What a killed process can leave is the folder of links, whose targets are gone; the next
   MemoryFolder of the same user removes such folders of dead processes.
-- Neither (Windows, macOS, no /proc): UnsupportedModelError naming the platform and the reason. Decrypting to a
-  disk-backed file is never an option.
+- Neither (Windows, macOS, no /proc): UnsupportedModelError naming the platform and the reason. Decrypting
+  weights to a disk-backed file is never an option.
+- **The opt-in for configs** (`memory_folder` only, never `MemoryFolder`): where neither works, a product or its
+  user may allow the runtime to write JSON and text configs, never IRs or weights, to a private folder on disk for
+  the time it takes to build the pipeline (`OVCRYPT_ALLOW_CONFIG_FILES=1` or `allow_config_files()`; see
+  `ConfigFolder`). openvino-genai reads some configs only from a path, and without it those pipelines are refused.
 
 Like any memory, these pages can be swapped out; an encrypted swap is the system's business. A memory file is
 readable through `/proc/<pid>/fd/N` by processes of the same user (sealed or not) unless the process is made
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import mmap
 import os
 import re
@@ -41,10 +44,13 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from .._errors import UnsupportedModelError
+from .._format.private import modes_mean_something, private_roots
 
 Data = bytes | bytearray | memoryview  # a numpy array goes in as memoryview(array) (or array.data)
 Backing = Literal["memfd", "tmpfs"]
 TMPFS_DIR = Path("/dev/shm")
+PROC_FD = Path("/proc/self/fd")  # a link to PROC_FD/N reaches this process's descriptor N
+NEVER_ON_DISK = "; hatch-ovcrypt never writes decrypted files to disk"
 _TMPFS_TYPES = frozenset({"tmpfs", "ramfs"})
 _SEALS = ("F_SEAL_WRITE", "F_SEAL_GROW", "F_SEAL_SHRINK", "F_SEAL_SEAL")
 _PREFIX = "ovcrypt-mem-"  # + "<pid namespace>-<pid>-" + random: whose owner can be told dead or alive
@@ -54,8 +60,10 @@ _UNAVAILABLE = (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.EACCES, errno.EOP
 _NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT)
 
 
-def memory_backed_dir(candidate: Path = TMPFS_DIR) -> Path | None:
-    """`candidate` resolved, if it is a writable folder on tmpfs/ramfs (per /proc/self/mounts), else None."""
+def memory_backed_dir(candidate: Path | None = None) -> Path | None:
+    """`candidate` (by default TMPFS_DIR) resolved, if it is a writable folder on tmpfs/ramfs (per
+    /proc/self/mounts), else None."""
+    candidate = TMPFS_DIR if candidate is None else candidate
     try:
         real = Path(os.path.realpath(candidate))
         if not real.is_dir() or not os.access(real, os.W_OK | os.X_OK):
@@ -76,6 +84,10 @@ def memory_backed_dir(candidate: Path = TMPFS_DIR) -> Path | None:
 
 
 def _memfd_usable() -> bool:
+    try:
+        import fcntl  # POSIX only: Windows has none
+    except ImportError:
+        return False
     if not (hasattr(os, "memfd_create") and all(hasattr(fcntl, s) for s in ("F_ADD_SEALS", *_SEALS))):
         return False
     try:
@@ -93,10 +105,10 @@ def choose_backing(why: str = "") -> tuple[Backing, Path | None]:
     `why` (e.g. "openvino-genai reads this model's configs only from files") starts the error's message.
     """
     lead = f"{why}, but " if why else ""
-    if not Path("/proc/self/fd").is_dir():
+    if not PROC_FD.is_dir():
         raise UnsupportedModelError(
             f"{lead}this system ({sys.platform}) has no /proc/self/fd, so no file that lives only in memory can be "
-            "given a path; hatch-ovcrypt never writes decrypted files to disk"
+            f"given a path{NEVER_ON_DISK}"
         )
     if _memfd_usable():
         return "memfd", None
@@ -104,8 +116,7 @@ def choose_backing(why: str = "") -> tuple[Backing, Path | None]:
     if tmpfs is None or not hasattr(os, "O_TMPFILE"):
         raise UnsupportedModelError(
             f"{lead}this system ({sys.platform}) has neither a usable memfd_create nor a writable tmpfs at "
-            f"{TMPFS_DIR}, so no file that lives only in memory can be given a path; hatch-ovcrypt never writes "
-            "decrypted files to disk"
+            f"{TMPFS_DIR}, so no file that lives only in memory can be given a path{NEVER_ON_DISK}"
         )
     return "tmpfs", tmpfs
 
@@ -218,6 +229,8 @@ class MemoryFolder:
 
     def _freeze(self, fd: int) -> None:
         if self.backing == "memfd":
+            import fcntl  # there is one where there is a memfd
+
             seals = 0
             for name in _SEALS:
                 seals |= getattr(fcntl, name)
@@ -228,7 +241,7 @@ class MemoryFolder:
     def _link(self, relpath: str, fd: int) -> Path:
         link = self.path / relpath
         link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.symlink(f"/proc/self/fd/{fd}", link)
+        os.symlink(f"{PROC_FD}/{fd}", link)
         return link
 
 
@@ -302,12 +315,140 @@ def _alive(pid: int) -> bool:
 
 GENAI_CONFIGS = "openvino-genai reads this model's configs only from files"
 
+# --- the opt-in: configs (never weights) in a private folder on disk, where memory files do not exist --------
+
+CONFIG_FILES_ENV = "OVCRYPT_ALLOW_CONFIG_FILES"
+CONFIG_SUFFIXES = (".json", ".txt", ".jinja")  # what the opt-in writes: configs and templates, never weights
+_CONFIG_PREFIX = "ovcrypt-configs-"  # + "<pid>-" + random
+_allowed = False
+OPT_IN = (
+    f"set {CONFIG_FILES_ENV}=1 (or call allow_config_files()) to let the runtime write this model's JSON and text "
+    "configs, never its weights, to a private folder while the pipeline is built"
+)
+
+
+def allow_config_files(allow: bool = True) -> None:
+    """Opt in (or back out): where the platform has no memory files (Windows, macOS), let openvino-genai's
+    config-only paths get a private folder on disk holding the model's decrypted configs (CONFIG_SUFFIXES files:
+    JSON and text, never an IR or weights) for the time it takes to build the pipeline; deleted right after.
+    The same as setting OVCRYPT_ALLOW_CONFIG_FILES=1 in the environment. Where memory files exist, nothing changes."""
+    global _allowed
+    _allowed = allow
+
+
+def config_files_allowed() -> bool:
+    """Whether the opt-in is on: allow_config_files() was called, or $OVCRYPT_ALLOW_CONFIG_FILES is 1."""
+    return _allowed or os.environ.get(CONFIG_FILES_ENV, "").strip() == "1"
+
+
+def check_config_name(relpath: str) -> None:
+    """UnsupportedModelError unless `relpath` names a config the opt-in may write (CONFIG_SUFFIXES): never an IR
+    (.xml, .bin) nor any weights."""
+    _check_relpath(relpath)
+    if not relpath.lower().endswith(CONFIG_SUFFIXES):
+        raise UnsupportedModelError(
+            f"{relpath!r} is not a config ({', '.join(CONFIG_SUFFIXES)}): with {CONFIG_FILES_ENV} only configs are "
+            "written to disk, never an IR or weights"
+        )
+
+
+def config_files_root() -> Path:
+    """Where the opt-in's folders go: the system's per-user temporary folder on POSIX (each folder mode 0700),
+    %LOCALAPPDATA%\\hatch-ovcrypt where mode bits mean nothing (Windows: the user's own profile is private)."""
+    if modes_mean_something():
+        return Path(tempfile.gettempdir())
+    roots = [r for r in private_roots() if r.is_dir()]
+    if not roots:
+        raise UnsupportedModelError(
+            f"{CONFIG_FILES_ENV} needs a private folder, and neither %LOCALAPPDATA% nor %USERPROFILE% names one here"
+        )
+    root = roots[0] / "hatch-ovcrypt"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+class ConfigFolder:
+    """The opt-in's folder: a private folder on disk (mkdtemp: mode 0700 on POSIX; under %LOCALAPPDATA% on
+    Windows) holding decrypted configs, each written once (mode 0600, never over an existing file) by `add`.
+    Removed, with its files, when it closes; a folder left by a process that died before (SIGKILL) is removed
+    by the next ConfigFolder of the same user. Only CONFIG_SUFFIXES files are accepted (check_config_name)."""
+
+    def __init__(self) -> None:
+        root = config_files_root()
+        _remove_stale_config_folders(root)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{_CONFIG_PREFIX}{os.getpid()}-", dir=root))
+        # Held open while the folder lives: on Windows an open file cannot be deleted, which tells a later
+        # process that this one is alive (os.kill(pid, 0) would terminate it there).
+        self._alive = open(self.path / ".alive", "wb")  # noqa: SIM115 - closed in close()
+
+    def __enter__(self) -> ConfigFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, relpath: str, data: Data) -> Path:
+        """Write `data` as the config `relpath` (refused unless it is one: check_config_name); returns its path."""
+        check_config_name(relpath)
+        path = self.path / relpath
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o600)
+        with open(fd, "wb") as f:
+            f.write(memoryview(data).cast("B"))
+        return path
+
+    def close(self) -> None:
+        """Delete the files and the folder. Idempotent."""
+        if not self._alive.closed:
+            self._alive.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+_STALE_CONFIGS = re.compile(re.escape(_CONFIG_PREFIX) + r"(\d+)-")
+
+
+def _remove_stale_config_folders(root: Path) -> None:
+    """Remove the opt-in's folders whose process died without closing them (their configs included)."""
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        match = _STALE_CONFIGS.match(entry.name)
+        if not match or not entry.is_dir(follow_symlinks=False) or int(match.group(1)) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if modes_mean_something():
+                if entry.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(match.group(1))):
+                    continue
+            else:
+                os.unlink(os.path.join(entry.path, ".alive"))  # fails while its process holds it open
+            shutil.rmtree(entry.path, ignore_errors=True)
+
 
 @contextlib.contextmanager
 def memory_folder(files: Mapping[str, Data], why: str = GENAI_CONFIGS) -> Iterator[Path]:
     """Yield a folder holding `files` (relative POSIX path -> content, copied) in sealed memory files; removed
-    on exit. UnsupportedModelError where the platform has no memory files (see MemoryFolder)."""
-    with MemoryFolder(why) as folder:
+    on exit. Where the platform has no memory files (see MemoryFolder): with the opt-in (config_files_allowed),
+    a ConfigFolder on disk instead, which takes configs only; without it, UnsupportedModelError naming the
+    platform, the reason and the opt-in."""
+    folder: MemoryFolder | None = None
+    try:
+        folder = MemoryFolder(why)
+    except UnsupportedModelError as exc:
+        if not config_files_allowed():
+            reason = f"{str(exc).removesuffix(NEVER_ON_DISK)}; by default nothing decrypted is written to disk"
+            raise UnsupportedModelError(f"{reason}: {OPT_IN}") from None
+    if folder is None:
+        for relpath in files:  # every name checked before anything is written
+            check_config_name(relpath)
+        with ConfigFolder() as configs:
+            for relpath, data in files.items():
+                configs.add(relpath, data)
+            yield configs.path
+        return
+    with folder:
         for relpath, data in files.items():
             folder.add(relpath, data)
         yield folder.path
