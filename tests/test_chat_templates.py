@@ -20,8 +20,8 @@ import openvino_genai as genai
 import pytest
 
 from hatch_ovcrypt.hook.writer import render_table
-from ovcrypt_runtime import _genai
 from ovcrypt_runtime._loading.runtime import Runtime
+from ovcrypt_runtime._pipelines import genai as _genai
 from tests.helpers import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"

@@ -514,7 +514,7 @@ def test_extension_libraries_go_to_the_runtime_core(
     monkeypatch.setattr(ov, "Core", SpyCore)
     with convert_to_ir(mlp, ConversionOptions(compress_to_fp16=False), extensions=["fake_ov_extension"]) as ir:
         assert ir.bin_size
-    assert added == [str(library)]
+    assert added[-1:] == [str(library)]  # after openvino_tokenizers' library where the build loaded it
 
 
 def test_extension_modules_are_imported_first(mlp: Path) -> None:

@@ -59,8 +59,9 @@ def test_a_field_openvino_genai_cannot_read_is_refused_as_it_is_there(tmp_path: 
 def test_llm_pipeline_needs_no_memory_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no memfd and no tmpfs (as on Windows and macOS), an LLM folder still builds and keeps its config."""
     from hatch_ovcrypt.hook.writer import render_table
-    from ovcrypt_runtime import _genai, _memfiles
     from ovcrypt_runtime._loading.runtime import Runtime
+    from ovcrypt_runtime._pipelines import genai as _genai
+    from ovcrypt_runtime._pipelines import memfiles as _memfiles
 
     llm = REPO / "tests" / "fixtures" / "tiny_llm"
     render_table({"models": {"chat": str(llm)}}, tmp_path, tmp_path / "_ovcrypt", package="acme_vision",

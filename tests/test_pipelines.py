@@ -307,9 +307,9 @@ def test_an_adapter_file_ships_as_kind_adapter_and_loads_from_memory(tmp_path: P
     import openvino_genai as genai
 
     from hatch_ovcrypt.hook.writer import render_table
-    from ovcrypt_runtime import _genai
     from ovcrypt_runtime._errors import UnsupportedModelError
     from ovcrypt_runtime._loading.runtime import Runtime
+    from ovcrypt_runtime._pipelines import genai as _genai
 
     render_table({"models": {"chat": str(FIXTURES / "tiny_llm"), "style": str(ADAPTER),
                              "peft": str(ADAPTER.parent)}}, tmp_path, tmp_path / "_ovcrypt",
@@ -339,9 +339,10 @@ def test_memory_folder_refuses_where_the_platform_has_no_memory_files(
     """Without memfd_create and a tmpfs, a path-only pipeline is refused with the platform and the reason, before
     a byte is decrypted, and nothing is written to disk."""
     from hatch_ovcrypt.hook.writer import render_table
-    from ovcrypt_runtime import _genai, _memfiles
     from ovcrypt_runtime._errors import UnsupportedModelError
     from ovcrypt_runtime._loading.runtime import Runtime
+    from ovcrypt_runtime._pipelines import genai as _genai
+    from ovcrypt_runtime._pipelines import memfiles as _memfiles
 
     render_table({"models": {"embedder": str(FIXTURES / "tiny_embedding")}}, tmp_path, tmp_path / "_ovcrypt",
                  package="acme_vision", key=bytes(32), environ={})  # fmt: skip
@@ -370,8 +371,8 @@ def test_image_component_configs_need_no_file_but_the_few_python_cannot_set(
     import openvino_genai as genai
 
     from hatch_ovcrypt.hook.writer import render_table
-    from ovcrypt_runtime import _genai
     from ovcrypt_runtime._loading.runtime import Runtime
+    from ovcrypt_runtime._pipelines import genai as _genai
     from ovcrypt_runtime._pipelines.imageconfigs import SETTABLE, config_from_json, needs_file
 
     components = {"text_encoder": "CLIPTextModel", "text_encoder_2": "CLIPTextModel", "unet": "UNet2DConditionModel",
@@ -409,8 +410,8 @@ def test_text2video_pipeline_gives_the_plain_folders_frames(tmp_path: Path) -> N
     import openvino_genai as genai
 
     from hatch_ovcrypt.hook.writer import render_table
-    from ovcrypt_runtime import _genai
     from ovcrypt_runtime._loading.runtime import Runtime
+    from ovcrypt_runtime._pipelines import genai as _genai
 
     ltx = FIXTURES / "tiny_ltx"
     render_table({"models": {"director": str(ltx)}}, tmp_path, tmp_path / "_ovcrypt", package="acme_vision",

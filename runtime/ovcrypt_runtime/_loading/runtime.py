@@ -225,7 +225,7 @@ class Runtime:
             if not colon:
                 return self._real_device_problem(device)
             if family.upper() in _VIRTUAL_DEVICES:
-                return f"OpenVINO has no device {family!r}, names are case-sensitive: {family.upper()!r}?"
+                return f"OpenVINO has no device {family!r}, names are case-sensitive (did you mean {family.upper()!r}?)"
             return f"only {', '.join(sorted(_VIRTUAL_DEVICES))} take devices after a colon"
         members = [m for m in listed.split(",") if m]
         if family == "BATCH" and colon and len(members) != 1:
@@ -261,7 +261,7 @@ class Runtime:
             ids = [str(i) for i in self.core.get_property(family, "AVAILABLE_DEVICES")]
         except RuntimeError:  # no such plugin, or it cannot be loaded here
             cased = family.isalpha() and family.upper() != family
-            hint = f", names are case-sensitive: {family.upper()!r}?" if cased else ""
+            hint = f" (names are case-sensitive: did you mean {family.upper()!r}?)" if cased else ""
             return f"OpenVINO has no device {family!r}{hint}"
         if not ids:
             return f"no {family} device is present"
