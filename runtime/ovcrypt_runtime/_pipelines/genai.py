@@ -403,12 +403,19 @@ def _image_pipeline(
 # --- pipelines openvino-genai builds only from a path: the whole model as memory files ---------------------
 
 
+def _from_path(rt: Runtime, name: str, cls: str, device: str, properties: dict[str, Any], *args: Any) -> Any:
+    """openvino_genai.<cls>(path, device, *args, **properties) over the model decrypted into a memory folder: the
+    one route of every pipeline that openvino-genai builds only from a path."""
+    genai = genai_module()
+    with decrypted_folder(rt, name, _path_only(cls)) as path:
+        return getattr(genai, cls)(str(path), device, *args, **properties)
+
+
 @builder("whisper")
 def whisper_pipeline(rt: Runtime, name: str, device: str, properties: dict[str, Any]) -> openvino_genai.WhisperPipeline:
     """WhisperPipeline(path, device, **properties) over the model decrypted into a memory folder."""
-    genai = genai_module()
-    with decrypted_folder(rt, name, _path_only("WhisperPipeline")) as path:
-        return genai.WhisperPipeline(str(path), device, **properties)
+    pipeline: openvino_genai.WhisperPipeline = _from_path(rt, name, "WhisperPipeline", device, properties)
+    return pipeline
 
 
 @builder("text2speech")
@@ -416,9 +423,8 @@ def text2speech_pipeline(
     rt: Runtime, name: str, device: str, properties: dict[str, Any]
 ) -> openvino_genai.Text2SpeechPipeline:
     """Text2SpeechPipeline(path, device, **properties) over the model decrypted into a memory folder."""
-    genai = genai_module()
-    with decrypted_folder(rt, name, _path_only("Text2SpeechPipeline")) as path:
-        return genai.Text2SpeechPipeline(str(path), device, **properties)
+    pipeline: openvino_genai.Text2SpeechPipeline = _from_path(rt, name, "Text2SpeechPipeline", device, properties)
+    return pipeline
 
 
 @builder("text_embedding")
@@ -427,9 +433,10 @@ def text_embedding_pipeline(
 ) -> openvino_genai.TextEmbeddingPipeline:
     """TextEmbeddingPipeline(path, device, config, **properties) over the model decrypted into a memory folder;
     `config` is a TextEmbeddingPipeline.Config (pooling, normalisation, instructions) or None."""
-    genai = genai_module()
-    with decrypted_folder(rt, name, _path_only("TextEmbeddingPipeline")) as path:
-        return genai.TextEmbeddingPipeline(str(path), device, config, **properties)
+    pipeline: openvino_genai.TextEmbeddingPipeline = _from_path(
+        rt, name, "TextEmbeddingPipeline", device, properties, config
+    )
+    return pipeline
 
 
 @builder("text_rerank")
@@ -438,9 +445,8 @@ def text_rerank_pipeline(
 ) -> openvino_genai.TextRerankPipeline:
     """TextRerankPipeline(path, device, config, **properties) over the model decrypted into a memory folder;
     `config` is a TextRerankPipeline.Config (top_n, max_length) or None."""
-    genai = genai_module()
-    with decrypted_folder(rt, name, _path_only("TextRerankPipeline")) as path:
-        return genai.TextRerankPipeline(str(path), device, config, **properties)
+    pipeline: openvino_genai.TextRerankPipeline = _from_path(rt, name, "TextRerankPipeline", device, properties, config)
+    return pipeline
 
 
 @builder("text2video")
@@ -448,9 +454,8 @@ def text2video_pipeline(
     rt: Runtime, name: str, device: str, properties: dict[str, Any]
 ) -> openvino_genai.Text2VideoPipeline:
     """Text2VideoPipeline(path, device, **properties) over the model decrypted into a memory folder."""
-    genai = genai_module()
-    with decrypted_folder(rt, name, _path_only("Text2VideoPipeline")) as path:
-        return genai.Text2VideoPipeline(str(path), device, **properties)
+    pipeline: openvino_genai.Text2VideoPipeline = _from_path(rt, name, "Text2VideoPipeline", device, properties)
+    return pipeline
 
 
 @builder("llm", "vlm")
