@@ -9,6 +9,7 @@
     extensions = ["openvino_tokenizers"]             # modules imported before OpenVINO reads an IR
     signing-key = "file:keys/publisher.pem"          # optional: sign the folder (file:, pkcs11:, transit: URI)
     publisher-keys = ["keys/publisher.pub"]          # keys the runtime pins (default: the signing key's own)
+    compiled-model-cache = true                      # ship the encrypted compiled-model cache (default: false)
 
     [tool.hatch.build.hooks.ovcrypt.models]
     detector = "models/detector.xml"                 # an IR .xml; the .bin beside it, same stem
@@ -34,7 +35,7 @@ import difflib
 import functools
 import keyword
 import pkgutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ RESERVED_KEYS = frozenset(
 KNOWN_KEYS = frozenset(
     {"models", "package", "key-env", "key-provider", "data-key", "segment-size", "allow-plaintext-sdist", "extensions"}
     | {"signing-key", "publisher-keys"}  # publisher signatures
+    | {"compiled-model-cache"}  # ship the cache (and the writer it needs) in the product's runtime
 )
 # A model table names exactly one of these; each takes its own further options.
 MODEL_SOURCES = {
@@ -129,6 +131,7 @@ class Options:
     data_key: Path | None = None  # the wrapped data key file (`data-key`): the build unwraps it through its holders
     signing_key: str | None = None  # a signer URI; `file:` paths made absolute
     publisher_keys: tuple[Path, ...] = ()
+    compiled_model_cache: bool = False  # the runtime's encrypted cache is shipped only when asked for
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -185,10 +188,8 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
         segment_size = DEFAULT_SEGMENT_SIZE
     elif why := validate_segment_size(segment_size):
         problem("segment-size", why)
-    allow_sdist = raw.get("allow-plaintext-sdist", False)
-    if not isinstance(allow_sdist, bool):
-        problem("allow-plaintext-sdist", f"for build hook `{HOOK_NAME}` must be a boolean")
-        allow_sdist = False
+    allow_sdist = _boolean(raw, "allow-plaintext-sdist", problem)
+    compiled_model_cache = _boolean(raw, "compiled-model-cache", problem)
 
     extensions = raw.get("extensions", [])
     if not isinstance(extensions, list) or not all(
@@ -219,12 +220,24 @@ def parse_options(raw: Mapping[str, Any], root: Path, location: str) -> tuple[Op
 
     options = Options(
         tuple(models), package, key_env, key_provider, segment_size, allow_sdist, location, tuple(extensions),
-        _resolve(root, data_key) if data_key is not None else None, signing_key, publisher_keys,
+        _resolve(root, data_key) if data_key is not None else None, signing_key, publisher_keys, compiled_model_cache,
     )  # fmt: skip
     return options, problems
 
 
-def _signing_options(raw: Mapping[str, Any], root: Path, problem: Any) -> tuple[str | None, tuple[Path, ...]]:
+Report = Callable[[str, str], None]  # (option key, message): one problem of the table
+
+
+def _boolean(raw: Mapping[str, Any], key: str, problem: Report) -> bool:
+    """A true/false option, false when absent (or not a boolean: then a problem)."""
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        problem(key, f"for build hook `{HOOK_NAME}` must be true or false")
+        return False
+    return value
+
+
+def _signing_options(raw: Mapping[str, Any], root: Path, problem: Report) -> tuple[str | None, tuple[Path, ...]]:
     """`signing-key` (a signer URI; a `file:` path is made absolute against the project) and `publisher-keys`
     (PEM ECDSA P-256 public keys, relative to the project)."""
     from ovcrypt_runtime._errors import SignatureError

@@ -179,11 +179,14 @@ def encrypted_path(folder: Path, model: str, role: Role) -> Path:
 
 
 def render_folder(dest: Path, models: Mapping[str, Path], key: bytes, *, segment_size: int | None = None,
-                  key_env: str = "OVCRYPT_KEY", package: str = "acme_vision") -> Path:  # fmt: skip
-    """Render an `_ovcrypt` folder exactly as the hook does, without a wheel: fast, for tamper tests."""
+                  key_env: str = "OVCRYPT_KEY", package: str = "acme_vision", cache: bool = False) -> Path:  # fmt: skip
+    """Render an `_ovcrypt` folder exactly as the hook does, without a wheel: fast, for tamper tests. `cache`:
+    with `compiled-model-cache = true`, so that the folder ships the compiled-model cache."""
     from hatch_ovcrypt.hook.writer import render_table
 
     raw: dict[str, object] = {"models": {name: str(xml) for name, xml in models.items()}, "key-env": key_env}
+    if cache:
+        raw["compiled-model-cache"] = True
     if segment_size is not None:
         raw["segment-size"] = segment_size
     render_table(raw, dest, dest, package=package, key=key, environ=os.environ)

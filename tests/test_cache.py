@@ -44,7 +44,7 @@ def model(tmp_path: Path) -> Path:
 @pytest.fixture
 def folder(tmp_path: Path, model: Path, key: bytes, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OVCRYPT_KEY", key.hex())
-    return render_folder(tmp_path / "_ovcrypt", {"detector": model}, key)
+    return render_folder(tmp_path / "_ovcrypt", {"detector": model}, key, cache=True)
 
 
 def entries(cache: Path) -> list[Path]:

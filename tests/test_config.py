@@ -258,6 +258,20 @@ def test_an_option_typo_names_the_option_meant(raw: dict[str, object], at: str, 
     assert f"did you mean `{meant}`?" in problem.message, problem
 
 
+@pytest.mark.parametrize("option", ["allow-plaintext-sdist", "compiled-model-cache"])
+@pytest.mark.parametrize("value", ["true", 1, [True]])
+def test_a_boolean_option_takes_only_true_or_false(option: str, value: object) -> None:
+    from hatch_ovcrypt.config import parse_options
+
+    options, problems = parse_options({"models": {"m": "m.xml"}, option: value}, Path("/p"), LOCATION)
+    assert [(p.path, p.message) for p in problems] == [
+        (f"{LOCATION}.{option}", "for build hook `ovcrypt` must be true or false")
+    ]
+    assert options.allow_plaintext_sdist is False and options.compiled_model_cache is False
+    options, problems = parse_options({"models": {"m": "m.xml"}, option: True}, Path("/p"), LOCATION)
+    assert problems == [] and getattr(options, option.replace("-", "_")) is True
+
+
 def test_a_model_table_without_its_source_names_the_one_meant() -> None:
     from hatch_ovcrypt.config import parse_options
 

@@ -166,12 +166,16 @@ def test_an_editable_install_of_the_plugin_imports_the_runtime_from_the_source_t
 
 # --- each product ships only what its models use ----------------------------------------------------
 
-COMBINATIONS = {
-    "ir": RuntimeParts(pipelines=False, openssl=False, holders=False, signature=False),
-    "ir+openssl": RuntimeParts(pipelines=False, openssl=True, holders=False, signature=False),
-    "folder": RuntimeParts(pipelines=True, openssl=False, holders=False, signature=False),
-    "all": RuntimeParts(pipelines=True, openssl=True, holders=False, signature=False),  # the rest: test_holders_build
+COMBINATIONS = {  # holders and signature: test_holders_build and test_signing build those
+    "ir": RuntimeParts(pipelines=False, openssl=False, holders=False, signature=False, cache=False),
+    "ir+cache": RuntimeParts(pipelines=False, openssl=False, holders=False, signature=False, cache=True),
+    "ir+openssl": RuntimeParts(pipelines=False, openssl=True, holders=False, signature=False, cache=False),
+    "folder": RuntimeParts(pipelines=True, openssl=False, holders=False, signature=False, cache=False),
+    "all": RuntimeParts(pipelines=True, openssl=True, holders=False, signature=False, cache=True),
 }
+# What every product shipped before the runtime was split into parts (round 2's last commit, 7e91707: 18 modules,
+# 3,400 lines, and the one-line header the hook writes into each).
+SHIPPED_BEFORE_THE_SPLIT = 3418
 
 # Run in a fresh interpreter against the rendered product: it must import and work with only what shipped.
 USE = """
@@ -193,6 +197,20 @@ for function, args in (("llm_pipeline", ("detector",)), ("load_openssl_model", (
         report["refused"][function] = str(exc)
     except Exception as exc:
         report["refused"][function] = "shipped: " + type(exc).__name__
+import os, tempfile, warnings
+rt.unload()  # compile again, this time through the compiled-model cache
+cache_dir = tempfile.mkdtemp()
+try:
+    rt.compile_model("detector", cache_dir=cache_dir)
+    report["cache_entries"] = len([n for n in os.listdir(cache_dir) if n.endswith(".ovc")])
+except rt.UnsupportedModelError as exc:
+    report["refused"]["cache_dir"] = str(exc)
+rt.unload()
+os.environ["OVCRYPT_CACHE_DIR"] = cache_dir
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    report["with_env"] = rt.compile_model("detector")(x)[0].tolist()
+report["warnings"] = [str(w.message) for w in caught]
 leaked = [m for m in sys.modules if m.split(".")[0] in ("hatch_ovcrypt", "ovcrypt_runtime")]
 report["outside"] = leaked
 print(json.dumps(report))
@@ -226,7 +244,7 @@ def hook_table(combination: str) -> dict[str, object]:
                             "key-hex-env": "LEGACY_KEY_HEX", "iv-hex-env": "LEGACY_IV_HEX"}  # fmt: skip
     if COMBINATIONS[combination].pipelines:
         models["assistant"] = str(LLM)
-    return {"models": models}
+    return {"models": models, "compiled-model-cache": COMBINATIONS[combination].cache}
 
 
 @pytest.mark.slow
@@ -276,6 +294,13 @@ def test_each_combination_ships_only_its_parts_and_works_alone(
         assert not refused["load_openssl_model"].startswith("this product ships no")
     else:
         assert refused["load_openssl_model"].startswith("this product ships no OpenSSL-recipe loader: ")
+    assert report["with_env"] == report["detector"]
+    if parts.cache:  # an entry written by the first compile, read by the second: no warning
+        assert report["cache_entries"] == 1 and "cache_dir" not in refused and report["warnings"] == []
+    else:  # cache_dir= is refused; $OVCRYPT_CACHE_DIR alone warns and compiles without a cache
+        assert refused["cache_dir"].startswith("this product ships no compiled-model cache, so cache_dir= cannot")
+        assert "`compiled-model-cache = true`" in refused["cache_dir"] and "\n" not in refused["cache_dir"]
+        assert [w for w in report["warnings"] if "$OVCRYPT_CACHE_DIR cannot be used" in w], report["warnings"]
 
 
 def test_an_ir_only_product_ships_measurably_less_runtime() -> None:
@@ -285,4 +310,7 @@ def test_an_ir_only_product_ships_measurably_less_runtime() -> None:
     }
     print("\nruntime lines per combination (sources, before the one-line generated header):", lines)
     assert lines["ir"] < lines["ir+openssl"] < lines["all"] and lines["ir"] < lines["folder"] < lines["all"]
+    assert lines["ir"] < lines["ir+cache"] < lines["all"]
     assert lines["ir"] <= 0.95 * lines["all"], lines
+    # With its generated headers (one line per module), what an IR-only product ships now, against before.
+    assert lines["ir"] + len(runtime_modules(COMBINATIONS["ir"])) <= 0.95 * SHIPPED_BEFORE_THE_SPLIT, lines

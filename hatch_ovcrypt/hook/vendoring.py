@@ -1,11 +1,12 @@
-"""Which of the runtime's modules a product ships: the core always, the optional parts only when its models
-need them (issue 19). An IR-only product gets no GenAI builders, no memory folders and no OpenSSL-recipe
-loader; its `_ovcrypt/__init__.py` then refuses those functions with UnsupportedModelError in one line.
+"""Which of the runtime's modules a product ships: the core always, the optional parts only when its models or
+options need them. An IR-only product gets no GenAI builders, no memory folders, no OpenSSL-recipe loader and,
+unless it asks for the compiled-model cache, no writer; its `_ovcrypt/__init__.py` then refuses those functions
+(and `cache_dir=`) with UnsupportedModelError in one line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import ovcrypt_runtime
@@ -14,11 +15,19 @@ from ..checks.project import Plan, needs_genai
 from ..config import OPENSSL
 
 RUNTIME_DIR = Path(ovcrypt_runtime.__file__).parent
-# The optional parts, as paths relative to RUNTIME_DIR (a folder stands for every module under it).
-PIPELINES = Path("_pipelines")  # GenAI builders and memory folders: llm, vlm and text2image models
-OPENSSL_LOADER = Path("_loading", "openssl.py")  # load_openssl_model: products built from OpenSSL-recipe models
-HOLDERS = Path("_keys", "holders")  # key holders (age, transit, pkcs11, awskms): products built with a data-key
-SIGNATURE = Path("_keys", "signature.py")  # the publisher-signature verifier: products that pin publisher keys
+# The optional modules (a folder stands for every module under it), relative to RUNTIME_DIR, with the parts that
+# need each; a module no part names is the core, which every product ships. tests/test_layout.py checks that every
+# combination imports and works with only what it ships.
+OPTIONAL: dict[Path, tuple[str, ...]] = {
+    Path("_pipelines"): ("pipelines",),  # GenAI builders and memory folders: GenAI folder models
+    Path("_loading", "openssl.py"): ("openssl",),  # load_openssl_model: products built from OpenSSL-recipe models
+    Path("_keys", "holders"): ("holders",),  # key holders (age, transit, pkcs11, awskms): built with a data-key
+    Path("_keys", "signature.py"): ("signature",),  # the publisher-signature verifier: products that pin keys
+    Path("_loading", "cache.py"): ("cache",),  # the encrypted compiled-model cache: `compiled-model-cache = true`
+    Path("_format", "writer.py"): ("cache",),  # the format's writer: only the cache encrypts at run time
+    Path("_format", "atomic.py"): ("cache", "holders"),  # write-then-rename: cache entries, unwrapped data keys
+    Path("_format", "private.py"): ("cache", "pipelines"),  # private folders: the cache's, the config opt-in's
+}
 
 
 @dataclass(frozen=True)
@@ -29,40 +38,39 @@ class RuntimeParts:
     openssl: bool = True
     holders: bool = True
     signature: bool = True
+    cache: bool = True
 
     @classmethod
     def of(cls, plan: Plan) -> RuntimeParts:
-        """What the plan's models need: pipelines for GenAI folder models (the same test that makes
+        """What the plan's models and options need: pipelines for GenAI folder models (the same test that makes
         openvino-genai a product requirement), the OpenSSL loader for OpenSSL-recipe source models, the key
         holders for a product whose key comes from a data-key (its manifest then names holders), the signature
-        verifier for a product that signs (its settings then pin publisher keys)."""
+        verifier for a product that signs (its settings then pin publisher keys), the compiled-model cache when
+        the table asks for it (`compiled-model-cache = true`)."""
         return cls(
             pipelines=needs_genai(plan.models),
             openssl=any(spec.origin == OPENSSL for spec in plan.options.models),
             holders=plan.datakey is not None,
             signature=plan.options.signing_key is not None,
+            cache=plan.options.compiled_model_cache,
         )
 
+    def shipped(self) -> list[str]:
+        """The names of the optional parts shipped, in declaration order."""
+        return [f.name for f in fields(self) if getattr(self, f.name)]
+
     def name(self) -> str:
-        """A short label for reports: "core", "core+pipelines", "core+openssl", "core+pipelines+openssl"."""
-        chosen = {
-            "pipelines": self.pipelines, "openssl": self.openssl, "holders": self.holders, "signature": self.signature
-        }  # fmt: skip
-        return "+".join(["core", *(name for name, shipped in chosen.items() if shipped)])
+        """A short label for reports: "core", "core+pipelines", "core+openssl+cache", ..."""
+        return "+".join(["core", *self.shipped()])
 
 
 def runtime_modules(parts: RuntimeParts) -> list[Path]:
     """The runtime's modules a product with these parts ships, relative to RUNTIME_DIR, sorted."""
-    shipped = []
+    shipped = set(parts.shipped())
+    modules = []
     for module in sorted(RUNTIME_DIR.rglob("*.py")):
         relpath = module.relative_to(RUNTIME_DIR)
-        if not parts.pipelines and relpath.is_relative_to(PIPELINES):
-            continue
-        if not parts.openssl and relpath == OPENSSL_LOADER:
-            continue
-        if not parts.holders and relpath.is_relative_to(HOLDERS):
-            continue
-        if not parts.signature and relpath == SIGNATURE:
-            continue
-        shipped.append(relpath)
-    return shipped
+        needed_by = [by for optional, by in OPTIONAL.items() if relpath.is_relative_to(optional)]
+        if all(shipped.intersection(by) for by in needed_by):
+            modules.append(relpath)
+    return modules

@@ -81,8 +81,8 @@ __all__ = [
 # What a product ships beyond the core depends on its models (the build vendors only what they use): these say
 # why a function of a part not shipped is missing, instead of a ModuleNotFoundError naming a private module.
 _NO_PIPELINES = (
-    "this product ships no GenAI pipelines: it was built without an llm, vlm or text2image folder model, so "
-    "{function}() is not in its runtime; add such a model to the hook's `models` and rebuild"
+    "this product ships no GenAI pipelines: it was built without a GenAI folder model (any kind but ir and files), "
+    "so {function}() is not in its runtime; add such a model to the hook's `models` and rebuild"
 )
 _NO_OPENSSL = (
     "this product ships no OpenSSL-recipe loader: it was built without a `source-encryption` model, so "

@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .._errors import IntegrityError, KeyFormatError
 from .._format.spec import forget_keys
-from .._format.writer import Writable
 
 if TYPE_CHECKING:
     import numpy as np
     import openvino as ov
+
+    from .._format.writer import Writable  # for typing only: products without the cache ship no writer
 
 BLOCK = 16
 RECIPE = "openssl-aes-128-cbc"

@@ -10,8 +10,10 @@ import os
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .. import _settings
@@ -277,15 +279,14 @@ class Runtime:
         folder = cache_dir or os.environ.get(CACHE_DIR_ENV) or None
         entry = None
         _, chosen = self.part(name, part)
-        if folder:
-            from . import cache as _cache  # only with a cache: it brings the writer, tempfile and their memory
-
+        cache_module = _shipped_cache(explicit=bool(cache_dir)) if folder else None
+        if folder and cache_module is not None:
             self.check_device(device)  # naming the cache entry asks the device's plugin anyway
             entry = self._cache_entry(name, part, device, config, Path(folder))
             files = self.files.model(name).files
             # An entry is the compiled model: bounded by a generous multiple of what the model itself weighs.
             bound = 4 * sum(files[p].size for p in (chosen.xml, chosen.bin) if p) + (64 << 20)
-            compiled = _cache.load(entry[0], entry[1], entry[0].stem, self.core, device, config, max_size=bound)
+            compiled = cache_module.load(entry[0], entry[1], entry[0].stem, self.core, device, config, max_size=bound)
             if compiled is not None:
                 # A warm cache must not hide a replaced or missing model file. Checked after the entry
                 # is loaded, so that loading it (not this check) is what first imports cryptography,
@@ -305,10 +306,8 @@ class Runtime:
                 f"(available devices: {', '.join(self.core.available_devices)})"
             ) from None
         pin_weights(compiled, model._ovcrypt_weights)
-        if entry is not None:
-            from . import cache as _cache
-
-            _cache.store(entry[0], entry[1], compiled)
+        if entry is not None and cache_module is not None:
+            cache_module.store(entry[0], entry[1], compiled)
         return compiled
 
     @forget_keys
@@ -340,6 +339,26 @@ class Runtime:
             for key in [k for k in self._compiled if name is None or k[0] == name]:
                 del self._compiled[key]
                 self._compile_locks.pop(key, None)
+
+
+def _shipped_cache(*, explicit: bool) -> ModuleType | None:
+    """The cache module, imported on first use only (it brings the writer, tempfile and their memory); None when
+    this product was built without it, after a warning when only $OVCRYPT_CACHE_DIR asked for it. Raises
+    UnsupportedModelError (one line) when `cache_dir=` asked for it: the caller meant it, so it must not be ignored."""
+    try:
+        return importlib.import_module(f"{__package__}.cache")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(f"{__package__}.cache"):
+            raise  # a missing dependency keeps its own message
+        asked = "cache_dir=" if explicit else f"${CACHE_DIR_ENV}"
+        message = (
+            f"this product ships no compiled-model cache, so {asked} cannot be used: build it with "
+            "`compiled-model-cache = true` in its ovcrypt hook table"
+        )
+        if explicit:
+            raise UnsupportedModelError(message) from None
+        warnings.warn(message + "; compiling without a cache", RuntimeWarning, stacklevel=4)
+        return None
 
 
 class _DeviceCheck:
