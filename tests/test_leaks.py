@@ -66,7 +66,8 @@ def make_project(root: Path) -> tuple[Path, list[Path]]:
         plaintexts += [xml, xml.with_suffix(".bin")]
     shutil.copytree(ASSISTANT, project / "models" / "assistant")  # a folder model: every file of it is scanned for
     plaintexts += sorted(p for p in (project / "models" / "assistant").rglob("*") if p.is_file())
-    write_product(project, {**{name: f"models/{name}.xml" for name in MODELS}, "assistant": "models/assistant"})
+    models = {**{name: f"models/{name}.xml" for name in MODELS}, "assistant": "models/assistant"}
+    write_product(project, models, extra_hook_options="compiled-model-cache = true")  # the cache is scanned too
     return project, plaintexts
 
 
