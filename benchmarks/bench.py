@@ -287,6 +287,30 @@ def reported(ratio: float) -> str:
     return f"{ratio:.2f}x (reported)"
 
 
+def build_rows(table: Table, label: str, plain: Sequence[tuple[dict[str, Any], float]],
+               enc: Sequence[tuple[dict[str, Any], float]], limits: tuple[float, float] | None) -> None:  # fmt: skip
+    """The rows of a pipeline's construction from alternating fresh processes: wall seconds (median, min–max),
+    CPU seconds of all threads, and peak RSS right after it (VmHWM, MiB), each child's "build", "build_cpu" and
+    "build_rss_kib". `limits` (build time, peak RSS ratios) judges the medians; None only reports them."""
+    n = len(plain)
+    ba, bb = [r["build"] for r, _ in plain], [r["build"] for r, _ in enc]
+    ca, cb = [r["build_cpu"] for r, _ in plain], [r["build_cpu"] for r, _ in enc]
+    ra, rb = [r["build_rss_kib"] / 1024 for r, _ in plain], [r["build_rss_kib"] / 1024 for r, _ in enc]
+
+    def judge(ratio: float, which: int) -> str:
+        return verdict(ratio, limits[which]) if limits else reported(ratio)
+
+    table.add(f"{label}: build pipeline, median s (n={n} pairs)", f"{med(ba):.3f}", f"{med(bb):.3f}",
+              judge(med(bb) / med(ba), 0))  # fmt: skip
+    table.add(f"{label}: build pipeline, min–max s", spread(ba), spread(bb), "")
+    table.add(f"{label}: build pipeline, median CPU s (all threads)", f"{med(ca):.3f}", f"{med(cb):.3f}",
+              reported(med(cb) / med(ca)))  # fmt: skip
+    table.add(f"{label}: peak RSS after build, median MiB", f"{med(ra):.0f}", f"{med(rb):.0f}",
+              judge(med(rb) / med(ra), 1))  # fmt: skip
+    table.add(f"{label}: peak RSS after build, min–max MiB", f"{min(ra):.0f}–{max(ra):.0f}",
+              f"{min(rb):.0f}–{max(rb):.0f}", "")  # fmt: skip
+
+
 # --- setup --------------------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ from benchmarks.bench import (  # noqa: E402
     MiB,
     Table,
     alternate,
+    build_rows,
     drop_caches,
     med,
     publish,
@@ -53,7 +54,6 @@ from benchmarks.bench import (  # noqa: E402
     reported,
     run_child,
     spread,
-    verdict,
 )
 
 DEFAULT_MODEL = REPO / "benchmarks" / "results" / "llm_bench"
@@ -136,26 +136,10 @@ def folder_weights(folder: Path) -> int:
 
 def rows(table: Table, label: str, plain: list[Run], enc: list[Run], *, targets: bool) -> None:
     """Construction time, peak RSS and tokens per second of alternating runs, as table rows."""
-    n = len(plain)
-    ba, bb = [r["build"] for r, _ in plain], [r["build"] for r, _ in enc]
-    ca, cb = [r["build_cpu"] for r, _ in plain], [r["build_cpu"] for r, _ in enc]
-    ra, rb = [r["build_rss_kib"] / 1024 for r, _ in plain], [r["build_rss_kib"] / 1024 for r, _ in enc]
+    build_rows(table, label, plain, enc, (BUILD_TIME_LIMIT, BUILD_RSS_LIMIT) if targets else None)
     ga, gb = [r["rss_kib"] / 1024 for r, _ in plain], [r["rss_kib"] / 1024 for r, _ in enc]
     ta, tb = [r["tps"] for r, _ in plain], [r["tps"] for r, _ in enc]
     wa, wb = [w for _, w in plain], [w for _, w in enc]
-
-    def judge(ratio: float, limit: float) -> str:
-        return verdict(ratio, limit) if targets else reported(ratio)
-
-    table.add(f"{label}: build pipeline, median s (n={n} pairs)", f"{med(ba):.3f}", f"{med(bb):.3f}",
-              judge(med(bb) / med(ba), BUILD_TIME_LIMIT))  # fmt: skip
-    table.add(f"{label}: build pipeline, min–max s", spread(ba), spread(bb), "")
-    table.add(f"{label}: build pipeline, median CPU s (all threads)", f"{med(ca):.3f}", f"{med(cb):.3f}",
-              reported(med(cb) / med(ca)))  # fmt: skip
-    table.add(f"{label}: peak RSS after build, median MiB", f"{med(ra):.0f}", f"{med(rb):.0f}",
-              judge(med(rb) / med(ra), BUILD_RSS_LIMIT))  # fmt: skip
-    table.add(f"{label}: peak RSS after build, min–max MiB", f"{min(ra):.0f}–{max(ra):.0f}",
-              f"{min(rb):.0f}–{max(rb):.0f}", "")  # fmt: skip
     table.add(f"{label}: peak RSS after generate, median MiB", f"{med(ga):.0f}", f"{med(gb):.0f}",
               reported(med(gb) / med(ga)))  # fmt: skip
     table.add(f"{label}: generate {MAX_NEW_TOKENS} tokens, median tokens/s", f"{med(ta):.2f}", f"{med(tb):.2f}",
