@@ -4,10 +4,10 @@
     .venv/bin/python -m benchmarks.bench_memfolder --pairs 3
 
 openvino-genai builds TextEmbeddingPipeline only from a path, so the runtime decrypts every file of the model
-straight into sealed memory files (MemoryFolder.fill: one mapping per file, the plaintext's only copy) behind a
-folder of links, and openvino-genai reads and maps them there. This shows the weights stay one copy: peak RSS
-and build time against the same pipeline built from the plain folder (targets: <= 1.10x and <= 1.25x, with a
-cold page cache, as bench_genai judges them; the warm rows are reported).
+a segment at a time into sealed memory files (MemoryFolder.written, _format/into_file.py: the plaintext's only
+lasting copy) behind a folder of links, and openvino-genai reads and maps them there. This shows the weights
+stay one copy: peak RSS and build time against the same pipeline built from the plain folder (targets: <= 1.10x
+and <= 1.25x, with a cold page cache, as bench_genai judges them; the warm rows are reported).
 
 The model is made here, with no download and no torch: tiny_embedding's tokenizer and configs, and an encoder
 of the same interface (input_ids, attention_mask, token_type_ids -> last_hidden_state) whose layers are

@@ -35,6 +35,7 @@ from ovcrypt_runtime._errors import FormatError, IntegrityError, OvcryptError, W
 from ovcrypt_runtime._format import reader as _reader
 from ovcrypt_runtime._format import spec as _spec
 from ovcrypt_runtime._format.direct import positional_reads
+from ovcrypt_runtime._format.into_file import decrypt_into_file
 from ovcrypt_runtime._format.reader import decrypt_into, iter_plaintext, read_header
 from ovcrypt_runtime._format.spec import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Header, Role, SegmentCipher, parse_header
 from ovcrypt_runtime._format.writer import BufferSource, FileSource, encrypt
@@ -247,7 +248,24 @@ def open_file(f: BinaryIO, key: bytes) -> SegmentCipher:
     return SegmentCipher.open(key, header, raw, tag, "test")
 
 
+def decrypt_to_file(f: BinaryIO, cipher: SegmentCipher, out: BinaryIO, mode: str) -> bytes:
+    """decrypt_into_file (the memory folder's route) from `f` into the file `out`; what `out` then holds."""
+    if not (positional_reads() and hasattr(os, "pwrite")):
+        pytest.skip("decrypt_into_file reads and writes at offsets (pread, pwrite), which this platform lacks")
+    os.ftruncate(out.fileno(), cipher.header.plaintext_length)
+    try:
+        decrypt_into_file(f.fileno(), cipher.header, "test", lambda: cipher, out.fileno(),
+                          threads=4 if mode == "into-file-threads" else 1)  # fmt: skip
+    finally:
+        out.seek(0)
+        left = out.read()
+    return left
+
+
 def decrypt_file(path: Path, key: bytes, mode: str) -> bytes:
+    if mode.startswith("into-file"):
+        with path.open("rb") as f, path.with_suffix(".out").open("w+b") as target:
+            return decrypt_to_file(f, open_file(f, key), target, mode)
     if mode == "iter":
         with path.open("rb") as f:
             cipher = open_file(f, key)
@@ -257,13 +275,13 @@ def decrypt_file(path: Path, key: bytes, mode: str) -> bytes:
         cipher = open_file(f, key)
         if mode != "stream":
             # the pread path, where the platform reads at offsets; else (Windows) read in order like a stream
-            assert (_reader._fileno(f) is not None) == positional_reads()
+            assert (_reader.positional_fileno(f) is not None) == positional_reads()
         out = memoryview(bytearray(cipher.header.plaintext_length))
         decrypt_into(f, cipher, out, threads=4 if mode == "pread-threads" else 1)
         return bytes(out)
 
 
-MODES = ["pread", "pread-threads", "stream", "iter"]
+MODES = ["pread", "pread-threads", "stream", "iter", "into-file", "into-file-threads"]
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{s}B" for s in SIZES])
@@ -595,7 +613,7 @@ def reorder_segments(data: bytes, header: Header) -> bytes:
     return data[:hs] + s1 + s0 + data[hs + 2 * SEG : header.tags_offset] + t1 + t0 + data[header.tags_offset + 32 :]
 
 
-@pytest.mark.parametrize("mode", ["pread", "pread-threads", "stream"])
+@pytest.mark.parametrize("mode", ["pread", "pread-threads", "stream", "into-file", "into-file-threads"])
 def test_failure_wipes_all_plaintext(tmp_path: Path, key: bytes, mode: str) -> None:
     plaintext = random.Random(5).randbytes(3 * SEG + 3)
     path = write(tmp_path, key, plaintext)
@@ -605,6 +623,14 @@ def test_failure_wipes_all_plaintext(tmp_path: Path, key: bytes, mode: str) -> N
     flipped[header.header_size + 3 * SEG + 1] ^= 0x80  # in the last, short segment
     for data in (bytes(flipped), reorder_segments(good, header)):
         path.write_bytes(data)
+        if mode.startswith("into-file"):  # a file the worker threads write only authenticated segments to
+            with path.open("rb") as f, (tmp_path / "out").open("w+b") as file:
+                file.write(b"\xaa" * header.plaintext_length)
+                with pytest.raises(IntegrityError, match="failed authentication"):
+                    decrypt_to_file(f, open_file(f, key), file, mode)
+                file.seek(0)
+                assert_no_plaintext_left(file.read(), data, 0xAA)
+            continue
         stream: BinaryIO = io.BytesIO(data) if mode == "stream" else path.open("rb")
         with stream as f:
             cipher = open_file(f, key)

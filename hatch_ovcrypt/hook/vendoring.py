@@ -26,6 +26,7 @@ OPTIONAL: dict[Path, tuple[str, ...]] = {
     Path("_loading", "cache.py"): ("cache",),  # the encrypted compiled-model cache: `compiled-model-cache = true`
     Path("_format", "writer.py"): ("cache",),  # the format's writer: only the cache encrypts at run time
     Path("_format", "atomic.py"): ("cache", "holders"),  # write-then-rename: cache entries, unwrapped data keys
+    Path("_format", "into_file.py"): ("pipelines",),  # decrypting into memory files: the memory folder's route
     Path("_format", "private.py"): ("cache", "pipelines"),  # private folders: the cache's, the config opt-in's
 }
 

@@ -11,6 +11,7 @@ Both are advice to the kernel of Linux; elsewhere they do nothing and say so in 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -42,6 +43,16 @@ def dont_dump(address: int, size: int) -> bool:
     start = address // page * page
     end = -(-(address + size) // page) * page
     return int(libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTDUMP)) == 0
+
+
+def dont_dump_mapping(mapped: mmap.mmap) -> mmap.mmap:
+    """dont_dump() for a whole mapping (a memory file's, a scratch buffer's), through mmap.madvise where Python
+    names the advice; the mapping is returned, whether or not the kernel took the advice."""
+    advice = getattr(mmap, "MADV_DONTDUMP", None)
+    if advice is not None:
+        with contextlib.suppress(OSError):
+            mapped.madvise(advice)
+    return mapped
 
 
 def dont_dump_bytes(data: bytes) -> bool:

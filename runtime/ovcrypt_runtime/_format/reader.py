@@ -69,7 +69,7 @@ def read_and_decrypt(
     """
     if len(out) != header.plaintext_length:
         raise ValueError("output buffer has the wrong size")
-    fd = _fileno(f)
+    fd = positional_fileno(f)
     if fd is None:
         if (real := _descriptor(f)) is not None:  # a real file read in order (no pread): its size is known
             check_file_size(header, os.fstat(real).st_size, label)
@@ -264,7 +264,7 @@ def _descriptor(f: IO[bytes]) -> int | None:
         return None
 
 
-def _fileno(f: IO[bytes]) -> int | None:
+def positional_fileno(f: IO[bytes]) -> int | None:
     """The descriptor to read at offsets from, on worker threads; None where the file is read in order (a stream,
     or any file on a platform without pread: Windows)."""
     return _descriptor(f) if positional_reads() else None

@@ -38,6 +38,8 @@ class Fillable(Protocol):
 
     def fill(self, relpath: str, size: int) -> AbstractContextManager[memoryview]: ...
 
+    def written(self, relpath: str, size: int) -> AbstractContextManager[int]: ...
+
 
 class Package:
     """The encrypted models of one `_ovcrypt` folder. Thread-safe; reads nothing until asked."""
@@ -159,18 +161,23 @@ class Package:
     def decrypt_to_folder(self, name: str, path: str, folder: Fillable) -> None:
         """Decrypt one file of a model straight into a new memory file of `folder`, linked as `path`: the
         plaintext's one copy (MemoryFolder.fill, its mapping left out of core dumps), sealed once complete.
-        Raises as decrypt() does; a failed file is wiped and never linked."""
-        from .._format.reader import matches_file_size, read_and_decrypt
+        Raises as decrypt() does; a failed file is wiped and never linked. A real file is decrypted a segment at a
+        time and written to the memory file (MemoryFolder.written: faster than through a mapping, see
+        _format/into_file.py); a stream (a wheel imported as a zip) is read into a mapping of it."""
+        from .._format.into_file import decrypt_into_file
+        from .._format.reader import positional_fileno, read_and_decrypt
 
         if _settings.PUBLISHER_KEYS:
             self._check_signed_digest(name, path)
         with self._open(name, path) as (f, locked, label):
             header, unlock = locked
-            if not matches_file_size(f, header, label):
-                cipher = unlock()
-                unlock = lambda: cipher  # noqa: E731
+            if (fd := positional_fileno(f)) is not None:
+                with folder.written(path, header.plaintext_length) as out:
+                    decrypt_into_file(fd, header, label, unlock, out)
+                return
+            cipher = unlock()  # a stream's size is checked only as it is read
             with folder.fill(path, header.plaintext_length) as view:
-                read_and_decrypt(f, header, label, unlock, view)
+                read_and_decrypt(f, header, label, lambda: cipher, view)
 
     @contextlib.contextmanager
     def _open(self, name: str, path: str) -> Iterator[tuple[IO[bytes], Locked, str]]:

@@ -9,8 +9,9 @@ Two routes, never a decrypted byte on a disk-backed file:
   soon as the object is built; `generation_config.json` needs none (`genconfig`).
 - **Through a memory folder of the whole model** where openvino-genai takes only a path (WhisperPipeline,
   Text2SpeechPipeline, TextEmbeddingPipeline, TextRerankPipeline, Text2VideoPipeline,
-  ContinuousBatchingPipeline, draft_model): every file, IRs included, is decrypted straight into a sealed
-  memory file (MemoryFolder.fill) that OpenVINO maps: again one copy of the weights. Where the platform has no
+  ContinuousBatchingPipeline, draft_model): every file, IRs included, is decrypted a segment at a time into a
+  sealed memory file (MemoryFolder.written, _format/into_file.py) that OpenVINO maps: again one copy of the
+  weights. Where the platform has no
   memory files, this route refuses (UnsupportedModelError naming the platform and the reason).
 
 Built from memory, openvino-genai reads neither `generation_config.json` nor the chat-template files beside the

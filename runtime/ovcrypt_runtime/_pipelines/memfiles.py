@@ -45,6 +45,7 @@ from typing import Literal
 
 from .._errors import UnsupportedModelError
 from .._format.private import modes_mean_something, private_roots
+from .._hardening import dont_dump_mapping
 
 Data = bytes | bytearray | memoryview  # a numpy array goes in as memoryview(array) (or array.data)
 Backing = Literal["memfd", "tmpfs"]
@@ -131,6 +132,8 @@ class MemoryFolder:
             folder.add("config.json", data)          # copied into a sealed memory file
             with folder.fill("model.bin", n) as buf: # or written in place: one copy of big weights
                 decrypt_into(buf)
+            with folder.written("b.bin", n) as fd:   # or through its descriptor (os.pwrite)
+                decrypt_into_file(..., fd)
             loader(str(folder.path))
 
     A file someone else writes through its path (ov.save_model) is made with `writable()` and sealed with
@@ -172,7 +175,8 @@ class MemoryFolder:
         fd = self._new_file(relpath)
         os.ftruncate(fd, size)
         if size:
-            mapped = _dont_dump(mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE))
+            writable = mmap.PROT_READ | mmap.PROT_WRITE
+            mapped = dont_dump_mapping(mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=writable))
             try:
                 with memoryview(mapped) as view:
                     yield view
@@ -180,6 +184,17 @@ class MemoryFolder:
                 mapped.close()  # sealing against writes needs no writable mapping left
         else:
             yield memoryview(bytearray())
+        self._freeze(fd)
+        self._link(relpath, fd)
+
+    @contextlib.contextmanager
+    def written(self, relpath: str, size: int) -> Iterator[int]:
+        """The descriptor of a new `size`-byte memory file, for a writer that writes it at offsets (os.pwrite:
+        the kernel fills fresh pages without the write fault per page that a mapping takes; see
+        _format/into_file.py); on leaving the block the file is sealed and linked as `relpath`."""
+        fd = self._new_file(relpath)
+        os.ftruncate(fd, size)
+        yield fd
         self._freeze(fd)
         self._link(relpath, fd)
 
@@ -206,7 +221,7 @@ class MemoryFolder:
         size = self.size(relpath)
         if not size:
             return None
-        return _dont_dump(mmap.mmap(self._fds[relpath], size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
+        return dont_dump_mapping(mmap.mmap(self._fds[relpath], size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
 
     def close(self) -> None:
         """Remove the links and the folder and close the memory files. Idempotent."""
@@ -243,15 +258,6 @@ class MemoryFolder:
         link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.symlink(f"{PROC_FD}/{fd}", link)
         return link
-
-
-def _dont_dump(mapped: mmap.mmap) -> mmap.mmap:
-    """Leave a mapping of plaintext out of core dumps (memory files are dumped as shared memory otherwise)."""
-    advice = getattr(mmap, "MADV_DONTDUMP", None)
-    if advice is not None:
-        with contextlib.suppress(OSError):
-            mapped.madvise(advice)
-    return mapped
 
 
 def _unnamed_tmpfs_file(tmpfs: Path) -> int:
