@@ -191,3 +191,17 @@ def render_folder(dest: Path, models: Mapping[str, Path], key: bytes, *, segment
         raw["segment-size"] = segment_size
     render_table(raw, dest, dest, package=package, key=key, environ=os.environ)
     return dest
+
+
+def assert_rekey_refused(folder: Path, old_key: bytes, tmp_path: Path, why: str) -> None:
+    """`hatch-ovcrypt rekey` of the `_ovcrypt` folder exits 2 with one line holding `why`, leaving every file
+    of the folder byte for byte as it was."""
+    before = {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    (tmp_path / "old.key").write_text(old_key.hex())
+    (tmp_path / "new.key").write_text(os.urandom(32).hex())
+    cmd = [sys.executable, "-m", "hatch_ovcrypt", "rekey", str(folder), "--key-file", str(tmp_path / "old.key"),
+           "--new-key-file", str(tmp_path / "new.key")]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert why in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} == before

@@ -22,6 +22,7 @@ from ovcrypt_runtime._format.spec import key_id
 from ovcrypt_runtime._keys.holders import age, holder_for
 from ovcrypt_runtime._keys.holders.datakey import DataKey, entry, read_datakey, write_datakey
 from tests.helpers import (
+    assert_rekey_refused,
     build_wheel,
     make_ir,
     only_wheel,
@@ -197,3 +198,9 @@ def test_data_key_option_problems_name_their_toml_path(tmp_path: Path, value: ob
     _, problems = parse_options(raw, tmp_path, "tool.hatch.build.targets.wheel.hooks.ovcrypt")
     assert len(problems) == 1
     assert str(problems[0]).startswith(f"`tool.hatch.build.targets.wheel.hooks.ovcrypt.data-key` {why}")
+
+
+def test_rekey_refuses_a_folder_whose_key_holders_wrap(product: Product, tmp_path: Path) -> None:
+    """The holders wrap the old key: a rekeyed folder would lose them, so only a rebuild may change its key."""
+    folder = unpack(product.wheel, tmp_path / "site") / "acme_vision" / "_ovcrypt"
+    assert_rekey_refused(folder, product.dek, tmp_path, "names key holders, which wrap the old key")

@@ -24,7 +24,15 @@ from ovcrypt_runtime._format.layout import MANIFEST_NAME, SIGNATURE_NAME
 from ovcrypt_runtime._format.manifest import parse_manifest
 from ovcrypt_runtime._format.spec import Role
 from ovcrypt_runtime._format.writer import FileSource
-from tests.helpers import build_wheel, encrypted_path, make_ir, only_wheel, unpack, write_product
+from tests.helpers import (
+    assert_rekey_refused,
+    build_wheel,
+    encrypted_path,
+    make_ir,
+    only_wheel,
+    unpack,
+    write_product,
+)
 from tests.keyscan import assert_no_key_in_locals
 from tests.test_cpp import Programs, assert_refused_one_line, dump, programs  # noqa: F401  (a session fixture)
 
@@ -318,3 +326,9 @@ def test_check_reports_the_signing_settings_and_refuses_a_bad_key(tmp_path: Path
     bad = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
     assert bad.returncode != 0
     assert "signing-key` file:" in bad.stderr and "is not an unencrypted PEM private key" in bad.stderr
+
+
+def test_rekey_refuses_a_signed_folder(signed: Product, tmp_path: Path) -> None:
+    """model.sig signs the old manifest: a rekeyed folder would fail its own signature check."""
+    folder = signed.fresh_copy(tmp_path / "site")
+    assert_rekey_refused(folder, signed.key, tmp_path, "is signed by its publisher (model.sig signs the old manifest)")

@@ -7,7 +7,8 @@ rekey can simply be run again; the run removes the temporary files that a killed
 
 When the files are an installed package's `_ovcrypt` folder, its manifest.json names the key id
 and the files' digests, and the runtime refuses files under any other key id; so once every file
-the manifest lists is under the new key, the manifest is rewritten and signed under it. Before anything
+the manifest lists is under the new key, the manifest is rewritten and signed under it. A folder whose key its
+holders wrap, or that its publisher signed, is refused: only a rebuild can wrap or sign anew. Before anything
 is written, the manifest's MAC is checked under the old key and every file against its entry (size,
 SHA-256, header salt), so a rekey never launders an edited manifest or a file rolled back to another
 release into a validly signed folder.
@@ -20,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from ovcrypt_runtime._format.layout import SIGNATURE_NAME
 from ovcrypt_runtime._format.manifest import FileEntry, Manifest, ModelEntry
 from ovcrypt_runtime._format.reader import DecryptingSource
 from ovcrypt_runtime._format.spec import key_id
@@ -41,6 +43,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     new_key, new_id = new.first, key_id(new.first)
     packages = package_folders(files)
     for folder in packages.values():  # before anything is written: its own key must vouch for it and every file
+        _refuse_what_rekey_would_drop(folder)
         folder.check(_either(old, new_key).key_for, new_key)
     headers = {path: header_of(path) for path in files}
     for path, header in headers.items():  # every key must be at hand before the first file changes
@@ -69,6 +72,22 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         _resign(folder, new_key)
     print(f"{done} file(s) rekeyed, {len(files) - done} already under the new key", file=sys.stderr)
     return EXIT_OK
+
+
+def _refuse_what_rekey_would_drop(folder: PackageFolder) -> None:
+    """UsageError (one line, before anything is written) for a folder whose manifest names key holders, which
+    wrap the old key, or that its publisher signed (model.sig signs the old manifest): a rekeyed folder would
+    lose either, and only a rebuild can make them anew for the new key."""
+    if folder.manifest.holders:
+        raise UsageError(
+            f"{folder.label} names key holders, which wrap the old key, so a rekeyed folder would lose them: rebuild "
+            "the product with a data-key that wraps the new key (`hatch-ovcrypt datakey new`) instead"
+        )
+    if folder.pinned_keys() or (folder.root / SIGNATURE_NAME).exists():
+        raise UsageError(
+            f"{folder.root} is signed by its publisher ({SIGNATURE_NAME} signs the old manifest), so a rekeyed folder "
+            "would fail its signature check: rebuild the product with the new key and its signing-key instead"
+        )
 
 
 def _either(old: Keys, new_key: bytes) -> Keys:

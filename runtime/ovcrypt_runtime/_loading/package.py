@@ -159,11 +159,11 @@ class Package:
             )
 
     def decrypt_to_folder(self, name: str, path: str, folder: Fillable) -> None:
-        """Decrypt one file of a model straight into a new memory file of `folder`, linked as `path`: the
-        plaintext's one copy (MemoryFolder.fill, its mapping left out of core dumps), sealed once complete.
-        Raises as decrypt() does; a failed file is wiped and never linked. A real file is decrypted a segment at a
-        time and written to the memory file (MemoryFolder.written: faster than through a mapping, see
-        _format/into_file.py); a stream (a wheel imported as a zip) is read into a mapping of it."""
+        """Decrypt one file of a model into a new memory file of `folder`, linked as `path`: the plaintext's one
+        lasting copy, sealed once complete. Raises as decrypt() does; a failed file is wiped and never linked.
+        A real file is decrypted a segment at a time and each authenticated segment written to the memory file
+        (MemoryFolder.written: faster than through a mapping, see _format/into_file.py); a stream (a wheel
+        imported as a zip) is read into a mapping of it (MemoryFolder.fill, left out of core dumps)."""
         from .._format.into_file import decrypt_into_file
         from .._format.reader import positional_fileno, read_and_decrypt
 

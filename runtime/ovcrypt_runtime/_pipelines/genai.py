@@ -11,8 +11,8 @@ Two routes, never a decrypted byte on a disk-backed file:
   Text2SpeechPipeline, TextEmbeddingPipeline, TextRerankPipeline, Text2VideoPipeline,
   ContinuousBatchingPipeline, draft_model): every file, IRs included, is decrypted a segment at a time into a
   sealed memory file (MemoryFolder.written, _format/into_file.py) that OpenVINO maps: again one copy of the
-  weights. Where the platform has no
-  memory files, this route refuses (UnsupportedModelError naming the platform and the reason).
+  weights. Where the platform has no memory files, this route refuses (UnsupportedModelError naming the
+  platform and the reason).
 
 Built from memory, openvino-genai reads neither `generation_config.json` nor the chat-template files beside the
 tokenizer: the runtime applies both exactly as the folder constructors would (`genconfig`, `chat`).
