@@ -208,7 +208,8 @@ def test_check_command_reports_like_the_build(tmp_path: Path, key_env: dict[str,
     ok = run(check, env=key_env)
     assert ok.stdout.startswith("ok: 2 model(s)")
     for line in ("  key-env                OVCRYPT_KEY (default)", "key: from $OVCRYPT_KEY, key id",
-                 "  segment-size           1048576 (default)", "  package                acme_vision"):  # fmt: skip
+                 "  segment-size           1048576 (default)", "  package                acme_vision",
+                 "  compiled-model-cache   false (default)"):  # fmt: skip
         assert line in ok.stdout, ok.stdout
     key_file = tmp_path / "k"
     key_file.write_text(key_env["OVCRYPT_KEY"])

@@ -268,7 +268,7 @@ def test_pkcs11_refused_uri_masks_the_pin() -> None:
     for uri in ("pkcs11:object=k;bogus=1?pin-value=s3cret-pin", "pkcs11:object=k?PIN-VALUE=s3cret-pin&x=1"):
         with pytest.raises(ValueError) as info:
             Pkcs11Holder(uri)
-        assert "s3cret" not in str(info.value) and "-value=***" in str(info.value).lower(), info.value
+        assert "s3cret" not in str(info.value) and "-value=…" in str(info.value).lower(), info.value
 
 
 def test_pkcs11_round_trip_and_the_stored_uri(softhsm: SoftHsm, dek: bytes) -> None:

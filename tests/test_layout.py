@@ -211,6 +211,7 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     report["with_env"] = rt.compile_model("detector")(x)[0].tolist()
 report["warnings"] = [str(w.message) for w in caught]
+report["warned_from"] = [w.filename for w in caught]  # the caller's file, never the runtime's
 leaked = [m for m in sys.modules if m.split(".")[0] in ("hatch_ovcrypt", "ovcrypt_runtime")]
 report["outside"] = leaked
 print(json.dumps(report))
@@ -301,6 +302,8 @@ def test_each_combination_ships_only_its_parts_and_works_alone(
         assert refused["cache_dir"].startswith("this product ships no compiled-model cache, so cache_dir= cannot")
         assert "`compiled-model-cache = true`" in refused["cache_dir"] and "\n" not in refused["cache_dir"]
         assert [w for w in report["warnings"] if "$OVCRYPT_CACHE_DIR cannot be used" in w], report["warnings"]
+        assert report["warnings"][0].startswith("hatch-ovcrypt: ")
+        assert not [f for f in report["warned_from"] if "_ovcrypt" in f], report["warned_from"]
 
 
 def test_an_ir_only_product_ships_measurably_less_runtime() -> None:

@@ -54,6 +54,8 @@ def test_mypy_flags_a_misspelt_model_name(site: tuple[Path, bytes, Path], tmp_pa
         'llm_pipeline("detector")\n'
         'read_file("assistant", "config.json")\n'
         "pipe = assistant\n"
+        'compile_model("detector", cache_dir="cache")\n'  # a product built without compiled-model-cache = true
+        'compile_model("detector", cache_dir=None)\n'
     )
     flags = ["--strict", "--no-incremental", "--follow-imports=silent", "--ignore-missing-imports"]
     cmd = [sys.executable, "-m", "mypy", *flags, str(use)]
@@ -64,6 +66,8 @@ def test_mypy_flags_a_misspelt_model_name(site: tuple[Path, bytes, Path], tmp_pa
     assert "use.py:4: error: Argument 1 to \"llm_pipeline\"" in out, out
     assert "use.py:2:" not in out and "use.py:5: error" not in out, out
     assert "use.py:6" not in out, out  # (openvino ships no type information: the attribute types are Any to mypy)
+    assert 'use.py:7: error: Argument "cache_dir" to "compile_model" has incompatible type "str"' in out, out
+    assert "use.py:8" not in out, out
 
 
 def test_attribute_access_compiles_once_and_import_decrypts_nothing(site: tuple[Path, bytes, Path]) -> None:

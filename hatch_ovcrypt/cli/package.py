@@ -164,18 +164,14 @@ def _signed_salt(path: Path, key: bytes, signed_under: bytes) -> str:
 
 def pinned_keys(settings: Path) -> tuple[str, ...]:
     """PUBLISHER_KEYS of a generated `_settings.py`, read as a literal (never imported); () when absent."""
-    import ast
+    from ..hook.writer import settings_values
 
     try:
-        tree = ast.parse(settings.read_text("utf-8"))
+        found = settings_values(settings.read_text("utf-8"), {"PUBLISHER_KEYS"})
     except (OSError, SyntaxError, ValueError):
         return ()
-    for node in tree.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
-            continue
-        if node.target.id == "PUBLISHER_KEYS":
-            return tuple(str(v) for v in ast.literal_eval(node.value))
-    return ()
+    keys = found.get("PUBLISHER_KEYS")
+    return tuple(str(v) for v in keys) if isinstance(keys, tuple | list) else ()
 
 
 def package_folder_of(path: Path) -> PackageFolder | None:

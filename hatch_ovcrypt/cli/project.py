@@ -8,9 +8,12 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_OK, CheckFailed, UsageError, VerbFactory
+
+if TYPE_CHECKING:
+    from ..checks.project import Plan
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -86,10 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     options = plan.options
     names = ", ".join(spec.name for spec in options.models)
     print(f"ok: {len(options.models)} model(s) ({names}) into {plan.package}._ovcrypt")
-    for spec in options.models:
-        model = plan.models[spec.name]
-        files = f" ({len(model.files)} files)" if model.files else ""
-        print(f"  {spec.name:<16} {model.kind:<11} {display_path(spec.source, root)}{files}")
+    _print_models(plan, root)
     print("settings:")
     written = set(table)
     # The runtime's extensions: the table's, with openvino_tokenizers added when an IR uses extension ops.
@@ -97,6 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         "package": plan.package, "key-env": options.key_env, "key-provider": options.key_provider or "none",
         "segment-size": options.segment_size, "extensions": ", ".join(plan.extensions) or "none",
         "allow-plaintext-sdist": str(options.allow_plaintext_sdist).lower(),
+        "compiled-model-cache": str(options.compiled_model_cache).lower(),
         "signing-key": options.signing_key or "none (the models are not signed)",
         "publisher-keys": ", ".join(display_path(p, root) for p in options.publisher_keys)
         or ("the signing key's own" if options.signing_key else "none"),
@@ -119,6 +120,19 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"encrypted snapshot after the models change; add to pyproject.toml:\n{hint}"
         )
     return EXIT_OK
+
+
+def _print_models(plan: Plan, root: Path) -> None:
+    """One aligned line per model: name, kind, source (and how many files a folder has)."""
+    from ..config import display_path
+
+    specs = plan.options.models
+    name_width = max(16, *(len(spec.name) for spec in specs))
+    kind_width = max(11, *(len(plan.models[spec.name].kind) for spec in specs))
+    for spec in specs:
+        model = plan.models[spec.name]
+        files = f" ({len(model.files)} files)" if model.files else ""
+        print(f"  {spec.name:<{name_width}} {model.kind:<{kind_width}} {display_path(spec.source, root)}{files}")
 
 
 def uv_in_use(root: Path, environ: Mapping[str, str]) -> str | None:

@@ -70,7 +70,7 @@ def compile_model(
     name: ModelName,
     device: str = "CPU",
     config: dict[str, Any] | None = None,
-    cache_dir: str | Path | None = None,
+    cache_dir: {cache_dir} = None,
     *,
     part: PartName | None = None,
 ) -> ov.CompiledModel: ...
@@ -130,6 +130,9 @@ _OPENSSL = '''def load_openssl_model(
 '''
 
 
+_CACHE_DIR = "str | Path | None"  # compile_model's cache_dir= where the product ships the compiled-model cache
+
+
 def _literal(values: list[str]) -> str:
     """`Literal[...]` of the names, or NoReturn when there are none (no argument is valid then)."""
     return f"Literal[{', '.join(repr(v) for v in sorted(set(values)))}]" if values else "NoReturn"
@@ -152,6 +155,7 @@ def render_stub(manifest: Manifest, header: str, shipped: RuntimeParts) -> str:
         models=_literal(list(models)), parts=_literal(parts), files=_literal(files), aliases=aliases,
         folders=folders, attributes=attributes, genai_import="import openvino_genai\n" if shipped.pipelines else "",
         pipelines=_PIPELINES if shipped.pipelines else "", openssl=_OPENSSL if shipped.openssl else "",
+        cache_dir=_CACHE_DIR if shipped.cache else "None",  # without the cache, only None is accepted
     )  # fmt: skip
 
 
@@ -161,7 +165,8 @@ def stub_names() -> frozenset[str]:
     rebind one of them, and its attribute line would break the stub."""
     empty = dict.fromkeys(("models", "parts", "files", "folders"), "NoReturn")
     aliases = "\n".join(f"{alias} = NoReturn" for alias in KIND_ALIASES)
-    full = {"genai_import": "import openvino_genai\n", "pipelines": _PIPELINES, "openssl": _OPENSSL}  # every part
+    full = {"genai_import": "import openvino_genai\n", "pipelines": _PIPELINES, "openssl": _OPENSSL,
+            "cache_dir": _CACHE_DIR}  # every part  # fmt: skip
     tree = ast.parse(_TEMPLATE.format(**empty, **full, aliases=aliases, attributes=""))
     names: set[str] = set()
     for node in tree.body:

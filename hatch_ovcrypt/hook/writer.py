@@ -118,7 +118,7 @@ def render_settings(
             raise ValueError(f"{SETTINGS_MODULE} of the runtime has {count} assignments to {name}, not one")
     try:
         same = len(ast.parse(source).body) == len(ast.parse(template).body)
-        same = same and _rendered_values(source, set(values)) == values
+        same = same and settings_values(source, set(values)) == values
     except (SyntaxError, ValueError):
         same = False
     if not same:
@@ -126,8 +126,9 @@ def render_settings(
     (dest / SETTINGS_MODULE).write_text(GENERATED_HEADER + source, "utf-8")
 
 
-def _rendered_values(source: str, names: set[str]) -> dict[str, object]:
-    """The literal values that `source` assigns to `names`, read with `ast` (nothing is executed)."""
+def settings_values(source: str, names: set[str]) -> dict[str, object]:
+    """The literal values that `source` (a `_settings.py`) assigns to `names`, read with `ast`: nothing is
+    executed. Raises SyntaxError or ValueError for a source that is not Python or a value that is no literal."""
     found: dict[str, object] = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in names:

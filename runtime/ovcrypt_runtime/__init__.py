@@ -304,10 +304,10 @@ def memory_folder(name: str) -> Iterator[Path]:
             pipe = openvino_genai.WhisperPipeline(str(path), "CPU")
 
     Guarantees (Linux): every file is a sealed anonymous memory file (memfd: F_SEAL_WRITE|GROW|SHRINK|SEAL, so
-    nobody can change a byte once it has a path), decrypted straight into its one mapping (the weights are one
-    copy, left out of core dumps by MADV_DONTDUMP); the folder (mode 0700) holds only links to /proc/self/fd/N,
-    which only this process can follow, and it and the links are removed when the block ends: use the path
-    only inside it (what a loader mapped stays valid). Nothing decrypted is ever written to a disk-backed file.
+    nobody can change a byte once it has a path), filled a segment at a time with what authenticated (the
+    weights are one copy); the folder (mode 0700) holds only links to /proc/self/fd/N, which only this process
+    can follow (a subprocess cannot open them), and it and the links are removed when the block ends: use the
+    path only inside it (what a loader mapped stays valid). Nothing decrypted is ever written to a disk-backed file.
     Raises UnsupportedModelError where the platform has no memory files (Windows, macOS)."""
     with _shipped(_NO_PIPELINES, "memory_folder"):
         from ._pipelines.genai import decrypted_folder

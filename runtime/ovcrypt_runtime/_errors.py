@@ -5,7 +5,11 @@ Messages never contain key material: they name environment variables, files and 
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import warnings
+from types import FrameType
 
 
 class OvcryptError(Exception):
@@ -67,3 +71,35 @@ def openvino_message(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     message = [line for line in lines if not _OV_LOCATION.match(line)]
     return " ".join(message or lines) or type(exc).__name__
+
+
+# --- warnings --------------------------------------------------------------------------------------
+
+# The runtime package's root: every frame below it is the runtime's.
+_RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+
+
+def warn_caller(message: str) -> None:
+    """A RuntimeWarning "hatch-ovcrypt: <message>", attributed to the line that called into the runtime, not to
+    the runtime itself."""
+    warnings.warn(f"hatch-ovcrypt: {message}", RuntimeWarning, stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that makes warnings.warn, called in warn_caller, name the first frame outside this runtime.
+
+    Counted as warnings.warn steps: it skips importlib's own frames (a lazy `from <package>._ovcrypt import
+    detector` runs through them) without counting them. (Python 3.12's skip_file_prefixes does the same.)"""
+    frame: FrameType | None = sys._getframe(1)  # warn_caller: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        frame = frame.f_back
+        while frame is not None and _is_importlib(frame.f_code.co_filename):
+            frame = frame.f_back
+        level += 1
+    return level
+
+
+def _is_importlib(filename: str) -> bool:
+    """The frames warnings.warn steps over (its _is_internal_frame)."""
+    return "importlib" in filename and "_bootstrap" in filename

@@ -25,14 +25,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .._errors import OvcryptError
+from .._errors import OvcryptError, warn_caller
 from .._format.atomic import atomic_writer
 from .._format.private import folder_problem as private_folder_problem
 from .._format.spec import SALT_SIZE, VERSION, Role, forget_keys
@@ -119,13 +116,13 @@ def _open_entry(path: Path, max_size: int | None) -> BinaryIO | None:
             before = os.lstat(path)
             if not stat.S_ISREG(before.st_mode):
                 what = "it is a symbolic link" if stat.S_ISLNK(before.st_mode) else "it is not a regular file"
-                _warn(f"ignored compiled-model cache entry {path}: {what}")
+                warn_caller(f"ignored compiled-model cache entry {path}: {what}")
                 return None
         fd = os.open(path, _open_flags())
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:  # ELOOP: a symbolic link; ENXIO: a socket; EACCES...
-        _warn(f"ignored compiled-model cache entry {path}: {'it is a symbolic link' if _is_link(path) else exc}")
+        warn_caller(f"ignored compiled-model cache entry {path}: {'it is a symbolic link' if _is_link(path) else exc}")
         return None
     try:
         info = os.fstat(fd)
@@ -144,7 +141,7 @@ def _open_entry(path: Path, max_size: int | None) -> BinaryIO | None:
         os.close(fd)
         raise
     os.close(fd)
-    _warn(f"ignored compiled-model cache entry {path}: {problem}")
+    warn_caller(f"ignored compiled-model cache entry {path}: {problem}")
     return None
 
 
@@ -175,7 +172,7 @@ def usable_folder(folder: Path) -> bool:
         return True
     if str(folder) not in _warned_folders:
         _warned_folders.add(str(folder))
-        _warn(f"not using the compiled-model cache folder {folder}: {problem}")
+        warn_caller(f"not using the compiled-model cache folder {folder}: {problem}")
     return False
 
 
@@ -198,7 +195,7 @@ def store(path: Path, key: bytes, compiled: ov.CompiledModel) -> None:
         finally:
             _wipe_export(stream, blob)
     except (OSError, RuntimeError, ValueError) as exc:
-        _warn(f"cannot write compiled-model cache entry {path}: {exc}")
+        warn_caller(f"cannot write compiled-model cache entry {path}: {exc}")
 
 
 def _wipe_export(stream: object, blob: memoryview) -> None:
@@ -218,33 +215,4 @@ def _discard(path: Path, fd: int, exc: BaseException) -> None:
             path.unlink()
     except OSError:
         pass
-    _warn(f"discarded compiled-model cache entry {path.name}: {exc}")
-
-
-def _warn(message: str) -> None:
-    """A RuntimeWarning attributed to the line that called into the runtime, not to the runtime itself."""
-    warnings.warn(f"hatch-ovcrypt: {message}", RuntimeWarning, stacklevel=_caller_stacklevel())
-
-
-# The runtime package's root (this module sits in its _loading/ group): every frame below it is the runtime's.
-_RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
-
-
-def _caller_stacklevel() -> int:
-    """The `stacklevel` that makes warnings.warn, called in _warn, name the first frame outside this runtime.
-
-    Counted as warnings.warn steps: it skips importlib's own frames (a lazy `from <package>._ovcrypt import
-    detector` runs through them) without counting them. (Python 3.12's skip_file_prefixes does the same.)"""
-    frame: FrameType | None = sys._getframe(1)  # _warn: stacklevel 1
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_RUNTIME_DIR):
-        frame = frame.f_back
-        while frame is not None and _is_importlib(frame.f_code.co_filename):
-            frame = frame.f_back
-        level += 1
-    return level
-
-
-def _is_importlib(filename: str) -> bool:
-    """The frames warnings.warn steps over (its _is_internal_frame)."""
-    return "importlib" in filename and "_bootstrap" in filename
+    warn_caller(f"discarded compiled-model cache entry {path.name}: {exc}")

@@ -10,14 +10,20 @@ import os
 import re
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .. import _settings
-from .._errors import DeviceError, ModelNotFoundError, UnsafeConfigError, UnsupportedModelError, openvino_message
+from .._errors import (
+    DeviceError,
+    ModelNotFoundError,
+    UnsafeConfigError,
+    UnsupportedModelError,
+    openvino_message,
+    warn_caller,
+)
 from .._format.layout import CACHE_DIR_ENV
 from .._format.manifest import IR_KIND, Part
 from .._format.spec import forget_keys
@@ -357,7 +363,7 @@ def _shipped_cache(*, explicit: bool) -> ModuleType | None:
         )
         if explicit:
             raise UnsupportedModelError(message) from None
-        warnings.warn(message + "; compiling without a cache", RuntimeWarning, stacklevel=4)
+        warn_caller(message + "; compiling without a cache")
         return None
 
 

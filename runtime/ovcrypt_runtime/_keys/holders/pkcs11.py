@@ -29,6 +29,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..._errors import KeyFormatError, KeyMissingError, WrongKeyError
 from ..._format.spec import forget_keys
+from . import display_uri
 from ._common import b64decode_field, b64encode, check_dek, require
 
 SCHEME = "pkcs11"
@@ -57,11 +58,16 @@ class Pkcs11Uri:
     id: bytes | None = None
 
 
-def parse_uri(uri: str) -> Pkcs11Uri:
+# The key a URI may name, by its `type`: a holder's key-wrapping key, or a publisher's signing key.
+KEY_TYPES = {"secret-key": ("key-wrapping key", "an AES key"), "private": ("signing key", "an EC private key")}
+
+
+def parse_uri(uri: str, key_type: str = "secret-key") -> Pkcs11Uri:
     """The attributes of a `pkcs11:` URI; KeyFormatError (one line, never the PIN) for what RFC 7512 or we refuse.
 
     Strict: unknown or repeated attributes, characters that must be percent-encoded, text attributes that
-    are not UTF-8, a `type` other than secret-key, and pin-value together with pin-source are refused.
+    are not UTF-8, a `type` other than `key_type` (a KEY_TYPES key), no object= nor id=, and pin-value
+    together with pin-source are refused.
     """
     if not uri.startswith(SCHEME + ":"):
         raise KeyFormatError("not a pkcs11: URI (RFC 7512: pkcs11:token=...;object=...?module-path=...)")
@@ -84,10 +90,11 @@ def parse_uri(uri: str) -> Pkcs11Uri:
             kept.append(part)
     if key_id is not None:
         path["id"] = key_id.hex()
-    if path.get("type", "secret-key") != "secret-key":
-        raise KeyFormatError(f"type={path['type']}: the key-wrapping key is an AES key, type=secret-key")
+    role, kind = KEY_TYPES[key_type]
+    if path.get("type", key_type) != key_type:
+        raise KeyFormatError(f"type={path['type']}: the {role} is {kind}, type={key_type}")
     if "object" not in path and key_id is None:
-        raise KeyFormatError("name the key-wrapping key with object=LABEL (or id=)")
+        raise KeyFormatError(f"name the {role} with object=LABEL (or id=)")
     if "pin-value" in query and "pin-source" in query:
         raise KeyFormatError("give pin-value or pin-source, not both")
     stored = f"{SCHEME}:{path_text}" + (f"?{'&'.join(kept)}" if kept else "")
@@ -117,6 +124,107 @@ def _text(name: str, value: bytes) -> str:
 
 
 @dataclass
+class Pkcs11Token:
+    """The one token an RFC 7512 URI selects, and logged-in sessions on it: for a holder's key-wrapping key, or a
+    publisher's signing key (hatch_ovcrypt/signing/pkcs11.py). `who` starts every error (one line, never the
+    PIN). The module is the URI's module-path, else `module_env` in the environment when given; the PIN is the
+    URI's pin-value or pin-source=file:/ABSOLUTE/PATH, else the environment variable `pin_env`."""
+
+    parsed: Pkcs11Uri = field(repr=False)
+    who: str
+    pin_env: str
+    environ: Mapping[str, str] | None = field(default=None, repr=False)  # None: os.environ when used
+    module_env: str | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[Any]:
+        """A logged-in read-only session on the token, closed afterwards; KeyMissingError if it cannot be had."""
+        p11 = require("pkcs11", "python-pkcs11", self.who)
+        token = self._token(p11)
+        pin = self._pin()
+        try:
+            session = token.open(user_pin=pin)
+        except (p11.exceptions.PinIncorrect, p11.exceptions.PinInvalid, p11.exceptions.PinLenRange):
+            raise KeyMissingError(f"{self.who}: the token refused the PIN; {self._pin_advice()}") from None
+        except p11.exceptions.PinLocked:
+            raise KeyMissingError(f"{self.who}: the token's user PIN is locked; unlock it with the SO PIN") from None
+        except p11.exceptions.PKCS11Error as exc:
+            raise KeyMissingError(f"{self.who}: cannot open a session on the token ({type(exc).__name__})") from None
+        del pin
+        with session:
+            yield session
+
+    def _env(self) -> Mapping[str, str]:
+        return os.environ if self.environ is None else self.environ
+
+    def _token(self, p11: Any) -> Any:
+        module = self.parsed.query.get("module-path") or (self._env().get(self.module_env) if self.module_env else None)
+        if not module:
+            which = "module-name is not supported; use" if "module-name" in self.parsed.query else "add"
+            also = f" (or set {self.module_env})" if self.module_env else ""
+            raise KeyMissingError(f"{self.who}: {which} ?module-path=/path/to/pkcs11-module.so{also}")
+        try:
+            lib = p11.lib(module)
+        except p11.exceptions.PKCS11Error as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise KeyMissingError(f"{self.who}: cannot load the PKCS#11 module {module}: {why}") from None
+        want = self.parsed.path
+        version = ".".join(str(n) for n in lib.library_version)
+        if not (
+            _matches(want, "library-manufacturer", lib.manufacturer_id)
+            and _matches(want, "library-description", lib.library_description)
+            and (not want.get("library-version") or version.startswith(want["library-version"]))
+        ):
+            raise KeyMissingError(f"{self.who}: the module {module} is not the library the URI names")
+        tokens = []
+        for slot in lib.get_slots(token_present=True):
+            if not (
+                _matches(want, "slot-description", slot.slot_description)
+                and _matches(want, "slot-manufacturer", slot.manufacturer_id)
+                and _matches(want, "slot-id", str(slot.slot_id))
+            ):
+                continue
+            token = slot.get_token()
+            if not token.flags & p11.TokenFlag.TOKEN_INITIALIZED:
+                continue  # an empty slot (SoftHSM always offers one); it holds no key
+            serial = token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else str(token.serial)
+            if (
+                _matches(want, "token", token.label)
+                and _matches(want, "manufacturer", token.manufacturer_id)
+                and _matches(want, "model", token.model)
+                and _matches(want, "serial", serial)
+            ):
+                tokens.append(token)
+        if not tokens:
+            raise KeyMissingError(f"{self.who}: no token of {module} matches the URI (is the token plugged in?)")
+        if len(tokens) > 1:
+            raise KeyMissingError(f"{self.who}: {len(tokens)} tokens match; add token= or serial= to the URI")
+        return tokens[0]
+
+    @forget_keys
+    def _pin(self) -> str:
+        query = self.parsed.query
+        if "pin-value" in query:
+            return query["pin-value"]
+        if "pin-source" in query:
+            source = query["pin-source"]
+            path = source.removeprefix("file://") if source.startswith("file://") else source.removeprefix("file:")
+            if not path.startswith("/"):
+                raise KeyMissingError(f"{self.who}: pin-source must be file:/ABSOLUTE/PATH")
+            try:
+                return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise KeyMissingError(f"{self.who}: cannot read the PIN file {path}: {exc.strerror}") from None
+        pin = self._env().get(self.pin_env)
+        if not pin:
+            raise KeyMissingError(f"{self.who}: no PIN; {self._pin_advice()}")
+        return pin
+
+    def _pin_advice(self) -> str:
+        return f"set {self.pin_env}, or give pin-source=file:PATH in the URI"
+
+
+@dataclass
 class Pkcs11Holder:
     """An AES key-wrapping key in a PKCS#11 token (see module). `key_env` names <key-env>_PKCS11_PIN."""
 
@@ -125,14 +233,16 @@ class Pkcs11Holder:
     environ: Mapping[str, str] | None = field(default=None, repr=False)
     uri: str = field(init=False)
     _parsed: Pkcs11Uri = field(init=False, repr=False)
+    _token: Pkcs11Token = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
             self._parsed = parse_uri(self.given)
         except ValueError as exc:
-            raise KeyFormatError(f"{_shown(self.given)!r}: {exc}") from None
+            raise KeyFormatError(f"{display_uri(self.given)!r}: {exc}") from None
         self.uri = self._parsed.stored
         self.given = self.uri  # drop the PIN from the one field that held it as text
+        self._token = Pkcs11Token(self._parsed, f"holder {self.uri}", f"{self.key_env}_PKCS11_PIN", self.environ)
 
     @forget_keys
     def wrap(self, dek: bytes, context: Mapping[str, str]) -> dict[str, str]:
@@ -188,28 +298,11 @@ class Pkcs11Holder:
         b64decode_field(stanza, "wrapped", self.uri)
         return dict(stanza)
 
-    # --- the token ---------------------------------------------------------------------------------
-
     @contextmanager
     def _kek(self) -> Iterator[Any]:
         """The key-wrapping key, in a logged-in read-only session that closes afterwards."""
         p11 = require("pkcs11", "python-pkcs11", self.uri)
-        token = self._token(p11)
-        pin = self._pin()
-        try:
-            session = token.open(user_pin=pin)
-        except (p11.exceptions.PinIncorrect, p11.exceptions.PinInvalid, p11.exceptions.PinLenRange):
-            raise KeyMissingError(f"holder {self.uri}: the token refused the PIN; {self._pin_advice()}") from None
-        except p11.exceptions.PinLocked:
-            raise KeyMissingError(
-                f"holder {self.uri}: the token's user PIN is locked; unlock it with the SO PIN"
-            ) from None
-        except p11.exceptions.PKCS11Error as exc:
-            raise KeyMissingError(
-                f"holder {self.uri}: cannot open a session on the token ({type(exc).__name__})"
-            ) from None
-        del pin
-        with session:
+        with self._token.session() as session:
             label, key_id = self._parsed.path.get("object"), self._parsed.id
             try:
                 kek = session.get_key(object_class=p11.ObjectClass.SECRET_KEY, label=label, id=key_id)
@@ -218,71 +311,6 @@ class Pkcs11Holder:
             except p11.exceptions.MultipleObjectsReturned:
                 raise KeyMissingError(f"holder {self.uri}: several secret keys match; add id= to the URI") from None
             yield kek
-
-    def _token(self, p11: Any) -> Any:
-        module = self._parsed.query.get("module-path")
-        if not module:
-            which = "module-name is not supported; use" if "module-name" in self._parsed.query else "add"
-            raise KeyMissingError(f"holder {self.uri}: {which} ?module-path=/path/to/pkcs11-module.so")
-        try:
-            lib = p11.lib(module)
-        except p11.exceptions.PKCS11Error as exc:
-            why = " ".join(str(exc).split()) or type(exc).__name__
-            raise KeyMissingError(f"holder {self.uri}: cannot load the PKCS#11 module {module}: {why}") from None
-        want = self._parsed.path
-        version = ".".join(str(n) for n in lib.library_version)
-        if not (
-            _matches(want, "library-manufacturer", lib.manufacturer_id)
-            and _matches(want, "library-description", lib.library_description)
-            and (not want.get("library-version") or version.startswith(want["library-version"]))
-        ):
-            raise KeyMissingError(f"holder {self.uri}: the module {module} is not the library the URI names")
-        tokens = []
-        for slot in lib.get_slots(token_present=True):
-            if not (
-                _matches(want, "slot-description", slot.slot_description)
-                and _matches(want, "slot-manufacturer", slot.manufacturer_id)
-                and _matches(want, "slot-id", str(slot.slot_id))
-            ):
-                continue
-            token = slot.get_token()
-            if not token.flags & p11.TokenFlag.TOKEN_INITIALIZED:
-                continue  # an empty slot (SoftHSM always offers one); it holds no key
-            serial = token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else str(token.serial)
-            if (
-                _matches(want, "token", token.label)
-                and _matches(want, "manufacturer", token.manufacturer_id)
-                and _matches(want, "model", token.model)
-                and _matches(want, "serial", serial)
-            ):
-                tokens.append(token)
-        if not tokens:
-            raise KeyMissingError(f"holder {self.uri}: no token of {module} matches the URI (is the token plugged in?)")
-        if len(tokens) > 1:
-            raise KeyMissingError(f"holder {self.uri}: {len(tokens)} tokens match; add token= or serial= to the URI")
-        return tokens[0]
-
-    def _pin(self) -> str:
-        query = self._parsed.query
-        if "pin-value" in query:
-            return query["pin-value"]
-        if "pin-source" in query:
-            source = query["pin-source"]
-            path = source.removeprefix("file://") if source.startswith("file://") else source.removeprefix("file:")
-            if not path.startswith("/"):
-                raise KeyMissingError(f"holder {self.uri}: pin-source must be file:/ABSOLUTE/PATH")
-            try:
-                return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise KeyMissingError(f"holder {self.uri}: cannot read the PIN file {path}: {exc.strerror}") from None
-        env = os.environ if self.environ is None else self.environ
-        pin = env.get(f"{self.key_env}_PKCS11_PIN")
-        if not pin:
-            raise KeyMissingError(f"holder {self.uri}: no PIN; {self._pin_advice()}")
-        return pin
-
-    def _pin_advice(self) -> str:
-        return f"set {self.key_env}_PKCS11_PIN, or give pin-source=file:PATH in the URI"
 
     def _device(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         """call(*args, **kwargs), with the token's refusals as one line each."""
@@ -318,8 +346,3 @@ class Pkcs11Holder:
 
 def _matches(want: Mapping[str, str], name: str, have: str) -> bool:
     return name not in want or want[name] == have.strip()
-
-
-def _shown(uri: str) -> str:
-    """`uri` with any pin-value masked, for error messages about a URI that did not parse."""
-    return re.sub(r"(pin[-_]?value=)[^&;]*", r"\1***", uri, flags=re.IGNORECASE)
