@@ -6,6 +6,7 @@ on a "device" that has only its own age identity: no raw key anywhere.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -204,3 +205,29 @@ def test_rekey_refuses_a_folder_whose_key_holders_wrap(product: Product, tmp_pat
     """The holders wrap the old key: a rekeyed folder would lose them, so only a rebuild may change its key."""
     folder = unpack(product.wheel, tmp_path / "site") / "acme_vision" / "_ovcrypt"
     assert_rekey_refused(folder, product.dek, tmp_path, "names key holders, which wrap the old key")
+
+
+def test_cli_verbs_take_the_key_through_the_data_key_holders(product: Product, tmp_path: Path) -> None:
+    """verify, compile and rekey --data-key FILE: the key unwrapped through its holders (an age identity here)."""
+    folder = unpack(product.wheel, tmp_path / "site") / "acme_vision" / "_ovcrypt"
+    datakey = str(product.root / "keys" / "models.datakey")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OVCRYPT_")}
+
+    def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hatch_ovcrypt", *args], capture_output=True, text=True,
+                              check=False, env={**clean, **env})  # fmt: skip
+
+    device = {"OVCRYPT_KEY_AGE_IDENTITY_FILE": str(product.two.file)}
+    verified = cli("verify", str(folder), "--data-key", datakey, env=device)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    compiled = cli("compile", str(folder), "--name", "detector", "--data-key", datakey, env=device)
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    nobody = cli("verify", str(folder), "--data-key", datakey, env={})
+    assert nobody.returncode == 1 and len(nobody.stderr.strip().splitlines()) == 1, nobody.stderr
+    assert product.one.recipient in nobody.stderr and "AGE_IDENTITY" in nobody.stderr, nobody.stderr
+    key_file = tmp_path / "k"
+    key_file.write_text(product.dek.hex())
+    both = cli("verify", str(folder), "--data-key", datakey, "--key-file", str(key_file), env=device)
+    assert both.returncode == 2 and "give --key-file or --data-key, not both" in both.stderr, both.stderr
+    for run in (verified, compiled, nobody, both):
+        assert product.dek.hex() not in run.stdout + run.stderr

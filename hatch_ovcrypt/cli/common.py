@@ -67,6 +67,10 @@ def add_key_options(sub: argparse.ArgumentParser) -> None:
         "--key-file", metavar="PATH", help="file holding the key (64 hex characters; several, comma-separated)"
     )
     sub.add_argument(
+        "--data-key", metavar="FILE",
+        help="a wrapped data key file: the key is unwrapped through the first of its holders that works here",
+    )  # fmt: skip
+    sub.add_argument(
         "--key-env",
         metavar="NAME",
         default=DEFAULT_KEY_ENV,
@@ -105,11 +109,15 @@ class Keys:
         )
 
 
+def _check_key_env(key_env: str) -> None:
+    if not is_env_name(key_env):
+        raise UsageError(f"--key-env {key_env!r} is not an environment variable name")
+
+
 @forget_keys
 def load_keys(key_file: str | None, key_env: str, flag: str = "--key-file") -> Keys:
     """Keys from `flag` PATH, else from $key_env (or the file $key_env_FILE names); bad or no key is usage."""
-    if not is_env_name(key_env):
-        raise UsageError(f"--key-env {key_env!r} is not an environment variable name")
+    _check_key_env(key_env)
     try:
         if key_file is not None:
             path = Path(key_file)
@@ -128,7 +136,27 @@ def load_keys(key_file: str | None, key_env: str, flag: str = "--key-file") -> K
 
 
 def keys_from_args(args: argparse.Namespace) -> Keys:
+    """The keys of a verb's key options: --data-key FILE (unwrapped through its holders), else load_keys."""
+    if getattr(args, "data_key", None) is not None:
+        if args.key_file is not None:
+            raise UsageError("give --key-file or --data-key, not both")
+        return unwrapped_keys(Path(args.data_key), args.key_env)
     return load_keys(args.key_file, args.key_env)
+
+
+@forget_keys
+def unwrapped_keys(path: Path, key_env: str) -> Keys:
+    """The data key of a wrapped data key file, unwrapped through the first of its holders that works here
+    (an age identity in $<key_env>_AGE_IDENTITY, a reachable transit server or KMS, a token and its PIN).
+    Raises UsageError for a missing file, the holders' one-line errors (OvcryptError) when none works."""
+    from ovcrypt_runtime._keys.holders import unwrap_first
+    from ovcrypt_runtime._keys.holders.datakey import read_datakey
+
+    _check_key_env(key_env)
+    if not path.is_file():
+        raise UsageError(f"--data-key {path}: no such file (it takes a wrapped data key file, as `datakey new` writes)")
+    datakey = read_datakey(path)
+    return Keys([unwrap_first(datakey.holders, datakey.context(), key_env, str(path))], f"--data-key {path}")
 
 
 def read_small_file(path_text: str, flag: str) -> str:

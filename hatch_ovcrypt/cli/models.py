@@ -99,7 +99,7 @@ def _from_installed(package: str, model: str, args: argparse.Namespace) -> _Comp
         runtime = importlib.import_module(f"{package}._ovcrypt")
     except ImportError as exc:
         raise UsageError(f"cannot import {package}._ovcrypt ({exc}): is {package} installed here?") from None
-    if args.key_file:
+    if args.key_file or args.data_key:  # else the product's own key settings (its variable, provider, holders)
         for key in keys_from_args(args).all():
             runtime.set_key(key)
     return _compile_with(runtime.compile_model, f"{package}:{model}", model, args)

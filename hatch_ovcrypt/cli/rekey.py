@@ -28,7 +28,7 @@ from ovcrypt_runtime._format.spec import key_id
 from ovcrypt_runtime._loading.loader import read_locked
 
 from ..hook.progress import progress_for
-from .common import EXIT_OK, Keys, UsageError, VerbFactory, add_key_options, encrypted_files, load_keys
+from .common import EXIT_OK, Keys, UsageError, VerbFactory, add_key_options, encrypted_files, keys_from_args, load_keys
 from .package import LEFTOVER, PackageFolder, file_entry, header_of, leftover_temporaries, package_folders
 
 
@@ -36,7 +36,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     from ..hook.writer import encrypt_file
 
     files = encrypted_files(args.paths)
-    old = load_keys(args.key_file, args.key_env)
+    old = keys_from_args(args)
     new = load_keys(args.new_key_file, args.key_env, flag="--new-key-file")
     if len(new.ids) != 1:
         raise UsageError(f"--new-key-file {args.new_key_file} must hold exactly one key, not {len(new.ids)}")
