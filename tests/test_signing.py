@@ -332,3 +332,18 @@ def test_rekey_refuses_a_signed_folder(signed: Product, tmp_path: Path) -> None:
     """model.sig signs the old manifest: a rekeyed folder would fail its own signature check."""
     folder = signed.fresh_copy(tmp_path / "site")
     assert_rekey_refused(folder, signed.key, tmp_path, "is signed by its publisher (model.sig signs the old manifest)")
+
+
+@pytest.mark.parametrize(("uri", "module", "extra"), [
+    ("transit:publisher", "hvac", "transit"),
+    ("pkcs11:token=t;object=publisher?module-path=/m.so&pin-value=1", "pkcs11", "pkcs11"),
+])  # fmt: skip
+def test_a_signer_without_its_client_library_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, uri: str, module: str, extra: str
+) -> None:
+    from hatch_ovcrypt.signing import signer_for
+
+    monkeypatch.setitem(sys.modules, module, None)  # what `import module` sees when it is not installed
+    with pytest.raises(SigningError, match=rf"needs .*pip install 'hatch-ovcrypt\[{extra}\]'") as info:
+        signer_for(uri, {"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_TOKEN": "t"})
+    assert "\n" not in str(info.value) and "pin-value=1" not in str(info.value)

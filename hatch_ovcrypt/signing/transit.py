@@ -26,6 +26,10 @@ class TransitSigner:
     def __init__(self, uri: str, environ: Mapping[str, str]) -> None:
         self.uri = uri
         try:
+            import hvac  # type: ignore[import-untyped]  # noqa: F401  (only to say which extra brings it)
+        except ImportError:
+            raise SigningError(f"signing-key {uri}: needs hvac: pip install 'hatch-ovcrypt[transit]'") from None
+        try:
             self._key = TransitKey(uri, f"signing-key {uri}", environ)
         except KeyFormatError as exc:
             raise SigningError(f"signing-key {exc}") from None

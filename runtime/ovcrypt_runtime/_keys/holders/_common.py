@@ -12,15 +12,16 @@ from ..._errors import IntegrityError
 from ..._format.spec import KEY_SIZE
 
 
-def require(module: str, package: str, uri: str) -> ModuleType:
-    """`module`, imported now; HolderUnavailableError (a KeyMissingError) naming the package to install."""
+def require(module: str, package: str, uri: str, who: str | None = None) -> ModuleType:
+    """`module`, imported now; HolderUnavailableError (a KeyMissingError) naming the package to install, its
+    message starting with `who` (by default "holder <uri>")."""
     from . import HolderUnavailableError  # the package's __init__ imports no holder module: no cycle
 
     try:
         return importlib.import_module(module)
     except ImportError:
         raise HolderUnavailableError(
-            f"holder {uri}: this key holder needs the {package} package: pip install {package}"
+            f"{who or f'holder {uri}'}: this needs the {package} package: pip install {package}"
         ) from None
 
 

@@ -139,7 +139,7 @@ class Pkcs11Token:
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A logged-in read-only session on the token, closed afterwards; KeyMissingError if it cannot be had."""
-        p11 = require("pkcs11", "python-pkcs11", self.who)
+        p11 = require("pkcs11", "python-pkcs11", self.parsed.stored, self.who)
         token = self._token(p11)
         pin = self._pin()
         try:

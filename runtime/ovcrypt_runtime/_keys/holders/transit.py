@@ -76,7 +76,7 @@ class TransitKey:
 
     def client(self) -> Any:
         """An hvac client for the server VAULT_* (else BAO_*) names, with the CLI's TLS and namespace settings."""
-        hvac = require("hvac", "hvac", self.uri)
+        hvac = require("hvac", "hvac", self.uri, self.who)
         env = os.environ if self.environ is None else self.environ
         prefix = "VAULT" if env.get("VAULT_ADDR") else "BAO"
         other = "BAO" if prefix == "VAULT" else "VAULT"
@@ -98,8 +98,8 @@ class TransitKey:
     def call(self, method: str, *, forbidden_ok: bool = False, **kwargs: str) -> Any:
         """transit.`method`(name=..., mount_point=..., **kwargs)["data"], every failure as one line
         (KeyMissingError: the server cannot be used; WrongKeyError: it refused what was asked)."""
-        hvac = require("hvac", "hvac", self.uri)
-        requests = require("requests", "requests", self.uri)
+        hvac = require("hvac", "hvac", self.uri, self.who)
+        requests = require("requests", "requests", self.uri, self.who)
         client = self.client()
         address = client.adapter.base_uri
         try:
