@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .._hardening import dont_dump_mapping
 from .direct import pread_exact
-from .reader import default_threads
+from .reader import read_tags, segment_runs
 from .spec import TAG_SIZE, Header, SegmentCipher, check_file_size, wipe
 
 
@@ -43,11 +43,9 @@ def decrypt_into_file(
     if hasattr(os, "posix_fadvise"):  # the reads start while the key is being found
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    tags = bytes(pread_exact(fd, memoryview(bytearray(TAG_SIZE * header.segment_count)), header.tags_offset, label))
+    tags = read_tags(fd, header, label)
     cipher = unlock()
-    count = header.segment_count
-    workers = max(1, min(threads or default_threads(), count))
-    bounds = [count * w // workers for w in range(workers + 1)]
+    runs = segment_runs(header.segment_count, threads)
     written: dict[int, int] = {}  # first segment of a run -> end of the run's written segments
     failed = threading.Event()
 
@@ -72,8 +70,8 @@ def decrypt_into_file(
             view.release()
             scratch.close()
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
-        futures = [pool.submit(run, bounds[w], bounds[w + 1]) for w in range(workers) if bounds[w] < bounds[w + 1]]
+    with ThreadPoolExecutor(len(runs), thread_name_prefix="ovcrypt") as pool:
+        futures = [pool.submit(run, first, stop) for first, stop in runs]
     errors = [e for e in (future.exception() for future in futures) if e is not None]
     if errors:
         for first, stop in written.items():

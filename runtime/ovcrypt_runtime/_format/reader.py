@@ -86,8 +86,7 @@ def read_and_decrypt(
     try:
         if direct is None and hasattr(os, "posix_fadvise"):  # start reading it all now, overlapping decryption
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        tags_view = memoryview(bytearray(TAG_SIZE * header.segment_count))
-        tags = bytes(pread_exact(fd, tags_view, header.tags_offset, label))
+        tags = read_tags(fd, header, label)
         runs = _SegmentRuns(header, out, tags, (fd, direct), header.header_size, label)
         ahead = direct is not None if read_ahead is None else read_ahead  # by default: from the disk
         cipher = runs.unlock_while_reading(unlock, threads, read_ahead=ahead)
@@ -187,17 +186,15 @@ class _SegmentRuns:
     def unlock_while_reading(
         self, unlock: Callable[[], SegmentCipher], threads: int | None, *, read_ahead: bool
     ) -> SegmentCipher:
-        count = self.header.segment_count
-        workers = max(1, min(threads or default_threads(), count))
+        runs = segment_runs(self.header.segment_count, threads)
         try:
-            if workers == 1:
+            if len(runs) == 1:
                 self._cipher = unlock()
                 self._unlocked.set()
-                self._run(0, count, False)
+                self._run(*runs[0], False)
                 return self._cipher
-            bounds = [count * w // workers for w in range(workers + 1)]
-            with ThreadPoolExecutor(workers, thread_name_prefix="ovcrypt") as pool:
-                futures = [pool.submit(self._run, bounds[w], bounds[w + 1], read_ahead) for w in range(workers)]
+            with ThreadPoolExecutor(len(runs), thread_name_prefix="ovcrypt") as pool:
+                futures = [pool.submit(self._run, first, stop, read_ahead) for first, stop in runs]
                 try:
                     self._cipher = unlock()
                 finally:
@@ -218,6 +215,19 @@ def default_threads() -> int:
     reads in flight load faster (512 MiB, 2 cores, 7 cold runs each: median 0.89 s with 2 workers, 0.72 s
     with 4); from a warm cache the extra workers cost little."""
     return max(2, min(2 * (os.cpu_count() or 1), 8))
+
+
+def segment_runs(count: int, threads: int | None) -> list[tuple[int, int]]:
+    """[first, stop) of each worker's contiguous run of `count` segments, for min(threads or default_threads(),
+    count) workers, at least one: no run is empty."""
+    workers = max(1, min(threads or default_threads(), count))
+    return [(count * w // workers, count * (w + 1) // workers) for w in range(workers)]
+
+
+def read_tags(fd: int, header: Header, label: str) -> bytes:
+    """The file's block of tags (TAG_SIZE bytes per segment, after the ciphertext), read at its offset;
+    IntegrityError naming `label` if the file ends first."""
+    return bytes(pread_exact(fd, memoryview(bytearray(TAG_SIZE * header.segment_count)), header.tags_offset, label))
 
 
 def iter_plaintext(f: IO[bytes], cipher: SegmentCipher, size: int) -> Iterator[memoryview]:

@@ -175,7 +175,7 @@ class Package:
                 with folder.written(path, header.plaintext_length) as out:
                     decrypt_into_file(fd, header, label, unlock, out)
                 return
-            cipher = unlock()  # a stream's size is checked only as it is read
+            cipher = unlock()  # a stream (or any file without pread) is read in order, its size checked as it goes
             with folder.fill(path, header.plaintext_length) as view:
                 read_and_decrypt(f, header, label, lambda: cipher, view)
 
