@@ -451,9 +451,12 @@ def test_verify_reports_every_problem_of_a_package(setup: Setup, cli: Cli) -> No
     data[-100] ^= 1
     tampered.write_bytes(bytes(data))
     missing.unlink()
+    stray = folder / "models" / "det_old.bin.ovc"  # a valid encrypted file the manifest does not list
+    stray.write_bytes(encrypted_path(folder, "other", Role.BIN).read_bytes())
     r = cli("verify", folder, "--key-file", setup.file_a)
     assert_one_line_error(r, 1, "det.bin.ovc is not the file it was signed with", "det.bin.ovc: segment",
-                          "other.xml.ovc, which is missing")  # fmt: skip
+                          "other.xml.ovc, which is missing", "det_old.bin.ovc is not in the manifest")  # fmt: skip
+    stray.unlink()
     manifest = folder / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"generator": "hatch-ovcrypt', '"generator": "edited'))
     r = cli("verify", folder, "--key-file", setup.file_a)

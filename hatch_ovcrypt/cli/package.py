@@ -105,7 +105,8 @@ class PackageFolder:
         """Every way this folder differs from what it was signed as, each an error to report; empty when none.
 
         The manifest's MAC under its key (or why that key is not at hand), then every file it lists: present,
-        regular, and exactly the file it was signed with (size, SHA-256, header salt). Each file is compared
+        regular, and exactly the file it was signed with (size, SHA-256, header salt); and every encrypted file
+        under models/ that it does not list. Each file is compared
         even when the MAC failed, so one run names every damaged or missing file.
 
         With `new_key` (an interrupted rekey being run again), a file already under that key passes when its
@@ -118,11 +119,19 @@ class PackageFolder:
             self.manifest.verify(manifest_key)
         except OvcryptError as exc:
             found.append(exc.with_traceback(None))  # kept for its message: not its frames, which held the key
+        listed = set()
         for _, _, entry, identity in self.files():
+            listed.add(self.path(identity))
             try:
                 self._check_file(entry, identity, manifest_key, new_key)
             except OvcryptError as exc:
                 found.append(exc.with_traceback(None))
+        models = self.root / MODELS_DIR
+        for path in sorted(set(models.rglob(f"*{ENCRYPTED_SUFFIX}")) - listed):  # the runtime never reads these
+            found.append(ManifestError(
+                f"{self.label}: {path.relative_to(models)} is not in the manifest, so the runtime never reads it; "
+                "remove it, or rebuild"
+            ))  # fmt: skip
         return found
 
     @forget_keys
