@@ -2,12 +2,11 @@
 
 A new memory file filled through a shared mapping takes a write fault for every 4 KiB page it gets (shared
 memory gets no huge pages where the system turns them off, as on these machines). Written with pwrite, the
-kernel allocates and fills its pages with no fault at all. Decrypting the 272 MiB weights of
-benchmarks/bench_memfolder.py's model into a new memfd, warm page cache, 2 cores, two runs each: read into a
-mapping and decrypted there (read_and_decrypt), 0.143–0.164 s with 2 to 4 workers and 0.255–0.273 s with one;
-here, 0.105–0.121 s and 0.154–0.165 s. So each worker decrypts its segments in a buffer of one segment and
-writes each one once it authenticated: the memory file never holds a byte that did not, and the buffers are
-wiped.
+kernel allocates and fills its pages with no fault at all. Decrypting bench_memfolder's 274 MiB weights
+into a new memfd (benchmarks/probe_into_file.py, 7 alternating rounds, warm page cache, 2 cores, medians):
+through a mapping (read_and_decrypt) 0.139 s with the default 4 workers and 0.257 s with one; here 0.105 s
+and 0.149 s. So each worker decrypts its segments in a buffer of one segment and writes each one once it
+authenticated: the memory file never holds a byte that did not, and the buffers are wiped.
 """
 
 from __future__ import annotations
